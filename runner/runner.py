@@ -1,0 +1,779 @@
+"""python-executor runner: runs one untrusted script inside the jail.
+
+The supervisor starts this file once per execution (the "cold" engine) as
+
+    <venv>/bin/python3 runner.py
+
+with the working directory on a private tmpfs, stdin on /dev/null, and stdout and
+stderr on raw pipes that the supervisor reads. The runner never redirects or parses
+fd 1 and 2: whatever the script, its C extensions or its child processes print goes
+straight to the supervisor.
+
+The request and the answer travel on two extra fds, named by the environment (fd
+numbers only, never data):
+
+    PYEXEC_REQUEST_FD  (default 3)  one `execute` frame: {"script": str, "max_result_bytes": int}
+    PYEXEC_RESULT_FD   (default 4)  one `result` frame {"json": bytes}
+                                    or one `error` frame {"type", "message", "traceback"}
+
+Frames are those of supervisor/wire/PROTOCOL.md: a 10-byte header
+struct.pack(">IIBB", body_length, request_id, message_type, version) and a msgpack
+map. The answer echoes the request id.
+
+Exit status: 0 after the answer was written; EXIT_BAD_REQUEST (2) when the request
+could not be read (a message on stderr, no answer); EXIT_WRITE_FAILED (3) when the
+answer could not be written. The script itself can end the process any other way
+(os._exit, a signal); then nothing is written and the supervisor reports it.
+
+What this file trusts: nothing the script does. The script runs in this process, so
+it can replace any module (json, msgpack, even this one) or write forged bytes to the
+result fd; that spoils its own answer only, and the supervisor treats every byte it
+reads from here as hostile. The runner's job is to give an honest answer to honest
+scripts and a well-formed answer in every case it can still control.
+
+The work is in run_request(), which touches no fd, so that the "warm" engine (a
+forked child of a pre-imported zygote) can call it in-process. main() does the fd
+I/O around it.
+
+Standard library plus msgpack only. numpy and pandas are handled when, and only
+when, the script imported them itself (importing pandas costs ~300 ms).
+"""
+
+import datetime
+import json
+import linecache
+import math
+import os
+import struct
+import sys
+import traceback
+import types
+from collections.abc import Coroutine, Iterable
+from typing import Any, BinaryIO, NoReturn
+
+import msgpack
+
+# ---------------------------------------------------------------------------
+# Wire protocol (supervisor/wire/PROTOCOL.md)
+# ---------------------------------------------------------------------------
+
+PROTOCOL_VERSION = 1
+
+# Header: body length, request id, message type, version; all big endian.
+HEADER = struct.Struct(">IIBB")
+HEADER_SIZE = HEADER.size  # 10
+
+MSG_EXECUTE = 0x02
+MSG_RESULT = 0x12
+MSG_ERROR = 0x13
+
+# Largest request body the runner accepts. Checked before the body is read, so a
+# bogus length cannot make the runner allocate. Scripts are far smaller than this.
+MAX_REQUEST_BODY = 64 * 1024 * 1024
+
+# Error codes the runner produces (a subset of PROTOCOL.md's stable codes).
+ERR_SYNTAX = "syntax_error"
+ERR_MISSING_MAIN = "missing_main"
+ERR_INVALID_RESULT = "invalid_result"
+ERR_RESULT_TOO_LARGE = "result_too_large"
+ERR_EXCEPTION = "exception"
+ERR_EXITED = "exited"
+ERR_INTERNAL = "internal"
+
+EXIT_BAD_REQUEST = 2
+EXIT_WRITE_FAILED = 3
+
+DEFAULT_REQUEST_FD = 3
+DEFAULT_RESULT_FD = 4
+
+
+class FrameError(ValueError):
+    """A frame is malformed, truncated, or larger than allowed."""
+
+
+def encode_frame(request_id: int, msg_type: int, body: dict, version: int = PROTOCOL_VERSION) -> bytes:
+    """Return one frame: the 10-byte header followed by the msgpack body.
+
+    Text is msgpack str and bytes are msgpack bin (use_bin_type=True); the map keeps
+    the insertion order of `body`, which golden files depend on.
+    """
+    payload = msgpack.packb(body, use_bin_type=True)
+    if len(payload) > 0xFFFFFFFF:
+        raise FrameError(f"frame body is {len(payload)} bytes, too large for the header")
+    return HEADER.pack(len(payload), request_id, msg_type, version) + payload
+
+
+def _decode_body(payload: bytes) -> dict:
+    """Decode a frame body, which must be exactly one msgpack map."""
+    try:
+        body = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:  # msgpack raises several types for bad input; all mean "malformed"
+        detail = str(exc) or type(exc).__name__
+        raise FrameError(f"frame body is not valid msgpack: {detail}") from None
+    if not isinstance(body, dict):
+        raise FrameError(f"frame body is a msgpack {type(body).__name__}, not a map")
+    return body
+
+
+def decode_frame(data: bytes, max_body_len: int = MAX_REQUEST_BODY) -> tuple[int, int, int, dict]:
+    """Decode exactly one frame held in `data`.
+
+    Returns (request_id, msg_type, version, body). The message type and version are
+    not judged here: that is the caller's business.
+    """
+    if len(data) < HEADER_SIZE:
+        raise FrameError(f"frame is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    body_len, request_id, msg_type, version = HEADER.unpack_from(data)
+    if body_len > max_body_len:
+        raise FrameError(f"frame body length {body_len} is over the maximum of {max_body_len}")
+    if len(data) != HEADER_SIZE + body_len:
+        raise FrameError(
+            f"frame header announces a {body_len}-byte body, but {len(data) - HEADER_SIZE} bytes follow"
+        )
+    return request_id, msg_type, version, _decode_body(data[HEADER_SIZE:])
+
+
+def _read_exact(stream: BinaryIO, size: int, what: str) -> bytes:
+    """Read exactly `size` bytes, looping over short reads; EOF before that is an error."""
+    chunks = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            raise FrameError(f"end of input after {size - remaining} of the {size} bytes of the {what}")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: BinaryIO, max_body_len: int = MAX_REQUEST_BODY) -> tuple[int, int, int, dict]:
+    """Read one frame from a binary stream; returns what decode_frame returns.
+
+    The body length is checked against `max_body_len` before the body is read.
+    Nothing past the frame is read.
+    """
+    header = _read_exact(stream, HEADER_SIZE, "frame header")
+    body_len, request_id, msg_type, version = HEADER.unpack(header)
+    if body_len > max_body_len:
+        raise FrameError(f"frame body length {body_len} is over the maximum of {max_body_len}")
+    payload = _read_exact(stream, body_len, "frame body")
+    return request_id, msg_type, version, _decode_body(payload)
+
+
+def read_request(stream: BinaryIO) -> tuple[int, str, int]:
+    """Read and check the one `execute` frame; returns (request_id, script, max_result_bytes).
+
+    Missing keys take their zero value (PROTOCOL.md); keys of the wrong type are errors.
+    max_result_bytes 0 means "no limit of the runner's own".
+    """
+    request_id, msg_type, version, body = read_frame(stream, MAX_REQUEST_BODY)
+    if version != PROTOCOL_VERSION:
+        raise FrameError(f"request has protocol version {version}, want {PROTOCOL_VERSION}")
+    if msg_type != MSG_EXECUTE:
+        raise FrameError(f"request has message type 0x{msg_type:02x}, want 0x{MSG_EXECUTE:02x} (execute)")
+    script = body.get("script", "")
+    if not isinstance(script, str):
+        raise FrameError(f"request field script is a {type(script).__name__}, want str")
+    max_result_bytes = body.get("max_result_bytes", 0)
+    if type(max_result_bytes) is not int or max_result_bytes < 0:
+        raise FrameError(f"request field max_result_bytes is {max_result_bytes!r}, want an int >= 0")
+    return request_id, script, max_result_bytes
+
+
+def write_frame(fd: int, request_id: int, msg_type: int, body: dict) -> None:
+    """Write one frame to `fd`, looping over partial writes."""
+    data = memoryview(encode_frame(request_id, msg_type, body))
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+# ---------------------------------------------------------------------------
+# The JSON policy (ARCHITECTURE.md section 3)
+# ---------------------------------------------------------------------------
+
+# A result nested deeper than this many containers is refused. It also keeps the
+# recursive walk below far from Python's recursion limit.
+MAX_DEPTH = 100
+
+
+class InvalidResult(Exception):
+    """The value is not JSON under the policy.
+
+    `what` says what is wrong (usually just the type name); path segments are added
+    by each enclosing container while the exception travels up, innermost first, so
+    the path costs nothing unless a value is refused.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self._segments: list[str] = []
+
+    def add_index(self, index: int) -> None:
+        self._segments.append(f"[{index}]")
+
+    def add_key(self, key: str) -> None:
+        # Plain ASCII identifiers read best as .name; anything else is JSON-quoted.
+        if key.isascii() and key.isidentifier():
+            self._segments.append(f".{key}")
+        else:
+            self._segments.append(f"[{json.dumps(key, ensure_ascii=False)}]")
+
+    @property
+    def path(self) -> str:
+        return "$" + "".join(reversed(self._segments))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}"
+
+
+class ResultTooLarge(Exception):
+    """The encoded result is over the limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"result is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# Returned by _Converter.scalar for values that are not scalars under the policy.
+_NOT_SCALAR = object()
+
+
+def _duplicate(label: str, name: str) -> str:
+    return f"duplicate {label} {json.dumps(name, ensure_ascii=False)} after conversion to a string"
+
+
+class _Converter:
+    """One conversion of one value to plain JSON types (dict, list, str, int, float, bool, None).
+
+    numpy and pandas are looked up in sys.modules once, at the start: if the script
+    did not import them, its result cannot contain their types, and the runner must
+    not pay for importing them.
+    """
+
+    def __init__(self) -> None:
+        self.numpy = sys.modules.get("numpy")
+        self.pandas = sys.modules.get("pandas")
+        # ids of the containers being converted right now (the path from the root), to
+        # refuse a container that contains itself instead of walking it forever.
+        self.ancestors: set[int] = set()
+
+    def scalar(self, value: object) -> object:
+        """The plain Python value of a scalar the policy accepts, or _NOT_SCALAR.
+
+        Floats keep NaN and infinities here (dict keys need them); convert() turns them
+        into None. Subclasses are reduced with the base class's own method (int.__int__,
+        str.__str__, ...), so an IntEnum gives its int and a (str, Enum) member its
+        string, and no subclass can substitute a value of its own.
+        """
+        if value is None or value is True or value is False:
+            return value
+        if isinstance(value, str):
+            return str.__str__(value)
+        if isinstance(value, int):  # bool was handled above
+            return int.__int__(value)
+        if isinstance(value, float):  # includes numpy.float64, a float subclass
+            return float.__float__(value)
+        np = self.numpy
+        if np is not None and isinstance(value, np.generic):
+            if isinstance(value, np.bool_):
+                return bool(value)
+            if isinstance(value, np.timedelta64):  # before integer: it is a numpy integer subclass
+                return _NOT_SCALAR
+            if isinstance(value, np.integer):
+                return int(value)
+            if isinstance(value, np.floating):
+                return float(value)
+            if isinstance(value, np.datetime64):
+                return None if np.isnat(value) else str(np.datetime_as_string(value))
+            return _NOT_SCALAR  # complex, bytes_, void, ...
+        pd = self.pandas
+        if pd is not None:
+            # Before the datetime checks: NaT is a datetime subclass, Timestamp too.
+            if value is pd.NaT or value is pd.NA:
+                return None
+            if isinstance(value, pd.Timestamp):
+                return pd.Timestamp.isoformat(value)  # keeps nanoseconds
+        if isinstance(value, datetime.datetime):  # before date: datetime is a date subclass
+            return datetime.datetime.isoformat(value)
+        if isinstance(value, datetime.date):
+            return datetime.date.isoformat(value)
+        return _NOT_SCALAR
+
+    def key(self, key: object, label: str) -> str:
+        """A dict key (or index/column label) as a JSON object key.
+
+        Strings stay; None, bool, int and float become what json.dumps writes for
+        them as keys (None -> "null", True -> "true", 1.5 -> "1.5", NaN -> "NaN");
+        dates and timestamps become ISO 8601. Anything else is refused.
+        """
+        plain = self.scalar(key)
+        if plain is _NOT_SCALAR:
+            raise InvalidResult(f"{label} of type {type(key).__name__}")
+        if isinstance(plain, str):
+            return plain
+        return json.dumps(plain)  # None, bool, int or float; allow_nan is on for keys
+
+    def convert(self, value: object, depth: int) -> object:
+        """Convert `value`, which sits inside `depth` containers."""
+        # Fast path for the common exact types.
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value
+        if kind is float:
+            return value if math.isfinite(value) else None
+
+        plain = self.scalar(value)
+        if plain is not _NOT_SCALAR:
+            if isinstance(plain, float) and not math.isfinite(plain):
+                return None
+            return plain
+
+        if not self._is_container(value):
+            raise InvalidResult(type(value).__name__)
+        if depth >= MAX_DEPTH:
+            raise InvalidResult(f"{type(value).__name__} nested deeper than {MAX_DEPTH} levels")
+        if id(value) in self.ancestors:
+            raise InvalidResult(f"{type(value).__name__} that contains itself")
+        self.ancestors.add(id(value))
+        try:
+            return self._convert_container(value, depth)
+        finally:
+            self.ancestors.discard(id(value))
+
+    def _is_container(self, value: object) -> bool:
+        if isinstance(value, (list, tuple, dict)):
+            return True
+        np, pd = self.numpy, self.pandas
+        if np is not None and isinstance(value, np.ndarray):
+            return True
+        if pd is not None and isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
+            return True
+        return False
+
+    def _convert_container(self, value: Any, depth: int) -> object:
+        if isinstance(value, (list, tuple)):
+            return self._convert_items(value, depth)
+        if isinstance(value, dict):
+            return self._convert_pairs(value.keys(), value.values(), depth, "key")
+        np, pd = self.numpy, self.pandas
+        if np is not None and isinstance(value, np.ndarray):
+            return self._convert_ndarray(value, depth)
+        if pd is not None:
+            if isinstance(value, pd.DataFrame):
+                return self._convert_dataframe(value, depth)
+            if isinstance(value, pd.Series):
+                # tolist() boxes values the way pandas shows them (Timestamp, NaT, NA, ...).
+                return self._convert_pairs(value.index.tolist(), value.tolist(), depth, "index label")
+            if isinstance(value, pd.Index):
+                return self._convert_items(value.tolist(), depth)
+        raise InvalidResult(type(value).__name__)  # unreachable: _is_container said yes
+
+    def _convert_items(self, items: Iterable[object], depth: int) -> list:
+        out = []
+        for index, item in enumerate(items):
+            try:
+                out.append(self.convert(item, depth + 1))
+            except InvalidResult as exc:
+                exc.add_index(index)
+                raise
+        return out
+
+    def _convert_pairs(
+        self, keys: Iterable[object], values: Iterable[object], depth: int, label: str
+    ) -> dict:
+        out: dict = {}
+        for key, item in zip(keys, values, strict=True):
+            name = self.key(key, label)
+            if name in out:
+                # Two keys that are distinct in Python (1 and "1") would collapse into one
+                # JSON key and silently lose a value: refuse instead.
+                raise InvalidResult(_duplicate(label, name))
+            try:
+                out[name] = self.convert(item, depth + 1)
+            except InvalidResult as exc:
+                exc.add_key(name)
+                raise
+        return out
+
+    def _convert_ndarray(self, array: Any, depth: int) -> object:  # array: numpy.ndarray
+        if array.ndim == 0:
+            # A 0-d array holds a single value: convert that value.
+            return self.convert(array[()], depth)
+        if array.dtype.kind in "biufcUS":
+            # Booleans, numbers and strings: ndarray.tolist() gives nested lists of
+            # Python values much faster than a walk over numpy scalars; the walk then
+            # applies the policy (NaN -> null, complex and bytes refused).
+            return self._convert_items(array.tolist(), depth)
+        # object, datetime64, timedelta64, structured: element by element, so each
+        # element meets the policy as itself (tolist would turn datetime64[ns] into ints).
+        return self._convert_items(array, depth)
+
+    def _convert_dataframe(self, frame: Any, depth: int) -> list:  # frame: pandas.DataFrame
+        # A list of records: one {column: value} dict per row.
+        if depth + 1 >= MAX_DEPTH:
+            raise InvalidResult(f"{type(frame).__name__} nested deeper than {MAX_DEPTH} levels")
+        columns: list[str] = []
+        for label in frame.columns:
+            name = self.key(label, "column label")
+            if name in columns:
+                raise InvalidResult(_duplicate("column label", name))
+            columns.append(name)
+        # Column by column: Series.tolist() boxes each column's values once.
+        column_values = [frame.iloc[:, position].tolist() for position in range(len(columns))]
+        records = []
+        for row in range(len(frame)):
+            record = {}
+            for name, values in zip(columns, column_values, strict=True):
+                try:
+                    record[name] = self.convert(values[row], depth + 2)
+                except InvalidResult as exc:
+                    exc.add_key(name)
+                    exc.add_index(row)
+                    raise
+            records.append(record)
+        return records
+
+
+def to_json_value(value: object) -> object:
+    """Convert `value` to plain JSON types under the policy; raises InvalidResult."""
+    return _Converter().convert(value, 0)
+
+
+def encode_result(value: object, max_result_bytes: int) -> bytes:
+    """The UTF-8 JSON text of `value` under the policy.
+
+    Raises InvalidResult when the value is not JSON under the policy, and
+    ResultTooLarge when the text is over max_result_bytes (0 means no limit).
+    """
+    plain = to_json_value(value)
+    # allow_nan=False is a second guard: the conversion already replaced NaN/Infinity.
+    text = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate in some string cannot be UTF-8; write \udxxx escapes instead,
+        # so the bytes are always valid UTF-8.
+        data = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    if max_result_bytes > 0 and len(data) > max_result_bytes:
+        raise ResultTooLarge(len(data), max_result_bytes)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Running the script
+# ---------------------------------------------------------------------------
+
+SCRIPT_FILENAME = "<script>"
+SCRIPT_MODULE = "__script__"
+
+# Error texts are capped so that a huge exception message cannot make the answer
+# frame larger than the supervisor accepts. The middle is cut: the start names
+# the problem, the end holds the innermost frame and the exception line.
+MAX_MESSAGE_CHARS = 8 * 1024
+MAX_TRACEBACK_CHARS = 64 * 1024
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    omitted = len(text) - 2 * half
+    return f"{text[:half]}\n... [{omitted} characters omitted] ...\n{text[-half:]}"
+
+
+def _valid_text(text: str) -> str:
+    # msgpack str must be UTF-8; lone surrogates (possible in any user string) become
+    # visible \udxxx escapes instead of breaking the encoder.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_body(error_type: str, message: str, traceback_text: str = "") -> dict:
+    """The body of an `error` frame; key order is part of the golden bytes."""
+    return {
+        "type": error_type,
+        "message": _valid_text(_clip(message, MAX_MESSAGE_CHARS)),
+        "traceback": _valid_text(_clip(traceback_text, MAX_TRACEBACK_CHARS)),
+    }
+
+
+def _safe_str(value: object) -> str:
+    # str() of a user object runs user code, which may raise anything (even SystemExit).
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} object; str() failed>"
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except BaseException:
+        return f"<{type(value).__name__} object; repr() failed>"
+
+
+def _exception_name(exc: BaseException) -> str:
+    """The exception's type name as Python prints it, without the script's module name.
+
+    Built-in exceptions are bare ("ValueError"), library ones are qualified
+    ("json.decoder.JSONDecodeError"), the script's own are bare ("MyError").
+    """
+    kind = type(exc)
+    module = getattr(kind, "__module__", None)
+    if module in (None, "builtins", "__main__", SCRIPT_MODULE):
+        return kind.__qualname__
+    return f"{module}.{kind.__qualname__}"
+
+
+def exception_message(exc: BaseException) -> str:
+    """Return "ExcType: text", or just "ExcType" when the exception has no text."""
+    text = _safe_str(exc)
+    name = _exception_name(exc)
+    return f"{name}: {text}" if text else name
+
+
+def _has_script_frames(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == SCRIPT_FILENAME:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def script_traceback(exc: BaseException) -> str:
+    """The traceback text of `exc`, formatted by Python, with only the script's frames.
+
+    Runner frames and library internals (json, pandas, asyncio, ...) are dropped; the
+    script's lines come from linecache, where run_request registered the source.
+    Chained exceptions ("The above exception was the direct cause of...", "During
+    handling of the above exception...") and exception groups are kept, each filtered
+    the same way, because the cause is often the useful part. The last line is
+    Python's own, so an exception class defined by the script reads
+    "__script__.MyError: ..." there (the error message says just "MyError: ...").
+    """
+    summary = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+    pending = [summary]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        kept = [frame for frame in current.stack if frame.filename == SCRIPT_FILENAME]
+        current.stack = traceback.StackSummary.from_list(kept)
+        for nested in (current.__cause__, current.__context__, *(current.exceptions or ())):
+            if nested is not None:
+                pending.append(nested)
+    return "".join(summary.format())
+
+
+def _script_failure(exc: BaseException) -> tuple[int, dict]:
+    """The answer for an exception that escaped the script (at import, in main, or in
+    script code called while encoding the result)."""
+    if isinstance(exc, SystemExit):
+        if exc.code is None:
+            call = "sys.exit()"
+        else:
+            call = f"sys.exit({_safe_repr(exc.code)})"
+        message = f"script called {call} before returning a result"
+        return MSG_ERROR, error_body(ERR_EXITED, message, script_traceback(exc))
+    # KeyboardInterrupt and other BaseExceptions are reported like exceptions.
+    return MSG_ERROR, error_body(ERR_EXCEPTION, exception_message(exc), script_traceback(exc))
+
+
+def _internal_failure(exc: BaseException) -> tuple[int, dict]:
+    # A bug of the runner: name it, but keep the runner's own frames out of the answer.
+    return MSG_ERROR, error_body(ERR_INTERNAL, f"runner failed: {exception_message(exc)}")
+
+
+def _compile_script(script: str) -> types.CodeType:
+    # Registered with linecache so that tracebacks (and inspect.getsource) show the
+    # script's lines; mtime None marks it as not a file, so checkcache() keeps it.
+    linecache.cache[SCRIPT_FILENAME] = (len(script), None, script.splitlines(keepends=True), SCRIPT_FILENAME)
+    # dont_inherit: no __future__ flags of the runner leak into the script.
+    return compile(script, SCRIPT_FILENAME, "exec", dont_inherit=True)
+
+
+def _syntax_failure(exc: BaseException) -> tuple[int, dict]:
+    if isinstance(exc, SyntaxError):
+        text = exc.msg or _safe_str(exc)
+        message = f"line {exc.lineno}: {text}" if exc.lineno else text
+        # format_exception_only shows the file, line, the offending text and a caret.
+        detail = "".join(traceback.format_exception_only(type(exc), exc))
+        return MSG_ERROR, error_body(ERR_SYNTAX, message, detail)
+    if isinstance(exc, ValueError):  # e.g. null bytes, on Python versions that raise ValueError
+        return MSG_ERROR, error_body(ERR_SYNTAX, _safe_str(exc), exception_message(exc) + "\n")
+    # RecursionError or MemoryError from the compiler: the script nests too deeply
+    # (e.g. 100000 chained operators), or is simply too big.
+    message = f"script is too deeply nested or too large to compile ({exception_message(exc)})"
+    return MSG_ERROR, error_body(ERR_SYNTAX, message, exception_message(exc) + "\n")
+
+
+def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
+    try:
+        code = _compile_script(script)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return _syntax_failure(exc)
+
+    # A fresh module that is not __main__, so `if __name__ == "__main__": main()`
+    # does not call main() a second time; in sys.modules so that pickle and
+    # multiprocessing can find the script's functions and classes by module name.
+    module = types.ModuleType(SCRIPT_MODULE)
+    sys.modules[SCRIPT_MODULE] = module
+    sys.argv = [SCRIPT_FILENAME]
+
+    try:
+        exec(code, module.__dict__)
+        main = module.__dict__.get("main")
+        if main is None:
+            return MSG_ERROR, error_body(ERR_MISSING_MAIN, "script does not define a callable main()")
+        if not callable(main):
+            message = f"script does not define a callable main(): main is of type {type(main).__name__}"
+            return MSG_ERROR, error_body(ERR_MISSING_MAIN, message)
+        value = main()
+        if isinstance(value, Coroutine):
+            # `async def main()`: run it to completion. asyncio is imported only here,
+            # as most scripts never need it.
+            import asyncio
+
+            value = asyncio.run(value)
+    except BaseException as exc:  # every way out of the script is an outcome, even KeyboardInterrupt
+        return _script_failure(exc)
+
+    try:
+        data = encode_result(value, max_result_bytes)
+    except InvalidResult as exc:
+        message = f"main() returned a value that is not JSON-serializable: {exc}"
+        return MSG_ERROR, error_body(ERR_INVALID_RESULT, message)
+    except ResultTooLarge as exc:
+        return MSG_ERROR, error_body(ERR_RESULT_TOO_LARGE, str(exc))
+    except BaseException as exc:
+        # Encoding can run script code (a tzinfo's utcoffset, a list subclass's
+        # __iter__, ...). With a script frame in the traceback the script raised;
+        # without one, it is a failure of the runner (or of numpy/pandas internals).
+        if isinstance(exc, SystemExit) or _has_script_frames(exc):
+            return _script_failure(exc)
+        return _internal_failure(exc)
+    return MSG_RESULT, {"json": data}
+
+
+def run_request(script: str, max_result_bytes: int) -> tuple[int, dict]:
+    """Run `script` and return the answer as (message type, body).
+
+    The message type is MSG_RESULT with body {"json": bytes} or MSG_ERROR with body
+    {"type", "message", "traceback"}. Never raises: a failure of the runner's own code
+    becomes an `internal` error. Process-wide effects: sys.argv, sys.modules["__script__"]
+    and linecache are set for the script, and the script itself can change anything.
+    """
+    try:
+        return _run(script, max_result_bytes)
+    except BaseException as exc:
+        return _internal_failure(exc)
+
+
+# ---------------------------------------------------------------------------
+# Process entry point: fd I/O around run_request
+# ---------------------------------------------------------------------------
+
+
+class _SetupError(Exception):
+    pass
+
+
+def _fd_from_env(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if text == "":
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise _SetupError(f"{name}={text!r} is not an fd number")
+    return int(text)
+
+
+def _read_request_fd(fd: int) -> tuple[int, str, int]:
+    """Read the request from `fd` and close it (before the script runs)."""
+    try:
+        # The supervisor's end may have left the pipe non-blocking; a read must wait.
+        os.set_blocking(fd, True)
+        # buffering=0: read exactly one frame and nothing after it.
+        request = open(fd, "rb", buffering=0)
+    except OSError as exc:
+        raise _SetupError(f"request fd {fd} is not usable: {exc.strerror}") from None
+    with request:
+        try:
+            return read_request(request)
+        except OSError as exc:
+            raise _SetupError(f"cannot read the request from fd {fd}: {exc.strerror}") from None
+
+
+def _remove_runner_dir_from_path() -> None:
+    # Python puts the directory of runner.py first on sys.path; the script must not
+    # import the runner's neighbours by accident (or on purpose).
+    runner_dir = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != runner_dir]
+
+
+def _flush_standard_streams() -> None:
+    # So that everything the script printed is in the pipes before the answer is
+    # written. The streams may have been replaced by the script (and its flush may
+    # raise anything, even SystemExit); that must not stop the answer.
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _fail(status: int, message: str) -> NoReturn:
+    # Before the script runs, and when the answer cannot be written, the only
+    # channel left is stderr (which the supervisor logs).
+    try:
+        os.write(2, f"python-executor runner: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+    os._exit(status)
+
+
+def main() -> None:
+    try:
+        request_fd = _fd_from_env("PYEXEC_REQUEST_FD", DEFAULT_REQUEST_FD)
+        result_fd = _fd_from_env("PYEXEC_RESULT_FD", DEFAULT_RESULT_FD)
+        if request_fd <= 2 or result_fd <= 2 or request_fd == result_fd:
+            raise _SetupError(
+                f"request fd {request_fd} and result fd {result_fd} must be distinct and above 2"
+            )
+        try:
+            # Close-on-exec: programs the script runs (os.system, subprocess) must not
+            # inherit the result channel. (A fork() without exec still does.)
+            os.set_inheritable(result_fd, False)
+        except OSError as exc:
+            raise _SetupError(f"result fd {result_fd} is not usable: {exc.strerror}") from None
+        request_id, script, max_result_bytes = _read_request_fd(request_fd)
+    except (_SetupError, FrameError) as exc:
+        _fail(EXIT_BAD_REQUEST, f"bad request: {exc}")
+
+    _remove_runner_dir_from_path()
+    runner_pid = os.getpid()
+    msg_type, body = run_request(script, max_result_bytes)
+    _flush_standard_streams()
+
+    if os.getpid() != runner_pid:
+        # A child the script forked with os.fork() has returned from main() as well.
+        # Only the process the supervisor started may answer: exactly one frame.
+        os._exit(0)
+
+    try:
+        # The script may have made the fd non-blocking; a short write would lose the answer.
+        os.set_blocking(result_fd, True)
+        write_frame(result_fd, request_id, msg_type, body)
+    except Exception as exc:
+        _fail(EXIT_WRITE_FAILED, f"cannot write the answer: {exception_message(exc)}")
+    # os._exit, not sys.exit: no atexit handlers of the script, no waiting for its
+    # non-daemon threads; the answer is complete.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
