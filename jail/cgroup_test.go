@@ -1,0 +1,587 @@
+package jail
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mountinfoLine is a /proc/self/mountinfo line for a mount at point.
+func mountinfoLine(point, fstype, superOpts string) string {
+	return fmt.Sprintf("35 31 0:32 / %s rw,nosuid,nodev,noexec,relatime shared:9 - %s %s %s", point, fstype, fstype, superOpts)
+}
+
+func TestDetectCgroups(t *testing.T) {
+	tests := []struct {
+		name        string
+		controllers string // root/cgroup.controllers; "" = no file
+		mounts      []string
+		wantMode    CgroupMode
+		wantReason  string
+		check       func(t *testing.T, c *Cgroups, root string)
+	}{
+		{
+			name:        "v2",
+			controllers: "cpuset cpu io memory hugetlb pids rdma misc\n",
+			mounts:      []string{mountinfoLine("{root}", "cgroup2", "rw,nsdelegate,memory_recursiveprot")},
+			wantMode:    CgroupV2,
+			check: func(t *testing.T, c *Cgroups, root string) {
+				if want := []string{"memory", "pids", "cpu"}; !slices.Equal(c.v2controllers, want) {
+					t.Errorf("v2 controllers = %q, want %q", c.v2controllers, want)
+				}
+			},
+		},
+		{
+			name:        "v2 without cpu",
+			controllers: "memory pids\n",
+			mounts:      []string{mountinfoLine("{root}", "cgroup2", "rw")},
+			wantMode:    CgroupV2,
+			check: func(t *testing.T, c *Cgroups, root string) {
+				if want := []string{"memory", "pids"}; !slices.Equal(c.v2controllers, want) {
+					t.Errorf("v2 controllers = %q, want %q", c.v2controllers, want)
+				}
+			},
+		},
+		{
+			name:        "v2 without pids",
+			controllers: "cpu io memory\n",
+			mounts:      []string{mountinfoLine("{root}", "cgroup2", "rw")},
+			wantMode:    CgroupNone,
+			wantReason:  "want memory and pids",
+		},
+		{
+			name:     "v2 without controllers file",
+			mounts:   []string{mountinfoLine("{root}", "cgroup2", "rw")},
+			wantMode: CgroupNone,
+		},
+		{
+			// This development VM: v1 controllers plus an empty cgroup2 at
+			// unified/.
+			name: "hybrid",
+			mounts: []string{
+				"31 23 0:28 / {root} rw,relatime - tmpfs tmpfs rw,mode=755",
+				mountinfoLine("{root}/cpu", "cgroup", "rw,cpu"),
+				mountinfoLine("{root}/cpuacct", "cgroup", "rw,cpuacct"),
+				mountinfoLine("{root}/memory", "cgroup", "rw,memory"),
+				mountinfoLine("{root}/pids", "cgroup", "rw,pids"),
+				mountinfoLine("{root}/unified", "cgroup2", "rw"),
+			},
+			wantMode: CgroupV1,
+			check: func(t *testing.T, c *Cgroups, root string) {
+				if c.memory != root+"/memory" || c.pids != root+"/pids" {
+					t.Errorf("v1 hierarchies = %q, %q; want %s/{memory,pids}", c.memory, c.pids, root)
+				}
+			},
+		},
+		{
+			name: "v1 co-mounted, escaped space",
+			mounts: []string{
+				mountinfoLine(`{root}/cpu,cpuacct`, "cgroup", "rw,cpu,cpuacct"),
+				mountinfoLine(`{root}/mem\040ory,pids`, "cgroup", "rw,memory,pids"),
+			},
+			wantMode: CgroupV1,
+			check: func(t *testing.T, c *Cgroups, root string) {
+				if want := root + "/mem ory,pids"; c.memory != want || c.pids != want {
+					t.Errorf("v1 memory, pids = %q, %q; want both %q", c.memory, c.pids, want)
+				}
+				if hs := c.v1Hierarchies(); len(hs) != 1 {
+					t.Errorf("v1Hierarchies() = %q, want one (co-mounted)", hs)
+				}
+			},
+		},
+		{
+			name:       "v1 without pids",
+			mounts:     []string{mountinfoLine("{root}/memory", "cgroup", "rw,memory")},
+			wantMode:   CgroupNone,
+			wantReason: "no cgroup v1 pids hierarchy",
+		},
+		{
+			name:       "v1 without memory",
+			mounts:     []string{mountinfoLine("{root}/pids", "cgroup", "rw,pids")},
+			wantMode:   CgroupNone,
+			wantReason: "no cgroup v1 memory hierarchy",
+		},
+		{
+			name:       "elsewhere only",
+			mounts:     []string{mountinfoLine("/elsewhere", "cgroup2", "rw"), mountinfoLine("/elsewhere/memory", "cgroup", "rw,memory")},
+			wantMode:   CgroupNone,
+			wantReason: "no cgroup2 with controllers",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			if tt.controllers != "" {
+				if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte(tt.controllers), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			info := strings.ReplaceAll(strings.Join(append([]string{
+				"22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+			}, tt.mounts...), "\n")+"\n", "{root}", root)
+			c, err := detectCgroups(root, []byte(info))
+			if err != nil {
+				t.Fatalf("detectCgroups(%s) error: %v", tt.name, err)
+			}
+			if c.Mode() != tt.wantMode {
+				t.Fatalf("detectCgroups(%s).Mode() = %v (reason %q), want %v", tt.name, c.Mode(), c.Reason(), tt.wantMode)
+			}
+			if tt.wantMode == CgroupNone && !strings.Contains(c.Reason(), tt.wantReason) {
+				t.Errorf("detectCgroups(%s).Reason() = %q, want it to contain %q", tt.name, c.Reason(), tt.wantReason)
+			}
+			if tt.wantMode != CgroupNone && c.Reason() != "" {
+				t.Errorf("detectCgroups(%s).Reason() = %q, want empty", tt.name, c.Reason())
+			}
+			if tt.check != nil {
+				tt.check(t, c, root)
+			}
+		})
+	}
+}
+
+func TestDetectCgroupsErrors(t *testing.T) {
+	if _, err := detectCgroups("relative", nil); err == nil {
+		t.Error("detectCgroups(relative) = nil error, want one")
+	}
+	if _, err := detectCgroups("/sys/fs/cgroup", []byte("garbage line\n")); err == nil {
+		t.Error("detectCgroups(garbage mountinfo) = nil error, want one")
+	}
+}
+
+func TestDetectCgroupsHost(t *testing.T) {
+	c, err := DetectCgroups("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatalf("DetectCgroups: %v", err)
+	}
+	if c.Mode() == 0 {
+		t.Fatal("DetectCgroups: mode 0")
+	}
+	t.Logf("host cgroups: %v %s (memory %q, pids %q, v2 controllers %q)",
+		c.Mode(), c.Reason(), c.memory, c.pids, c.v2controllers)
+}
+
+// fakeV2 builds a fake cgroup2 tree in a temporary directory and detects it.
+func fakeV2(t *testing.T) (*Cgroups, string) {
+	t.Helper()
+	root := t.TempDir()
+	write(t, filepath.Join(root, "cgroup.controllers"), "cpuset cpu io memory pids\n")
+	write(t, filepath.Join(root, "cgroup.subtree_control"), "")
+	c, err := detectCgroups(root, []byte(mountinfoLine(root, "cgroup2", "rw")+"\n"))
+	if err != nil || c.Mode() != CgroupV2 {
+		t.Fatalf("detectCgroups(fake v2) = %v, %v; want v2", c.Mode(), err)
+	}
+	c.create = true
+	return c, root
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("read %s: %v", path, err)
+	}
+	return string(b)
+}
+
+// clearFiles removes the regular files of a fake cgroup tree, as the kernel
+// would let rmdir ignore them.
+func clearFiles(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			os.Remove(p)
+		}
+		return nil
+	})
+}
+
+func TestCgroupsV2FakeTree(t *testing.T) {
+	c, root := fakeV2(t)
+	if _, err := c.NewExec("e1", goldenLimits); err == nil || !strings.Contains(err.Error(), "Setup not called") {
+		t.Errorf("NewExec before Setup: error %v, want Setup not called", err)
+	}
+	if _, err := c.Sweep(); err == nil {
+		t.Error("Sweep before Setup: nil error, want one")
+	}
+	if err := c.Setup("system.slice/python-executor"); err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	parent := filepath.Join(root, "system.slice", "python-executor")
+	for _, dir := range []string{root, filepath.Join(root, "system.slice"), parent} {
+		if got, want := readFile(t, filepath.Join(dir, "cgroup.subtree_control")), "+memory +pids +cpu"; got != want {
+			t.Errorf("after Setup, %s/cgroup.subtree_control = %q, want %q", dir, got, want)
+		}
+	}
+
+	e, err := c.NewExec("e1", goldenLimits)
+	if err != nil {
+		t.Fatalf("NewExec: %v", err)
+	}
+	dir := filepath.Join(parent, "e1")
+	for file, want := range map[string]string{
+		"memory.max":             "536870912",
+		"memory.swap.max":        "0",
+		"memory.oom.group":       "1",
+		"pids.max":               "64",
+		"cgroup.subtree_control": "+memory +pids +cpu",
+	} {
+		if got := readFile(t, filepath.Join(dir, file)); got != want {
+			t.Errorf("after NewExec, e1/%s = %q, want %q", file, got, want)
+		}
+	}
+	if got, want := *e.Placement(), (Placement{Mode: CgroupV2, Dir: dir, MemoryMax: 513 << 20, PidsMax: 65}); got != want {
+		t.Errorf("Placement() = %+v, want %+v", got, want)
+	}
+	p := goldenPolicy()
+	p.Cgroup = e.Placement()
+	if _, err := Render(p); err != nil {
+		t.Errorf("Render(policy with v2 placement): %v", err)
+	}
+
+	// What nsjail and the kernel leave after an execution that hit both
+	// limits.
+	write(t, filepath.Join(dir, "memory.peak"), "67108864\n")
+	write(t, filepath.Join(dir, "memory.events"), "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n")
+	write(t, filepath.Join(dir, "pids.events"), "max 3\n")
+	write(t, filepath.Join(dir, "cpu.stat"), "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n")
+	s, err := e.Stats()
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	if want := (Stats{PeakMemoryBytes: 64 << 20, OOMKilled: true, PidsLimitHit: true, CPUTime: 1500 * time.Millisecond}); s != want {
+		t.Errorf("Stats() = %+v, want %+v", s, want)
+	}
+	// Before Linux 5.19 there is no memory.peak; no event, no hit.
+	os.Remove(filepath.Join(dir, "memory.peak"))
+	write(t, filepath.Join(dir, "memory.events"), "oom 0\noom_kill 0\n")
+	write(t, filepath.Join(dir, "pids.events"), "max 0\n")
+	write(t, filepath.Join(dir, "pids.peak"), "12\n")
+	if s, err = e.Stats(); err != nil || s != (Stats{CPUTime: 1500 * time.Millisecond}) {
+		t.Errorf("Stats() without memory.peak or events = %+v, %v; want only CPUTime", s, err)
+	}
+
+	// Kill with nothing left: returns at once, having used cgroup.kill.
+	write(t, filepath.Join(dir, "cgroup.kill"), "")
+	nsjailDir := filepath.Join(dir, "NSJAIL.4242")
+	if err := os.Mkdir(nsjailDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(nsjailDir, "cgroup.procs"), "")
+	if err := e.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	if got := readFile(t, filepath.Join(dir, "cgroup.kill")); got != "1" {
+		t.Errorf("after Kill, cgroup.kill = %q, want 1", got)
+	}
+
+	clearFiles(t, dir)
+	if err := e.Remove(); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after Remove, %s: %v, want it gone", dir, err)
+	}
+
+	// Sweep removes what a crashed supervisor left.
+	for _, d := range []string{"old-1/NSJAIL.7", "old-2", "NSJAIL.9"} {
+		if err := os.MkdirAll(filepath.Join(parent, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clearFiles(t, parent)
+	n, err := c.Sweep()
+	if err != nil || n != 3 {
+		t.Errorf("Sweep() = %d, %v; want 3, nil", n, err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Errorf("after Sweep, %s holds %v, want nothing", parent, ents)
+	}
+}
+
+func TestCgroupsV2SetupUnwritable(t *testing.T) {
+	// Setup must name the cgroup whose subtree_control it cannot use (on a
+	// real host: EBUSY, when it holds processes).
+	c, root := fakeV2(t)
+	c.create = false
+	if err := os.Mkdir(filepath.Join(root, "busy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the file should be makes the write fail; EBUSY
+	// itself cannot be faked, so check the generic path names the file.
+	if err := os.Mkdir(filepath.Join(root, "busy", "cgroup.subtree_control"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(root, "cgroup.subtree_control"), "memory pids cpu")
+	err := c.Setup("busy/python-executor")
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("Setup(busy/python-executor) = %v, want an error naming the cgroup", err)
+	}
+}
+
+func TestNewExecRejects(t *testing.T) {
+	c, _ := fakeV2(t)
+	if err := c.Setup("px"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", ".", "..", "a/b", "NSJAIL.1", "a b", "é"} {
+		if _, err := c.NewExec(id, goldenLimits); err == nil {
+			t.Errorf("NewExec(%q) = nil error, want one", id)
+		}
+	}
+	if _, err := c.NewExec("ok", Limits{MemoryBytes: 0, Pids: 1}); err == nil {
+		t.Error("NewExec(memory 0) = nil error, want one")
+	}
+	// An id in use is refused, and its cgroup left alone.
+	if _, err := c.NewExec("taken", goldenLimits); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewExec("taken", goldenLimits); err == nil {
+		t.Error("NewExec(taken) twice = nil error, want one")
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "px", "taken", "memory.max")); err != nil {
+		t.Errorf("after a second NewExec(taken), the first one's cgroup: %v, want it intact", err)
+	}
+	for _, parent := range []string{"", "/abs", "../up", "a/../b", "."} {
+		if err := c.Setup(parent); err == nil {
+			t.Errorf("Setup(%q) = nil error, want one", parent)
+		}
+	}
+	none := &Cgroups{mode: CgroupNone, reason: "test"}
+	if err := none.Setup("px"); err == nil || !strings.Contains(err.Error(), "test") {
+		t.Errorf("Setup with mode none = %v, want an error with the reason", err)
+	}
+}
+
+// testCgroupPrefix names the parent cgroups of the real tests, so that the
+// host can be checked for leftovers.
+const testCgroupPrefix = "python-executor-jailtest-"
+
+// TestCgroupsReal creates real cgroups (v1 on the development VM, v2
+// where the host has it), runs real jails in them up to their limits and
+// checks that nothing is left.
+func TestCgroupsReal(t *testing.T) {
+	requireRoot(t)
+	host, err := DetectCgroups("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host.Mode() == CgroupNone {
+		missing(t, "no usable cgroups on this host: %s", host.Reason())
+	}
+	if !inPrivateMountNS(t) {
+		checkNoTestCgroups(t, host)
+		return
+	}
+	e := newJailEnv(t)
+	c, err := DetectCgroups("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := fmt.Sprintf("%s%d", testCgroupPrefix, os.Getpid())
+	if err := c.Setup(parent); err != nil {
+		t.Fatalf("Setup(%s): %v", parent, err)
+	}
+	t.Cleanup(func() {
+		if _, err := c.Sweep(); err != nil {
+			t.Errorf("Sweep: %v", err)
+		}
+		for _, d := range c.dirs("") {
+			if err := syscall.Rmdir(d); err != nil {
+				t.Errorf("rmdir %s: %v", d, err)
+			}
+		}
+	})
+	if n, err := c.Sweep(); err != nil || n != 0 {
+		t.Errorf("Sweep() of a new parent = %d, %v; want 0, nil", n, err)
+	}
+
+	t.Run("memory limit", func(t *testing.T) {
+		x, err := c.NewExec("oom", Limits{MemoryBytes: 64 << 20, Pids: 32})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		p := e.policy("x = bytearray(256 << 20); print('survived')")
+		p.Cgroup = x.Placement()
+		r := e.run(t, p)
+		if r.exit == 0 || strings.Contains(r.stdout, "survived") {
+			t.Errorf("allocating 256 MiB under 64 MiB: exit %d, stdout %q; want killed", r.exit, r.stdout)
+		}
+		s, err := x.Stats()
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		if !s.OOMKilled || s.PidsLimitHit || s.PeakMemoryBytes < 60<<20 || s.PeakMemoryBytes > 70<<20 {
+			t.Errorf("Stats() = %+v, want OOMKilled, no pids limit hit, peak about 64 MiB", s)
+		}
+	})
+
+	t.Run("within limits", func(t *testing.T) {
+		x, err := c.NewExec("fine", Limits{MemoryBytes: 256 << 20, Pids: 32})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		p := e.policy("import numpy; x = bytearray(32 << 20); print('ok')")
+		p.Cgroup = x.Placement()
+		e.mustRun(t, p)
+		s, err := x.Stats()
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		if s.OOMKilled || s.PidsLimitHit || (c.Mode() == CgroupV1 && s.PeakMemoryBytes < 32<<20) {
+			t.Errorf("Stats() = %+v, want no limit hit and a peak over 32 MiB", s)
+		}
+		if c.Mode() == CgroupV2 && s.CPUTime <= 0 {
+			t.Errorf("Stats().CPUTime = %v, want positive in v2", s.CPUTime)
+		}
+	})
+
+	t.Run("pids limit", func(t *testing.T) {
+		x, err := c.NewExec("pids", Limits{MemoryBytes: 256 << 20, Pids: 8})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		p := e.policy(`
+import os, time
+n = 0
+try:
+    for _ in range(50):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("forked", n, "then", e.strerror)
+`)
+		p.Cgroup = x.Placement()
+		r := e.mustRun(t, p)
+		if !strings.Contains(r.stdout, "forked 7 then") {
+			t.Errorf("fork loop under pids 8 printed %q, want 7 forks then an error", r.stdout)
+		}
+		s, err := x.Stats()
+		if err != nil {
+			t.Fatalf("Stats: %v", err)
+		}
+		if !s.PidsLimitHit || s.OOMKilled {
+			t.Errorf("Stats() = %+v, want PidsLimitHit only", s)
+		}
+	})
+
+	t.Run("kill", func(t *testing.T) {
+		x, err := c.NewExec("kill", Limits{MemoryBytes: 256 << 20, Pids: 32})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		p := e.policy("import os, time\nfor _ in range(4):\n    os.fork()\ntime.sleep(60)")
+		p.Cgroup = x.Placement()
+		cfg, err := Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "cfg")
+		write(t, path, string(cfg))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		argv := Argv(e.nsjail, path)
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pids, _ := treeProcs(x.dirs[0])
+			if len(pids) == 16 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("jail has %d processes after 10 s, want 16", len(pids))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		start := time.Now()
+		if err := x.Kill(); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		t.Logf("Kill took %v", time.Since(start))
+		for _, d := range x.dirs {
+			if pids, _ := treeProcs(d); len(pids) != 0 {
+				t.Errorf("after Kill, %s holds pids %v", d, pids)
+			}
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("nsjail exited 0 after Kill, want an error")
+		}
+	})
+
+	t.Run("sweep", func(t *testing.T) {
+		x, err := c.NewExec("leftover", Limits{MemoryBytes: 64 << 20, Pids: 8})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		for _, d := range x.dirs {
+			if err := os.Mkdir(filepath.Join(d, "NSJAIL.1"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := c.Sweep(); err != nil || n != 1 {
+			t.Errorf("Sweep() = %d, %v; want 1, nil", n, err)
+		}
+		for _, d := range x.dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("after Sweep, %s: %v, want it gone", d, err)
+			}
+		}
+		if err := x.Remove(); err != nil {
+			t.Errorf("Remove after Sweep: %v, want nil (already gone)", err)
+		}
+	})
+}
+
+func removeExec(t *testing.T, x *ExecCgroup) {
+	t.Helper()
+	if err := x.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	if err := x.Remove(); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+	for _, d := range x.dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("after Remove, %s: %v, want it gone", d, err)
+		}
+	}
+}
+
+// checkNoTestCgroups fails when a test left a parent cgroup behind.
+func checkNoTestCgroups(t *testing.T, c *Cgroups) {
+	t.Helper()
+	bases := []string{c.root}
+	if c.Mode() == CgroupV1 {
+		bases = c.v1Hierarchies()
+	}
+	for _, b := range bases {
+		left, _ := filepath.Glob(filepath.Join(b, testCgroupPrefix+"*"))
+		for _, l := range left {
+			t.Errorf("cgroup %s left behind", l)
+		}
+	}
+}

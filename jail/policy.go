@@ -1,0 +1,589 @@
+package jail
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Fixed parts of every jail. They are constants, not Policy fields, because
+// the product's isolation promise (ARCHITECTURE.md §4) depends on them.
+const (
+	jailUID      = 65534 // uid and gid of the script inside the jail
+	jailHostname = "sandbox"
+	jailCwd      = "/tmp"
+	// rootOptions sizes the read-only tmpfs that is the jail's "/". It only
+	// holds the directories and empty files nsjail creates as mount points.
+	rootOptions = "size=1048576,nr_inodes=4096,mode=0755"
+	// stackMiB is RLIMIT_STACK, the usual Linux default: deep recursion
+	// fails with RecursionError long before, and threads get their own
+	// stacks from mmap, counted by the memory limit.
+	stackMiB = 8
+	mib      = 1 << 20
+)
+
+// Limits are the resource limits of one execution. Every field must be
+// positive: a zero value is rejected by Render, never read as "unlimited".
+type Limits struct {
+	// Wall is the wall-clock limit. The supervisor owns the real deadline;
+	// nsjail's time_limit is set to ceil(seconds)+1 only as a backstop.
+	Wall time.Duration
+	// MemoryBytes is the memory limit: enforced by the execution's cgroup
+	// (memory.limit_in_bytes or memory.max), or by RLIMIT_AS when the
+	// policy has no cgroup.
+	MemoryBytes int64
+	// Pids is the maximum number of tasks (processes and threads): the
+	// cgroup pids.max, or RLIMIT_NPROC without a cgroup.
+	Pids int
+	// CPUTime is RLIMIT_CPU, rounded up to whole seconds.
+	CPUTime time.Duration
+	// FileSizeBytes is RLIMIT_FSIZE, rounded up to whole MiB (nsjail's unit).
+	FileSizeBytes int64
+	// OpenFiles is RLIMIT_NOFILE.
+	OpenFiles int
+	// TmpBytes is the size of the private tmpfs at /tmp.
+	TmpBytes int64
+	// TmpInodes is the number of inodes of the private tmpfs at /tmp.
+	TmpInodes int
+}
+
+// MountKind is the type of a Mount. The zero value is invalid.
+type MountKind int
+
+// Mount kinds. Values are explicit and append-only.
+const (
+	// Bind is a bind mount of Src (a host path) at Dst.
+	Bind MountKind = 1
+	// Tmpfs is a fresh tmpfs at Dst; Options carries its mount data
+	// (for example "size=1048576,mode=0755").
+	Tmpfs MountKind = 2
+	// Proc is a procfs of the jail's PID namespace at Dst. The jail mounts
+	// /proc itself, so policies cannot ask for one.
+	Proc MountKind = 3
+)
+
+// String returns the kind's name ("bind", "tmpfs", "proc").
+func (k MountKind) String() string {
+	switch k {
+	case Bind:
+		return "bind"
+	case Tmpfs:
+		return "tmpfs"
+	case Proc:
+		return "proc"
+	}
+	return "MountKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Mount is one filesystem inside the jail.
+type Mount struct {
+	Kind MountKind
+	// Src is the host path of a Bind mount (absolute); empty for other
+	// kinds. It is what nsjail opens, so it may be a staged copy (see
+	// Stage) of the path the jail sees as Dst.
+	Src string
+	// Dst is the absolute path inside the jail.
+	Dst string
+	// RW makes the mount writable; false (the zero value) is read-only.
+	RW bool
+	// Options is the mount data of a Tmpfs mount; it must be empty for
+	// the other kinds.
+	Options string
+}
+
+// Policy is everything that varies between jails. What does not vary
+// (namespaces, uid 65534 inside, no capabilities, the empty read-only root,
+// /tmp, /proc and the three device nodes) is fixed by Render.
+type Policy struct {
+	// Python is the interpreter's path as seen inside the jail (for
+	// example the venv's bin/python3); it is also argv[0].
+	Python string
+	// Args are the arguments after the interpreter (for example the
+	// runner's path inside the jail). Nil means none.
+	Args []string
+	// Mounts are read-only binds of what Python needs (InterpreterMounts
+	// plus a few files of /etc), already staged (Stage) where needed.
+	// Render adds the fixed mounts and orders everything parents first.
+	Mounts []Mount
+	// OutsideUID and OutsideGID are the host uid and gid that the jail's
+	// uid and gid 65534 map to. They must not be 0: the jail must never
+	// be root on the host's files.
+	OutsideUID int
+	OutsideGID int
+	// Env is the complete environment of the script ("K=V"); nothing of
+	// the supervisor's environment leaks in. Nil means an empty one.
+	Env []string
+	// PassFDs are the descriptors (>= 3) kept open into the jail, such as
+	// the request and result pipes. Stdin, stdout and stderr always are.
+	PassFDs []int
+	// LogFD is the descriptor (>= 3) nsjail writes its own log to, at
+	// warning level, which keeps it out of the script's stderr. 0 means
+	// none: nsjail then logs its warnings to its stderr, which is the
+	// script's stderr.
+	LogFD int
+	// Limits are the resource limits.
+	Limits Limits
+	// Cgroup is where nsjail creates its cgroup (ExecCgroup.Placement).
+	// Nil means no cgroups: memory is then limited by RLIMIT_AS and tasks
+	// by RLIMIT_NPROC, which is weaker (the caller must say so loudly).
+	Cgroup *Placement
+	// Seccomp installs the syscall filter (see SeccompPolicy). False, the
+	// zero value, installs none.
+	Seccomp bool
+}
+
+// reserved are the mount points the jail owns; a Policy cannot replace them.
+var reserved = []string{"/", "/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/urandom"}
+
+// Argv returns the command line that runs nsjail with a rendered config.
+// Everything else is in the config, so that no option lives outside Render.
+func Argv(nsjailPath, configPath string) []string {
+	return []string{nsjailPath, "--config", configPath}
+}
+
+// Render validates p and returns the nsjail 3.6 configuration, in protobuf
+// text format, that runs p.Python in a fresh jail. The output is
+// deterministic: the same policy gives the same bytes.
+func Render(p Policy) ([]byte, error) {
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("render jail config: %w", err)
+	}
+	mounts := jailMounts(p)
+
+	w := &textWriter{}
+	w.comment("nsjail 3.6 config rendered by python-executor/jail: do not edit.")
+	w.str("name", "python-executor")
+	w.enum("mode", "ONCE")
+	w.str("hostname", jailHostname)
+	w.str("cwd", jailCwd)
+	// The supervisor enforces the real deadline with millisecond
+	// precision; this one-second-granularity limit is only a backstop.
+	w.uint("time_limit", uint64(ceilSeconds(p.Limits.Wall))+1)
+	// nsjail's default, said out loud: jails yield the CPU to the
+	// supervisor and the gateway, which keeps deadlines and /health
+	// responsive under load.
+	w.int("nice_level", 19)
+	if p.LogFD != 0 {
+		w.int("log_fd", int64(p.LogFD))
+	}
+	w.enum("log_level", "WARNING")
+	w.bool("keep_env", false)
+	for _, e := range p.Env {
+		w.str("envar", e)
+	}
+	w.bool("keep_caps", false)
+	w.bool("silent", false)
+	// A new session: the script cannot reach the supervisor's terminal
+	// (TIOCSTI) and the whole jail is one process group.
+	w.bool("skip_setsid", false)
+	w.bool("stderr_to_null", false)
+	for _, fd := range sortedInts(p.PassFDs) {
+		w.int("pass_fd", int64(fd))
+	}
+	// no_new_privs is nsjail's default; say it so that it is reviewed.
+	w.bool("disable_no_new_privs", false)
+
+	if p.Cgroup != nil {
+		// Memory is limited by the cgroup. An address-space limit would
+		// only break allocators and BLAS thread pools that reserve more
+		// than they touch.
+		w.enum("rlimit_as_type", "INF")
+	} else {
+		w.uint("rlimit_as", ceilMiB(p.Limits.MemoryBytes))
+		w.enum("rlimit_as_type", "VALUE")
+	}
+	w.uint("rlimit_core", 0)
+	w.enum("rlimit_core_type", "VALUE")
+	w.uint("rlimit_cpu", uint64(ceilSeconds(p.Limits.CPUTime)))
+	w.enum("rlimit_cpu_type", "VALUE")
+	w.uint("rlimit_fsize", ceilMiB(p.Limits.FileSizeBytes))
+	w.enum("rlimit_fsize_type", "VALUE")
+	w.uint("rlimit_nofile", uint64(p.Limits.OpenFiles))
+	w.enum("rlimit_nofile_type", "VALUE")
+	if p.Cgroup != nil {
+		// pids.max of the cgroup is the limit. RLIMIT_NPROC counts per
+		// user: on kernels before 5.14 that is the host uid shared by
+		// every concurrent jail, so it would make jails fail each other.
+		w.enum("rlimit_nproc_type", "SOFT")
+	} else {
+		// Since Linux 5.14 RLIMIT_NPROC is counted per user namespace, and
+		// every jail has its own, so this is a per-execution limit there.
+		// On older kernels it counts all jails of OutsideUID together.
+		w.uint("rlimit_nproc", uint64(p.Limits.Pids))
+		w.enum("rlimit_nproc_type", "VALUE")
+	}
+	w.uint("rlimit_stack", stackMiB)
+	w.enum("rlimit_stack_type", "VALUE")
+
+	w.bool("clone_newnet", true)
+	w.bool("clone_newuser", true)
+	w.bool("clone_newns", true)
+	w.bool("clone_newpid", true)
+	w.bool("clone_newipc", true)
+	w.bool("clone_newuts", true)
+	w.bool("clone_newcgroup", true)
+	for _, key := range []string{"uidmap", "gidmap"} {
+		outside := p.OutsideUID
+		if key == "gidmap" {
+			outside = p.OutsideGID
+		}
+		w.open(key)
+		w.str("inside_id", strconv.Itoa(jailUID))
+		w.str("outside_id", strconv.Itoa(outside))
+		w.uint("count", 1)
+		w.bool("use_newidmap", false)
+		w.close()
+	}
+
+	// /proc is one of the mounts below, so that it is ordered with them.
+	w.bool("mount_proc", false)
+	for _, m := range mounts {
+		m.render(w)
+	}
+	if p.Seccomp {
+		policy, err := SeccompPolicy()
+		if err != nil {
+			return nil, fmt.Errorf("render jail config: %w", err)
+		}
+		// One element per line: nsjail concatenates the repeated field,
+		// and each line keeps its own newline.
+		for _, line := range strings.SplitAfter(policy, "\n") {
+			if line != "" {
+				w.str("seccomp_string", line)
+			}
+		}
+	}
+	if c := p.Cgroup; c != nil {
+		c.render(w)
+	}
+	// The net namespace keeps its loopback interface, down: nothing in
+	// the jail can talk to anything, not even itself over IP.
+	w.bool("iface_no_lo", true)
+
+	w.open("exec_bin")
+	w.str("path", p.Python)
+	for _, a := range p.Args {
+		w.str("arg", a)
+	}
+	w.close()
+	return w.bytes(), nil
+}
+
+// validate checks every field of p. It does not touch the filesystem: the
+// paths are the jail's, checked by nsjail when it mounts them.
+func (p Policy) validate() error {
+	if err := checkPath("python", p.Python); err != nil {
+		return err
+	}
+	for i, a := range p.Args {
+		if err := checkText(fmt.Sprintf("args[%d]", i), a); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for _, d := range reserved {
+		seen[d] = true
+	}
+	for i, m := range p.Mounts {
+		if err := m.validate(); err != nil {
+			return fmt.Errorf("mounts[%d]: %w", i, err)
+		}
+		if m.Kind == Proc {
+			return fmt.Errorf("mounts[%d]: the jail mounts /proc itself", i)
+		}
+		if slices.Contains(reserved, m.Dst) {
+			return fmt.Errorf("mounts[%d]: %s is mounted by the jail itself", i, m.Dst)
+		}
+		if m.Dst == "/proc" || strings.HasPrefix(m.Dst, "/proc/") {
+			return fmt.Errorf("mounts[%d]: %s is inside the jail's /proc", i, m.Dst)
+		}
+		if seen[m.Dst] {
+			return fmt.Errorf("mounts[%d]: %s is mounted twice", i, m.Dst)
+		}
+		seen[m.Dst] = true
+	}
+	if p.OutsideUID <= 0 || p.OutsideUID >= math.MaxUint32 {
+		return fmt.Errorf("outside uid %d: must be a non-root uid", p.OutsideUID)
+	}
+	if p.OutsideGID <= 0 || p.OutsideGID >= math.MaxUint32 {
+		return fmt.Errorf("outside gid %d: must be a non-root gid", p.OutsideGID)
+	}
+	names := map[string]bool{}
+	for i, e := range p.Env {
+		name, _, ok := strings.Cut(e, "=")
+		// nsjail copies the supervisor's value for an entry without "=":
+		// that would leak the supervisor's environment.
+		if !ok || !validEnvName(name) {
+			return fmt.Errorf("env[%d] %q: want NAME=value", i, e)
+		}
+		if err := checkText(fmt.Sprintf("env[%d]", i), e); err != nil {
+			return err
+		}
+		if names[name] {
+			return fmt.Errorf("env[%d]: %s set twice", i, name)
+		}
+		names[name] = true
+	}
+	fds := map[int]bool{}
+	for _, fd := range p.PassFDs {
+		if fd < 3 || fd > math.MaxInt32 {
+			return fmt.Errorf("pass fd %d: want >= 3 (0, 1 and 2 are always passed)", fd)
+		}
+		if fds[fd] {
+			return fmt.Errorf("pass fd %d: listed twice", fd)
+		}
+		fds[fd] = true
+	}
+	if p.LogFD != 0 && (p.LogFD < 3 || p.LogFD > math.MaxInt32) {
+		return fmt.Errorf("log fd %d: want 0 (none) or >= 3", p.LogFD)
+	}
+	if fds[p.LogFD] {
+		return fmt.Errorf("log fd %d: also passed into the jail", p.LogFD)
+	}
+	if err := p.Limits.validate(); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	if p.Cgroup != nil {
+		if err := p.Cgroup.validate(); err != nil {
+			return fmt.Errorf("cgroup placement: %w", err)
+		}
+	}
+	return nil
+}
+
+func (l Limits) validate() error {
+	const maxSeconds = math.MaxUint32 - 1 // nsjail's time_limit is a uint32
+	switch {
+	case l.Wall <= 0 || ceilSeconds(l.Wall) > maxSeconds:
+		return fmt.Errorf("wall %v: want positive, at most %d s", l.Wall, maxSeconds)
+	case l.MemoryBytes <= 0:
+		return fmt.Errorf("memory %d bytes: want positive", l.MemoryBytes)
+	case l.Pids <= 0:
+		return fmt.Errorf("pids %d: want positive", l.Pids)
+	case l.CPUTime <= 0:
+		return fmt.Errorf("cpu time %v: want positive", l.CPUTime)
+	case l.FileSizeBytes <= 0:
+		return fmt.Errorf("file size %d bytes: want positive", l.FileSizeBytes)
+	case l.OpenFiles <= 0:
+		return fmt.Errorf("open files %d: want positive", l.OpenFiles)
+	case l.TmpBytes <= 0:
+		return fmt.Errorf("tmp size %d bytes: want positive", l.TmpBytes)
+	case l.TmpInodes <= 0:
+		return fmt.Errorf("tmp inodes %d: want positive", l.TmpInodes)
+	}
+	return nil
+}
+
+func (m Mount) validate() error {
+	if err := checkPath("destination", m.Dst); err != nil {
+		return err
+	}
+	switch m.Kind {
+	case Bind:
+		if err := checkPath("source", m.Src); err != nil {
+			return err
+		}
+		if m.Options != "" {
+			return fmt.Errorf("bind %s: options %q: binds take none", m.Dst, m.Options)
+		}
+	case Tmpfs, Proc:
+		if m.Src != "" {
+			return fmt.Errorf("%s %s: source %q: want none", m.Kind, m.Dst, m.Src)
+		}
+		if m.Kind == Proc && m.Options != "" {
+			return fmt.Errorf("proc %s: options %q: want none", m.Dst, m.Options)
+		}
+		if err := checkText("options", m.Options); err != nil {
+			return err
+		}
+		if strings.ContainsAny(m.Options, " \t\n") {
+			return fmt.Errorf("%s %s: options %q: contain white space", m.Kind, m.Dst, m.Options)
+		}
+	default:
+		return fmt.Errorf("mount %s: invalid kind %v", m.Dst, m.Kind)
+	}
+	return nil
+}
+
+// checkPath accepts a clean absolute path that nsjail's C strings can carry.
+func checkPath(what, p string) error {
+	if err := checkText(what, p); err != nil {
+		return err
+	}
+	if !path.IsAbs(p) || path.Clean(p) != p {
+		return fmt.Errorf("%s %q: want a clean absolute path", what, p)
+	}
+	if strings.ContainsAny(p, "\n\r") {
+		return fmt.Errorf("%s %q: contains a line break", what, p)
+	}
+	return nil
+}
+
+// checkText rejects what the text format could carry but nsjail could not:
+// NUL bytes end C strings, and string fields must be UTF-8.
+func checkText(what, s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%s %q: contains a NUL byte", what, s)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s %q: not UTF-8", what, s)
+	}
+	return nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c == '_', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// mountPt is a Mount with the flags the jail decides.
+type mountPt struct {
+	Mount
+	nosuid, nodev, noexec bool
+}
+
+// jailMounts returns the fixed mounts and the policy's, parents first:
+// nsjail mounts in the order given, and a mount made before its parent would
+// be hidden by it (the venv may live under /tmp, on CI for instance).
+func jailMounts(p Policy) []mountPt {
+	ms := []mountPt{
+		{Mount: Mount{Kind: Tmpfs, Dst: "/", Options: rootOptions}, nosuid: true, nodev: true},
+		// noexec: a script may write files, not run them. (ctypes
+		// callbacks do not need an executable /tmp: libffi maps its
+		// trampolines anonymously.)
+		{
+			Mount: Mount{Kind: Tmpfs, Dst: "/tmp", RW: true, Options: fmt.Sprintf(
+				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, p.Limits.TmpInodes)},
+			nosuid: true, nodev: true, noexec: true,
+		},
+		{Mount: Mount{Kind: Proc, Dst: "/proc"}, nosuid: true, nodev: true, noexec: true},
+		// Device nodes need a mount without nodev; writes to /dev/null are
+		// the only ones a script has a reason to make.
+		{Mount: Mount{Kind: Bind, Src: "/dev/null", Dst: "/dev/null", RW: true}, nosuid: true, noexec: true},
+		{Mount: Mount{Kind: Bind, Src: "/dev/zero", Dst: "/dev/zero"}, nosuid: true, noexec: true},
+		{Mount: Mount{Kind: Bind, Src: "/dev/urandom", Dst: "/dev/urandom"}, nosuid: true, noexec: true},
+	}
+	for _, m := range p.Mounts {
+		ms = append(ms, mountPt{Mount: m, nosuid: true, nodev: true})
+	}
+	slices.SortStableFunc(ms, func(a, b mountPt) int {
+		if d := depth(a.Dst) - depth(b.Dst); d != 0 {
+			return d
+		}
+		return strings.Compare(a.Dst, b.Dst)
+	})
+	return ms
+}
+
+// depth is the number of components of a clean absolute path ("/" is 0).
+func depth(p string) int {
+	if p == "/" {
+		return 0
+	}
+	return strings.Count(p, "/")
+}
+
+func (m mountPt) render(w *textWriter) {
+	w.open("mount")
+	switch m.Kind {
+	case Bind:
+		w.str("src", m.Src)
+		w.str("dst", m.Dst)
+		w.bool("is_bind", true)
+	case Tmpfs:
+		w.str("dst", m.Dst)
+		w.str("fstype", "tmpfs")
+		w.str("options", m.Options)
+		w.bool("is_dir", true)
+	case Proc:
+		w.str("dst", m.Dst)
+		w.str("fstype", "proc")
+		w.bool("is_dir", true)
+	}
+	w.bool("rw", m.RW)
+	w.bool("mandatory", true)
+	w.bool("nosuid", m.nosuid)
+	w.bool("nodev", m.nodev)
+	w.bool("noexec", m.noexec)
+	w.close()
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
+}
+
+func ceilMiB(n int64) uint64 {
+	return uint64((n + mib - 1) / mib)
+}
+
+func sortedInts(s []int) []int {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// textWriter writes protobuf text format. Every string goes through quote,
+// so no value can end a field early or add one.
+type textWriter struct {
+	b      strings.Builder
+	indent int
+}
+
+func (w *textWriter) line(s string) {
+	w.b.WriteString(strings.Repeat("  ", w.indent))
+	w.b.WriteString(s)
+	w.b.WriteByte('\n')
+}
+
+func (w *textWriter) comment(s string)          { w.line("# " + s) }
+func (w *textWriter) str(key, v string)         { w.line(key + ": " + quote(v)) }
+func (w *textWriter) enum(key, v string)        { w.line(key + ": " + v) }
+func (w *textWriter) bool(key string, v bool)   { w.line(key + ": " + strconv.FormatBool(v)) }
+func (w *textWriter) int(key string, v int64)   { w.line(key + ": " + strconv.FormatInt(v, 10)) }
+func (w *textWriter) uint(key string, v uint64) { w.line(key + ": " + strconv.FormatUint(v, 10)) }
+func (w *textWriter) open(key string)           { w.line(key + " {"); w.indent++ }
+func (w *textWriter) close()                    { w.indent--; w.line("}") }
+func (w *textWriter) bytes() []byte             { return []byte(w.b.String()) }
+
+// quote returns s as a text-format string literal: printable ASCII and
+// UTF-8 stay as they are, quotes and backslashes are escaped, and every
+// other byte becomes an octal escape.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, `\%03o`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,74 @@
+package jail
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// seccompName is the kafel policy's name; it appears in the rendered config.
+const seccompName = "python_executor"
+
+// errNotSupported marks what this package does not implement on the
+// running architecture.
+var errNotSupported = errors.New("not supported on this architecture")
+
+// deniedSyscall is one syscall the jail refuses with EPERM.
+type deniedSyscall struct {
+	name string  // kafel's name for it on this architecture
+	nr   uintptr // its number, from golang.org/x/sys/unix
+}
+
+// SeccompPolicy returns the kafel policy Render installs when
+// Policy.Seccomp is set. It allows everything by default and makes the
+// syscalls a Python script has no business making fail with EPERM (ENOSYS
+// for clone3, whose flags seccomp cannot inspect, so that the C library
+// falls back to clone, whose flags it can): tracing other processes, mounts
+// and namespaces, kernel modules and keyrings, BPF, perf, clock and system
+// settings, io_uring. Namespaces stay out of reach even where user
+// namespaces would grant the capabilities: unshare and setns are denied, and
+// so is clone with any CLONE_NEW* flag.
+//
+// It returns an error on architectures for which no policy is defined
+// (only amd64 is).
+func SeccompPolicy() (string, error) {
+	if len(deniedSyscalls) == 0 {
+		return "", fmt.Errorf("seccomp policy: %w", errNotSupported)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "POLICY %s {\n", seccompName)
+	b.WriteString("  ERRNO(1) {\n")
+	for i, s := range deniedSyscalls {
+		sep := ","
+		if i == len(deniedSyscalls)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "    %s%s\n", s.name, sep)
+	}
+	b.WriteString("  },\n")
+	fmt.Fprintf(&b, "  ERRNO(1) {\n    clone(flags) { (flags & %#x) != 0 }\n  },\n", cloneNewMask)
+	b.WriteString("  ERRNO(38) {\n    clone3\n  }")
+	if len(foreignABISyscalls) > 0 {
+		// Another ABI sharing this architecture's audit value (x32 on
+		// amd64) numbers its syscalls differently; a default-allow policy
+		// must name its numbers too.
+		b.WriteString(",\n  ERRNO(1) {\n")
+		for i, nr := range foreignABISyscalls {
+			sep := ","
+			if i == len(foreignABISyscalls)-1 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "    SYSCALL[%#x]%s\n", nr, sep)
+		}
+		b.WriteString("  }")
+	}
+	fmt.Fprintf(&b, "\n}\nUSE %s DEFAULT ALLOW\n", seccompName)
+	return b.String(), nil
+}
+
+func sortedUintptrs(s []uintptr) []uintptr {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
