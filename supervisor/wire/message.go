@@ -1,0 +1,170 @@
+package wire
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Hello opens a connection in each direction.
+type Hello struct {
+	Version  int    `msgpack:"version"`
+	Software string `msgpack:"software"`
+}
+
+// Limits are per-execution limits a client may ask for. Every zero field means
+// the server default; a value above the server maximum is refused.
+type Limits struct {
+	TimeoutMS     int64 `msgpack:"timeout_ms"`
+	MemoryBytes   int64 `msgpack:"memory_bytes"`
+	Pids          int64 `msgpack:"pids"`
+	CPUMS         int64 `msgpack:"cpu_ms"`
+	FileSizeBytes int64 `msgpack:"file_size_bytes"`
+	OpenFiles     int64 `msgpack:"open_files"`
+	TmpBytes      int64 `msgpack:"tmp_bytes"`
+	TmpInodes     int64 `msgpack:"tmp_inodes"`
+	OutputBytes   int64 `msgpack:"output_bytes"`
+	ResultBytes   int64 `msgpack:"result_bytes"`
+}
+
+// Execute asks the supervisor to run one script.
+type Execute struct {
+	Script string `msgpack:"script"`
+	// TraceID is the caller's request id (e.g. HTTP X-Request-Id); "" = none.
+	TraceID string `msgpack:"trace_id"`
+	Limits  Limits `msgpack:"limits"`
+}
+
+// RunnerRequest is the one message the supervisor sends a jailed runner.
+type RunnerRequest struct {
+	Script string `msgpack:"script"`
+	// MaxResultBytes caps the encoded result; 0 = no cap (the supervisor
+	// enforces its own cap on what it reads regardless).
+	MaxResultBytes int64 `msgpack:"max_result_bytes"`
+}
+
+// Chunk is a piece of stdout or stderr.
+type Chunk struct {
+	Data []byte `msgpack:"data"`
+}
+
+// Result carries main()'s return value as JSON text, passed through untouched.
+type Result struct {
+	JSON []byte `msgpack:"json"`
+}
+
+// ErrorType is a stable error code; see PROTOCOL.md. Codes are never renamed.
+type ErrorType string
+
+// Error codes.
+const (
+	ErrSyntax          ErrorType = "syntax_error"
+	ErrMissingMain     ErrorType = "missing_main"
+	ErrInvalidResult   ErrorType = "invalid_result"
+	ErrResultTooLarge  ErrorType = "result_too_large"
+	ErrException       ErrorType = "exception"
+	ErrExited          ErrorType = "exited"
+	ErrTimeout         ErrorType = "timeout"
+	ErrMemoryLimit     ErrorType = "memory_limit"
+	ErrResourceLimit   ErrorType = "resource_limit"
+	ErrBusy            ErrorType = "busy"
+	ErrInvalidRequest  ErrorType = "invalid_request"
+	ErrCancelled       ErrorType = "cancelled"
+	ErrVersionMismatch ErrorType = "version_mismatch"
+	ErrProtocol        ErrorType = "protocol_error"
+	ErrInternal        ErrorType = "internal"
+)
+
+// Error is an execution's failure (or a connection-level refusal on id 0).
+type Error struct {
+	Type      ErrorType `msgpack:"type"`
+	Message   string    `msgpack:"message"`
+	Traceback string    `msgpack:"traceback"`
+}
+
+func (e *Error) Error() string { return string(e.Type) + ": " + e.Message }
+
+// ExitReason says how an execution ended.
+type ExitReason string
+
+// Exit reasons.
+const (
+	ExitOK          ExitReason = "ok"
+	ExitError       ExitReason = "error"
+	ExitTimeout     ExitReason = "timeout"
+	ExitMemoryLimit ExitReason = "memory_limit"
+	ExitKilled      ExitReason = "killed"
+	ExitCancelled   ExitReason = "cancelled"
+	ExitExited      ExitReason = "exited"
+)
+
+// Done ends one execution's event stream.
+type Done struct {
+	WallMS          int64      `msgpack:"wall_ms"`
+	CPUMS           int64      `msgpack:"cpu_ms"`
+	PeakMemoryBytes int64      `msgpack:"peak_memory_bytes"`
+	ExitReason      ExitReason `msgpack:"exit_reason"`
+	StdoutTruncated bool       `msgpack:"stdout_truncated"`
+	StderrTruncated bool       `msgpack:"stderr_truncated"`
+	ExitCode        int        `msgpack:"exit_code"`
+	Signal          int        `msgpack:"signal"`
+}
+
+// Status describes the supervisor, for health checks.
+type Status struct {
+	Software  string `msgpack:"software"`
+	Engine    string `msgpack:"engine"`
+	Isolation string `msgpack:"isolation"`
+	Cgroups   string `msgpack:"cgroups"`
+	Running   int    `msgpack:"running"`
+	Queued    int    `msgpack:"queued"`
+	Slots     int    `msgpack:"slots"`
+	QueueSize int    `msgpack:"queue_size"`
+}
+
+// Marshal encodes v as a msgpack body with the smallest integer encodings, so
+// the bytes match what Python's msgpack writes for the same map.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Unmarshal decodes a msgpack body into v. Unknown keys are ignored so fields
+// can be added without a version bump. Any decoding failure is a
+// *ProtocolError.
+//
+// The body is checked with checkBody before the decoder sees it: it must be
+// exactly one msgpack map, nested at most 32 deep, whose every declared
+// length fits in the bytes that follow. The msgpack decoder trusts declared
+// lengths (a 20-byte body claiming a 4 GiB bin makes it allocate 4 GiB) and
+// recurses once per nesting level (a deep enough body overflows the goroutine
+// stack, which kills the process); the check rules out both, so decoding a
+// body allocates in proportion to its size.
+func Unmarshal(b []byte, v any) error {
+	if err := checkBody(b); err != nil {
+		return &ProtocolError{Reason: fmt.Sprintf("decode %T: %v", v, err)}
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		return &ProtocolError{Reason: fmt.Sprintf("decode %T: %v", v, err)}
+	}
+	return nil
+}
+
+// NewFrame marshals v into a frame of type t for request id.
+func NewFrame(id uint32, t Type, v any) (Frame, error) {
+	body, err := Marshal(v)
+	if err != nil {
+		return Frame{}, fmt.Errorf("encode %s: %w", t, err)
+	}
+	return Frame{RequestID: id, Type: t, Version: Version, Body: body}, nil
+}
+
+// Empty is the body of messages that carry nothing (cancel, status_request).
+type Empty struct{}
