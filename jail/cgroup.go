@@ -393,6 +393,25 @@ func (c *Cgroups) Sweep() (removed int, err error) {
 	return len(names), nil
 }
 
+// Teardown kills and removes every execution cgroup, then the parent
+// itself, so a stopped supervisor leaves no cgroup behind. Ancestors the
+// parent was created under are left alone: they may be shared.
+func (c *Cgroups) Teardown() error {
+	if _, err := c.Sweep(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range c.dirs("") {
+		if err := removeTree(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove cgroup parent %s: %w", c.parent, err)
+	}
+	return nil
+}
+
 // ExecCgroup is the cgroup of one execution, under the parent. It carries
 // the real limits; nsjail's own NSJAIL.<pid> cgroup inside it has looser
 // ones, so limit events are charged here and survive nsjail removing its

@@ -310,6 +310,13 @@ func TestCgroupsV2FakeTree(t *testing.T) {
 	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
 		t.Errorf("after Sweep, %s holds %v, want nothing", parent, ents)
 	}
+	clearFiles(t, parent)
+	if err := c.Teardown(); err != nil {
+		t.Errorf("Teardown: %v", err)
+	}
+	if _, err := os.Stat(parent); !os.IsNotExist(err) {
+		t.Errorf("after Teardown, %s: %v, want it gone", parent, err)
+	}
 }
 
 func TestCgroupsV2SetupUnwritable(t *testing.T) {
@@ -396,12 +403,12 @@ func TestCgroupsReal(t *testing.T) {
 		t.Fatalf("Setup(%s): %v", parent, err)
 	}
 	t.Cleanup(func() {
-		if _, err := c.Sweep(); err != nil {
-			t.Errorf("Sweep: %v", err)
+		if err := c.Teardown(); err != nil {
+			t.Errorf("Teardown: %v", err)
 		}
 		for _, d := range c.dirs("") {
-			if err := syscall.Rmdir(d); err != nil {
-				t.Errorf("rmdir %s: %v", d, err)
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("after Teardown, %s: %v, want it gone", d, err)
 			}
 		}
 	})

@@ -128,7 +128,7 @@ func TestJailRealNsjail(t *testing.T) {
 		check("CapPrm", got.CapPrm, "0000000000000000")
 		check("NoNewPrivs", got.NNP, "1")
 		check("Seccomp", got.Seccomp, "2")
-		check("/dev", got.Dev, []string{"null", "urandom", "zero"})
+		check("/dev", got.Dev, []string{"null", "shm", "urandom", "zero"})
 		check("ifaces", got.Ifaces, []string{"lo"})
 		check("connect to 127.0.0.1", got.Connect, "ENETUNREACH")
 		check("write /tmp/x", got.WriteTmp, "ok")
@@ -149,7 +149,7 @@ func TestJailRealNsjail(t *testing.T) {
 		check("environment", got.Env, wantEnv)
 
 		// Exactly the policy's mounts, and nothing of the host's homes.
-		want := []string{"/", "/proc", "/tmp"}
+		want := []string{"/", "/dev/shm", "/proc", "/tmp"}
 		for _, m := range jailMounts(p) {
 			if m.Kind == Bind {
 				want = append(want, m.Dst)

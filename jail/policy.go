@@ -138,7 +138,7 @@ type Policy struct {
 }
 
 // reserved are the mount points the jail owns; a Policy cannot replace them.
-var reserved = []string{"/", "/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/urandom"}
+var reserved = []string{"/", "/tmp", "/proc", "/dev/shm", "/dev/null", "/dev/zero", "/dev/urandom"}
 
 // Argv returns the command line that runs nsjail with a rendered config.
 // Everything else is in the config, so that no option lives outside Render.
@@ -452,6 +452,9 @@ func validEnvName(s string) bool {
 }
 
 // mountPt is a Mount with the flags the jail decides.
+// shmInodes bounds /dev/shm: semaphores and queues need a handful of files.
+const shmInodes = 256
+
 type mountPt struct {
 	Mount
 	nosuid, nodev, noexec bool
@@ -472,6 +475,14 @@ func jailMounts(p Policy) []mountPt {
 			nosuid: true, nodev: true, noexec: true,
 		},
 		{Mount: Mount{Kind: Proc, Dst: "/proc"}, nosuid: true, nodev: true, noexec: true},
+		// multiprocessing's locks and queues need POSIX semaphores, which
+		// live in /dev/shm. Its pages are charged to the execution's memory
+		// cgroup like any other, and it shares /tmp's size cap.
+		{
+			Mount: Mount{Kind: Tmpfs, Dst: "/dev/shm", RW: true, Options: fmt.Sprintf(
+				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, shmInodes)},
+			nosuid: true, nodev: true, noexec: true,
+		},
 		// Device nodes need a mount without nodev; writes to /dev/null are
 		// the only ones a script has a reason to make.
 		{Mount: Mount{Kind: Bind, Src: "/dev/null", Dst: "/dev/null", RW: true}, nosuid: true, noexec: true},
