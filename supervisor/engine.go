@@ -1,0 +1,37 @@
+package supervisor
+
+import (
+	"context"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/python-executor/python-executor/supervisor/wire"
+)
+
+// Execution is one admitted request, handed to an Engine.
+type Execution struct {
+	ID     string
+	Script string
+	Limits LimitSet
+	Log    *logrus.Entry
+	// Stdout and Stderr receive each kept chunk of output as it is read, in
+	// order. They are called from the engine's reader goroutines and must not
+	// block for long. Nil drops the chunks.
+	Stdout func([]byte)
+	Stderr func([]byte)
+}
+
+// Outcome is how an execution ended: exactly one of Result and Err is set.
+type Outcome struct {
+	Result []byte // main()'s return value as JSON text
+	Err    *wire.Error
+	Done   wire.Done
+}
+
+// Engine runs executions in jails. Run must return only after every process
+// of the execution is gone and its cgroups are removed.
+type Engine interface {
+	// Name is the engine's name as reported by /health ("cold", "warm").
+	Name() string
+	Run(ctx context.Context, x *Execution) Outcome
+}

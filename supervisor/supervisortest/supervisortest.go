@@ -1,0 +1,403 @@
+// Package supervisortest starts the real supervisor binary (and optionally the
+// real gateway) for integration tests: real nsjail, real sockets, real
+// cgroups, each instance with its own socket, stage directory and cgroup
+// parent, all checked for leftovers when the test ends. Only tests import it.
+package supervisortest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/python-executor/python-executor/supervisor/client"
+)
+
+// SandboxUser is the host user the jails map to in tests (created by setup).
+const SandboxUser = "pyexec-sandbox"
+
+// GatewayUser is the unprivileged user the gateway runs as (created by setup).
+const GatewayUser = "pyexec-gw"
+
+// RequireRoot skips outside CI and fails inside it: nothing skips in CI.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("integration tests need root (real nsjail, namespaces, cgroups)")
+	}
+	t.Skip("integration tests need root")
+}
+
+// RepoRoot is the checkout this package was compiled from, with its venv.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	if _, err := os.Stat(filepath.Join(root, ".venv", "bin", "python3")); err != nil {
+		t.Fatalf("no venv at %s/.venv: run make setup (%v)", root, err)
+	}
+	return root
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds cmd/supervisor and cmd/gateway once per test binary and
+// returns the directory holding them. The directory is world-traversable so
+// the gateway user can execute its binary.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root := RepoRoot(t)
+		binDir, buildErr = os.MkdirTemp("", "pyexec-bin-")
+		if buildErr != nil {
+			return
+		}
+		os.Chmod(binDir, 0o755)
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/supervisor", "./cmd/gateway")
+		cmd.Dir = root
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, stderr.String())
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// Cleanup removes the built binaries; call it from TestMain after m.Run.
+func Cleanup() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Buffer is a goroutine-safe log sink.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Supervisor is one running supervisor process.
+type Supervisor struct {
+	Socket   string
+	CgParent string
+	RunDir   string
+	Logs     *Buffer
+	Client   *client.Client
+	// Env is the supervisor's whole environment; it carries a canary that
+	// must never show up inside a jail.
+	Env []string
+
+	bin     string
+	args    []string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	stopped bool
+}
+
+// Canary is set in the supervisor's environment; no answer may contain it.
+const Canary = "canary-supervisor-env-31337"
+
+var seq struct {
+	mu sync.Mutex
+	n  int
+}
+
+// Options tune Start.
+type Options struct {
+	// Args are extra supervisor flags.
+	Args []string
+	// GatewayUser admits that user's uid/gid on the socket ("" = root only).
+	GatewayUser string
+}
+
+// Start starts a supervisor and stops it when the test ends, asserting a
+// clean exit and that no socket, cgroup or jailed process is left behind.
+func Start(t testing.TB, opt Options) *Supervisor {
+	t.Helper()
+	RequireRoot(t)
+	root := RepoRoot(t)
+	bin := Binaries(t)
+	seq.mu.Lock()
+	seq.n++
+	n := seq.n
+	seq.mu.Unlock()
+	name := fmt.Sprintf("pyexec-it-%d-%d", os.Getpid(), n)
+	// /run is traversable by everyone, unlike t.TempDir() (0700).
+	s := &Supervisor{
+		RunDir:   filepath.Join("/run", name),
+		CgParent: name,
+		Logs:     &Buffer{},
+		Env:      []string{"PATH=/usr/bin:/bin", "PYEXEC_CANARY=" + Canary},
+	}
+	s.Socket = filepath.Join(s.RunDir, "sock", "supervisor.sock")
+	args := append([]string{
+		"-socket", s.Socket,
+		"-gateway-user", opt.GatewayUser,
+		"-sandbox-user", SandboxUser,
+		"-venv", filepath.Join(root, ".venv"),
+		"-runner", filepath.Join(root, "runner", "runner.py"),
+		"-stage-dir", filepath.Join(s.RunDir, "stage"),
+		"-cgroup-parent", s.CgParent,
+		"-log-level", "debug",
+	}, opt.Args...)
+	s.bin = filepath.Join(bin, "supervisor")
+	s.args = args
+	if err := os.MkdirAll(s.RunDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(t); os.RemoveAll(s.RunDir) })
+	s.launch(t)
+	s.Client = client.New(client.Config{SocketPath: s.Socket})
+	return s
+}
+
+// launch starts the process and waits until it listens.
+func (s *Supervisor) launch(t testing.TB) {
+	t.Helper()
+	s.done = make(chan struct{})
+	s.stopped = false
+	s.cmd = exec.Command(s.bin, s.args...)
+	s.cmd.Stderr = s.Logs
+	s.cmd.Stdout = s.Logs
+	s.cmd.Env = s.Env
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start supervisor: %v", err)
+	}
+	done := s.done
+	cmd := s.cmd
+	go func() { cmd.Wait(); close(done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("unix", s.Socket); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("supervisor exited during start-up:\n%s", s.Logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("supervisor did not listen within 60s:\n%s", s.Logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Restart starts the supervisor again with the same flags, after Kill or
+// Stop; clients reconnect by themselves.
+func (s *Supervisor) Restart(t testing.TB) {
+	t.Helper()
+	s.launch(t)
+}
+
+// Kill kills the supervisor with SIGKILL (no clean-up of its own).
+func (s *Supervisor) Kill() {
+	s.cmd.Process.Kill()
+	<-s.done
+	s.stopped = true
+}
+
+// Done is closed when the supervisor process has exited.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
+
+// Stop sends SIGTERM, waits, and checks that nothing was left behind. It is
+// safe to call more than once.
+func (s *Supervisor) Stop(t testing.TB) {
+	t.Helper()
+	if s.Client != nil {
+		s.Client.Close()
+	}
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	if !s.stopped {
+		s.stopped = true
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(30 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+			t.Errorf("supervisor did not stop within 30s of SIGTERM")
+		}
+		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("supervisor exit code %d, want 0", code)
+		}
+		if _, err := os.Stat(s.Socket); err == nil {
+			t.Errorf("socket %s left behind", s.Socket)
+		}
+	}
+	if left := LeftoverCgroups(s.CgParent); len(left) > 0 {
+		t.Errorf("cgroups left behind: %v", left)
+	}
+	if pids := SandboxProcesses(t); len(pids) > 0 {
+		t.Errorf("jailed processes left behind: %v", pids)
+	}
+	if t.Failed() {
+		t.Logf("supervisor log:\n%s", s.Logs)
+	}
+}
+
+// LeftoverCgroups lists the cgroup directories named parent, in any v1
+// controller or in the v2 hierarchy: a stopped supervisor removes them all.
+func LeftoverCgroups(parent string) []string {
+	left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	if st, err := os.Stat(filepath.Join("/sys/fs/cgroup", parent)); err == nil && st.IsDir() {
+		left = append(left, filepath.Join("/sys/fs/cgroup", parent))
+	}
+	return left
+}
+
+// SandboxProcesses lists live host processes running as the sandbox user.
+// Zombies are not counted: they are dead, and the only ones that can appear
+// are jails orphaned by a supervisor killed with SIGKILL (the test of exactly
+// that), which the host's init reaps in its own time. A running supervisor
+// is a subreaper and reaps its orphans itself.
+func SandboxProcesses(t testing.TB) []int {
+	t.Helper()
+	uid, _ := LookupUser(t, SandboxUser)
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name()), &st) != nil || int(st.Uid) != uid {
+			continue
+		}
+		// /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces.
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// LookupUser returns a user's uid and primary gid.
+func LookupUser(t testing.TB, name string) (uid, gid int) {
+	t.Helper()
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("user %s (run make setup): %v", name, err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// Gateway is one running gateway process, as the unprivileged gateway user.
+type Gateway struct {
+	URL  string
+	Logs *Buffer
+
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartGateway starts the real gateway binary as GatewayUser (no
+// capabilities, no supplementary groups) on a free loopback port, talking to
+// s, which must have been started with Options.GatewayUser = GatewayUser. It
+// is stopped when the test ends.
+func StartGateway(t testing.TB, s *Supervisor, args ...string) *Gateway {
+	t.Helper()
+	bin := Binaries(t)
+	uid, gid := LookupUser(t, GatewayUser)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	g := &Gateway{URL: "http://" + addr, Logs: &Buffer{}, done: make(chan struct{})}
+	g.cmd = exec.Command(filepath.Join(bin, "gateway"), append([]string{"-listen", addr, "-socket", s.Socket, "-log-level", "debug"}, args...)...)
+	g.cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	g.cmd.Stdout = g.Logs
+	g.cmd.Stderr = g.Logs
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	go func() { g.cmd.Wait(); close(g.done) }()
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-g.done:
+		case <-time.After(20 * time.Second):
+			g.cmd.Process.Kill()
+			<-g.done
+			t.Errorf("gateway did not stop within 20s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.Logs)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return g
+		}
+		select {
+		case <-g.done:
+			t.Fatalf("gateway exited during start-up:\n%s", g.Logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not listen within 20s:\n%s", g.Logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pid is the gateway's process id.
+func (g *Gateway) Pid() int { return g.cmd.Process.Pid }
+
+// Stack is a supervisor and a gateway wired together as in production.
+type Stack struct {
+	Supervisor *Supervisor
+	Gateway    *Gateway
+}
+
+// StartStack starts a supervisor admitting the gateway user, then the gateway.
+func StartStack(t testing.TB, supervisorArgs ...string) *Stack {
+	t.Helper()
+	s := Start(t, Options{Args: supervisorArgs, GatewayUser: GatewayUser})
+	return &Stack{Supervisor: s, Gateway: StartGateway(t, s)}
+}
