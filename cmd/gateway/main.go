@@ -1,0 +1,64 @@
+// Command gateway is python-executor's public HTTP server (package gateway).
+// It is the service's only TCP listener and talks to the supervisor over its
+// Unix socket. The launcher starts it as the unprivileged user pyexec-gw; it
+// refuses to run as root unless -allow-root is given (for development only).
+//
+// Flags and their PYEXEC_* environment fallbacks are listed by -help and in
+// gateway.Config.BindFlags.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/python-executor/python-executor/gateway"
+	"github.com/python-executor/python-executor/supervisor/client"
+	"github.com/python-executor/python-executor/supervisor/wire"
+)
+
+const software = "python-executor-gateway/0.1"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := gateway.DefaultConfig()
+	if err := cfg.BindFlags(flag.CommandLine, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	allowRoot := flag.Bool("allow-root", false, "run even as root (development only)")
+	flag.Parse()
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway: config:", err)
+		return 2
+	}
+	if os.Geteuid() == 0 && !*allowRoot {
+		fmt.Fprintln(os.Stderr, "gateway: refusing to run as root; run as pyexec-gw, or pass -allow-root")
+		return 2
+	}
+	log := cfg.NewLogger(os.Stderr).WithField("component", "gateway")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	c := client.New(client.Config{
+		SocketPath:  cfg.SocketPath,
+		DialTimeout: cfg.DialTimeout,
+		MaxFrame:    wire.DefaultMaxFrame,
+		Software:    software,
+		Logger:      log.WithField("component", "client"),
+	})
+	defer c.Close()
+
+	if err := gateway.New(cfg, c, log).Run(ctx); err != nil {
+		log.WithError(err).Error("gateway stopped")
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,226 @@
+package gateway
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// EnvPrefix prefixes every environment variable the gateway reads, except
+// PORT (the Cloud Run convention).
+const EnvPrefix = "PYEXEC_"
+
+// Defaults.
+const (
+	DefaultPort            = "8080"
+	DefaultSocketPath      = "/run/python-executor/supervisor.sock"
+	DefaultMaxBodyBytes    = 2 << 20
+	DefaultReadTimeout     = 10 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
+	DefaultMaxTimeout      = 30 * time.Second
+	DefaultExecuteGrace    = 15 * time.Second
+	DefaultHealthTimeout   = 2 * time.Second
+	DefaultDialTimeout     = 2 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+)
+
+// Config configures the gateway. Start from DefaultConfig; a zero Config is
+// not valid.
+type Config struct {
+	// Addr is the TCP address to listen on, host:port. It is the gateway's
+	// only TCP listener.
+	Addr string
+	// SocketPath is the supervisor's Unix socket. The gateway itself does not
+	// dial it (the Executor does); it is here so one Config describes the
+	// binary.
+	SocketPath string
+	// DialTimeout bounds connecting to the supervisor socket.
+	DialTimeout time.Duration
+	// MaxBodyBytes is the largest request body accepted; larger bodies are
+	// refused with 413 before they are read.
+	MaxBodyBytes int
+	// ReadTimeout bounds reading one request (headers and body).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a keep-alive connection waits for its next
+	// request.
+	IdleTimeout time.Duration
+	// MaxTimeout is the largest "timeout" a request may ask for. It should
+	// equal the supervisor's maximum wall time; a request without a timeout
+	// is assumed to run at most this long.
+	MaxTimeout time.Duration
+	// ExecuteGrace is how long past an execution's timeout the gateway waits
+	// for the supervisor's answer before giving up with an internal error.
+	// It covers queueing and the supervisor's own clean-up.
+	ExecuteGrace time.Duration
+	// HealthTimeout bounds the supervisor status call behind GET /health.
+	HealthTimeout time.Duration
+	// ShutdownTimeout is how long in-flight requests may finish after Run's
+	// context is cancelled; executions still running then are cancelled.
+	ShutdownTimeout time.Duration
+	// LogLevel is a logrus level name: trace, debug, info, warn, error.
+	LogLevel string
+	// LogFormat is "json" (production) or "text".
+	LogFormat string
+}
+
+// DefaultConfig returns the defaults: port 8080, the standard socket path, a
+// 2 MiB body limit and a 30 s maximum execution timeout.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            ":" + DefaultPort,
+		SocketPath:      DefaultSocketPath,
+		DialTimeout:     DefaultDialTimeout,
+		MaxBodyBytes:    DefaultMaxBodyBytes,
+		ReadTimeout:     DefaultReadTimeout,
+		WriteTimeout:    DefaultWriteTimeout,
+		IdleTimeout:     DefaultIdleTimeout,
+		MaxTimeout:      DefaultMaxTimeout,
+		ExecuteGrace:    DefaultExecuteGrace,
+		HealthTimeout:   DefaultHealthTimeout,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		LogLevel:        DefaultLogLevel,
+		LogFormat:       DefaultLogFormat,
+	}
+}
+
+// Validate reports the first invalid field, naming it.
+func (c Config) Validate() error {
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("listen address %q: %w", c.Addr, err)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("listen address %q: bad port", c.Addr)
+	}
+	if c.SocketPath == "" {
+		return errors.New("supervisor socket path is empty")
+	}
+	if c.MaxBodyBytes <= 0 {
+		return fmt.Errorf("max body bytes %d: must be positive", c.MaxBodyBytes)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"dial timeout", c.DialTimeout},
+		{"read timeout", c.ReadTimeout},
+		{"write timeout", c.WriteTimeout},
+		{"idle timeout", c.IdleTimeout},
+		{"max timeout", c.MaxTimeout},
+		{"execute grace", c.ExecuteGrace},
+		{"health timeout", c.HealthTimeout},
+		{"shutdown timeout", c.ShutdownTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s %v: must be positive", d.name, d.v)
+		}
+	}
+	if c.MaxTimeout < time.Millisecond {
+		return fmt.Errorf("max timeout %v: must be at least 1ms", c.MaxTimeout)
+	}
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("log format %q: want json or text", c.LogFormat)
+	}
+	return nil
+}
+
+// NewLogger builds the logger Config asks for, writing to w. Call it after
+// Validate; an unknown level falls back to info.
+func (c Config) NewLogger(w io.Writer) *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(w)
+	level, err := logrus.ParseLevel(c.LogLevel)
+	if err != nil {
+		level = logrus.InfoLevel
+	}
+	l.SetLevel(level)
+	if c.LogFormat == "text" {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	} else {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	}
+	return l
+}
+
+// BindFlags registers one flag per Config field on fs. Each flag's default is
+// taken from its environment variable (read through getenv) when set, else
+// from c, so the precedence is flag, then environment, then default. The
+// listen address also falls back to ":$PORT". It fails on an environment
+// value that does not parse, naming the variable.
+//
+// Flags and variables: -listen PYEXEC_LISTEN (else PORT), -socket
+// PYEXEC_SUPERVISOR_SOCKET, -dial-timeout PYEXEC_DIAL_TIMEOUT,
+// -max-body-bytes PYEXEC_MAX_BODY_BYTES, -read-timeout PYEXEC_READ_TIMEOUT,
+// -write-timeout PYEXEC_WRITE_TIMEOUT, -idle-timeout PYEXEC_IDLE_TIMEOUT,
+// -max-timeout PYEXEC_MAX_TIMEOUT, -execute-grace PYEXEC_EXECUTE_GRACE,
+// -health-timeout PYEXEC_HEALTH_TIMEOUT, -shutdown-timeout
+// PYEXEC_SHUTDOWN_TIMEOUT, -log-level PYEXEC_LOG_LEVEL, -log-format
+// PYEXEC_LOG_FORMAT (else "text" when PYEXEC_LOG_TEXT=1, as for the
+// supervisor). Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
+// PYEXEC_LOG_LEVEL and PYEXEC_SUPERVISOR_SOCKET mean the same to the
+// supervisor, so one environment configures both.
+func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
+	env := func(name string) (string, bool) {
+		v := strings.TrimSpace(getenv(EnvPrefix + name))
+		return v, v != ""
+	}
+	if port := strings.TrimSpace(getenv("PORT")); port != "" {
+		c.Addr = ":" + port
+	}
+	var errs []error
+	str := func(p *string, flagName, envName, usage string) {
+		if v, ok := env(envName); ok {
+			*p = v
+		}
+		fs.StringVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
+	}
+	dur := func(p *time.Duration, flagName, envName, usage string) {
+		if v, ok := env(envName); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s%s: %w", EnvPrefix, envName, err))
+			} else {
+				*p = d
+			}
+		}
+		fs.DurationVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
+	}
+	str(&c.Addr, "listen", "LISTEN", "TCP listen address host:port (else :$PORT)")
+	str(&c.SocketPath, "socket", "SUPERVISOR_SOCKET", "supervisor Unix socket path")
+	dur(&c.DialTimeout, "dial-timeout", "DIAL_TIMEOUT", "timeout for connecting to the supervisor")
+	if v, ok := env("MAX_BODY_BYTES"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%sMAX_BODY_BYTES: %w", EnvPrefix, err))
+		} else {
+			c.MaxBodyBytes = n
+		}
+	}
+	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body in bytes (env "+EnvPrefix+"MAX_BODY_BYTES)")
+	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "timeout for reading a request")
+	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "timeout for writing a response")
+	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "keep-alive idle timeout")
+	dur(&c.MaxTimeout, "max-timeout", "MAX_TIMEOUT", "largest execution timeout a request may ask for")
+	dur(&c.ExecuteGrace, "execute-grace", "EXECUTE_GRACE", "how long past the execution timeout to wait for the supervisor")
+	dur(&c.HealthTimeout, "health-timeout", "HEALTH_TIMEOUT", "timeout for the supervisor status call of /health")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "grace period for in-flight requests at shutdown")
+	str(&c.LogLevel, "log-level", "LOG_LEVEL", "log level: trace, debug, info, warn, error")
+	if v, _ := env("LOG_TEXT"); v == "1" {
+		c.LogFormat = "text" // the supervisor's switch, so one setting serves both
+	}
+	str(&c.LogFormat, "log-format", "LOG_FORMAT", "log format: json or text")
+	return errors.Join(errs...)
+}

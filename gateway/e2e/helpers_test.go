@@ -1,0 +1,116 @@
+// Package e2e holds the end-to-end tests of python-executor: the real gateway
+// (as its unprivileged user) in front of the real supervisor, real nsjail and
+// real cgroups, driven over HTTP. They need root; under CI=true they fail
+// rather than skip when it is missing.
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/python-executor/python-executor/supervisor/supervisortest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	supervisortest.Cleanup()
+	os.Exit(code)
+}
+
+// reply is a decoded /execute answer.
+type reply struct {
+	Status int
+	Header http.Header
+	Raw    []byte
+	Body   struct {
+		Result json.RawMessage `json:"result"`
+		Stdout string          `json:"stdout"`
+		Stderr string          `json:"stderr"`
+		Error  *struct {
+			Type      string `json:"type"`
+			Message   string `json:"message"`
+			Traceback string `json:"traceback"`
+		} `json:"error"`
+	}
+}
+
+var httpClient = &http.Client{Timeout: 120 * time.Second}
+
+// post sends body as-is to path with a JSON content type.
+func post(t testing.TB, base, path string, body []byte) *reply {
+	t.Helper()
+	resp, err := httpClient.Post(base+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	r := &reply{Status: resp.StatusCode, Header: resp.Header}
+	r.Raw, err = io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	if err := json.Unmarshal(r.Raw, &r.Body); err != nil {
+		t.Fatalf("POST %s: status %d, body is not JSON: %v: %q", path, resp.StatusCode, err, r.Raw)
+	}
+	return r
+}
+
+// execute runs a script with optional extra request fields.
+func execute(t testing.TB, base, script string, extra map[string]any) *reply {
+	t.Helper()
+	req := map[string]any{"script": script}
+	for k, v := range extra {
+		req[k] = v
+	}
+	body, _ := json.Marshal(req)
+	return post(t, base, "/execute", body)
+}
+
+// wantError asserts an error answer of the given status and type.
+func (r *reply) wantError(t testing.TB, status int, typ string) {
+	t.Helper()
+	if r.Status != status || r.Body.Error == nil || r.Body.Error.Type != typ {
+		t.Fatalf("got %d %s, want %d with error type %s", r.Status, r.Raw, status, typ)
+	}
+}
+
+// wantOK asserts a 200 answer and returns its result decoded.
+func (r *reply) wantOK(t testing.TB) any {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", r.Status, r.Raw)
+	}
+	var v any
+	if err := json.Unmarshal(r.Body.Result, &v); err != nil {
+		t.Fatalf("result %q: %v", r.Body.Result, err)
+	}
+	return v
+}
+
+// sameJSON reports whether two JSON texts hold the same value.
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// noCanary asserts that nothing of the supervisor's environment or the host's
+// canary file appears in an answer.
+func noCanary(t testing.TB, r *reply) {
+	t.Helper()
+	for _, c := range []string{supervisortest.Canary, hostCanaryText} {
+		if strings.Contains(string(r.Raw), c) {
+			t.Fatalf("canary %q leaked into the answer: %s", c, r.Raw)
+		}
+	}
+}

@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/python-executor/python-executor/supervisor/client"
+	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/sirupsen/logrus"
+	"github.com/valyala/fasthttp"
+)
+
+// handleExecute serves POST /execute.
+func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
+	r := g.req(ctx)
+	if e := checkContentType(string(ctx.Request.Header.ContentType())); e != nil {
+		g.refuse(ctx, r, e)
+		return
+	}
+	req, e := parseExecute(ctx.PostBody(), g.cfg.MaxTimeout)
+	if e != nil {
+		g.refuse(ctx, r, e)
+		return
+	}
+	req.TraceID = r.id
+
+	g.running.Add(1)
+	defer g.running.Add(-1)
+
+	wait := g.cfg.MaxTimeout
+	if req.Limits.TimeoutMS > 0 {
+		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
+	}
+	runCtx, cancel := context.WithCancelCause(g.base)
+	defer cancel(nil)
+	runCtx, cancelLate := context.WithTimeoutCause(runCtx, wait+g.cfg.ExecuteGrace, errSupervisorLate)
+	defer cancelLate()
+	stop := watchDisconnect(ctx, func() { cancel(errClientGone) })
+	defer stop()
+
+	// The gateway answers with the whole Outcome; events are not streamed.
+	out, err := g.exec.Execute(runCtx, req, func(client.Event) {})
+	switch {
+	case err != nil:
+		g.executeFailed(ctx, r, err, context.Cause(runCtx))
+	case out == nil:
+		r.log.Error("executor returned neither an outcome nor an error")
+		r.fields["error_type"] = string(wire.ErrInternal)
+		writeError(ctx, internalError(r.id), nil, nil)
+	default:
+		g.answer(ctx, r, out)
+	}
+}
+
+// refuse answers a request the gateway will not pass on.
+func (g *Gateway) refuse(ctx *fasthttp.RequestCtx, r *request, e *apiError) {
+	r.fields["error_type"] = string(e.Type)
+	r.fields["error"] = e.Message
+	writeError(ctx, e, nil, nil)
+}
+
+// executeFailed answers an execution that has no outcome: the transport
+// failed or the context ended. cause is the execution context's cause.
+func (g *Gateway) executeFailed(ctx *fasthttp.RequestCtx, r *request, err, cause error) {
+	var we *wire.Error
+	var e *apiError
+	switch {
+	case errors.Is(cause, errClientGone):
+		// Nobody reads this answer; close the connection after it.
+		e = &apiError{Type: wire.ErrCancelled, Message: "the client went away"}
+		ctx.SetConnectionClose()
+		r.log.Info("client went away; execution cancelled")
+	case errors.Is(cause, errShuttingDown):
+		e = &apiError{Type: errUnavailable, Message: "the server is shutting down; retry"}
+		r.log.Warn("execution cancelled by shutdown")
+	case errors.Is(cause, errSupervisorLate):
+		e = internalError(r.id)
+		r.log.WithError(err).Error("supervisor did not answer within the execution timeout plus grace")
+	case errors.Is(err, client.ErrUnavailable):
+		e = &apiError{Type: errUnavailable, Message: "the execution service is unavailable; retry"}
+		r.log.WithError(err).Warn("supervisor unavailable")
+	case errors.As(err, &we):
+		// A refusal the client reported as an error rather than an outcome.
+		e = g.outcomeError(r, we)
+	default:
+		e = internalError(r.id)
+		r.log.WithError(err).Error("execute failed")
+	}
+	r.fields["error_type"] = string(e.Type)
+	writeError(ctx, e, nil, nil)
+}
+
+// answer maps an execution's outcome to the response.
+func (g *Gateway) answer(ctx *fasthttp.RequestCtx, r *request, out *client.Outcome) {
+	r.fields["exit_reason"] = string(out.Done.ExitReason)
+	r.fields["wall_ms"] = out.Done.WallMS
+	r.fields["cpu_ms"] = out.Done.CPUMS
+	r.fields["peak_memory_bytes"] = out.Done.PeakMemoryBytes
+	var e *apiError
+	switch {
+	case out.Err != nil:
+		e = g.outcomeError(r, out.Err)
+	case out.Result == nil:
+		e = g.noResult(r, out.Done)
+	case !json.Valid(out.Result):
+		// The supervisor should never pass this on; inserting it would
+		// break the response.
+		r.log.WithField("result_bytes", len(out.Result)).Error("supervisor passed a result that is not valid JSON")
+		e = internalError(r.id)
+	}
+	if e != nil {
+		r.fields["error_type"] = string(e.Type)
+		writeError(ctx, e, out.Stdout, out.Stderr)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, successBody(out))
+}
+
+// defaultMessages stand in when the supervisor sent an empty message.
+var defaultMessages = map[wire.ErrorType]string{
+	wire.ErrSyntax:         "the script has a syntax error",
+	wire.ErrMissingMain:    "the script defines no callable main()",
+	wire.ErrInvalidResult:  "main() returned a value that cannot be encoded as JSON",
+	wire.ErrResultTooLarge: "main()'s result is larger than allowed",
+	wire.ErrException:      "the script raised an exception",
+	wire.ErrExited:         "the script exited without returning a result",
+	wire.ErrTimeout:        "the script ran longer than its time limit",
+	wire.ErrMemoryLimit:    "the script exceeded its memory limit",
+	wire.ErrResourceLimit:  "the script exceeded a resource limit",
+	wire.ErrBusy:           "the server is busy; retry",
+	wire.ErrInvalidRequest: "invalid request",
+	wire.ErrCancelled:      "the execution was cancelled",
+}
+
+// outcomeError converts a supervisor error for the client. Types meant for
+// clients pass through; internal, protocol and unknown types become a
+// generic internal error, with the detail logged.
+func (g *Gateway) outcomeError(r *request, we *wire.Error) *apiError {
+	def, ok := defaultMessages[we.Type]
+	if !ok {
+		r.log.WithFields(logrus.Fields{
+			"supervisor_error_type": string(we.Type),
+			"supervisor_error":      we.Message,
+		}).Error("supervisor reported an internal error")
+		return internalError(r.id)
+	}
+	e := &apiError{Type: we.Type, Message: we.Message, Traceback: we.Traceback}
+	if e.Message == "" {
+		e.Message = def
+	}
+	return e
+}
+
+// noResult names the failure of an execution that ended with neither a
+// result nor an error, from its exit reason.
+func (g *Gateway) noResult(r *request, d wire.Done) *apiError {
+	t := wire.ErrInternal
+	switch d.ExitReason {
+	case wire.ExitTimeout:
+		t = wire.ErrTimeout
+	case wire.ExitMemoryLimit:
+		t = wire.ErrMemoryLimit
+	case wire.ExitExited:
+		t = wire.ErrExited
+	case wire.ExitCancelled:
+		t = wire.ErrCancelled
+	case wire.ExitKilled:
+		t = wire.ErrResourceLimit
+	}
+	if t == wire.ErrInternal {
+		r.log.WithField("exit_reason", string(d.ExitReason)).Error("execution ended with neither result nor error")
+		return internalError(r.id)
+	}
+	return &apiError{Type: t, Message: defaultMessages[t]}
+}

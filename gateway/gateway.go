@@ -1,0 +1,254 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/python-executor/python-executor/supervisor/client"
+	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/sirupsen/logrus"
+	"github.com/valyala/fasthttp"
+)
+
+// Executor runs executions and reports the supervisor's status.
+// *client.Client implements it; tests use a fake.
+//
+// Execute must return when ctx is done (the client went away, or the
+// gateway gave up), with an error wrapping ctx.Err(). Transport failures
+// must wrap client.ErrUnavailable. An execution's own failure (the script
+// raised, timed out, ...) is not an error: it is Outcome.Err.
+type Executor interface {
+	Execute(ctx context.Context, req wire.Execute, onEvent func(client.Event)) (*client.Outcome, error)
+	Status(ctx context.Context) (*wire.Status, error)
+}
+
+var _ Executor = (*client.Client)(nil)
+
+// Gateway is the HTTP server. Create it with New, then call Run or Serve
+// once.
+type Gateway struct {
+	cfg    Config
+	exec   Executor
+	log    *logrus.Entry
+	srv    *fasthttp.Server
+	router *router.Router
+
+	// base is the parent of every execution's context; stopExec cancels it
+	// when the shutdown grace period is over.
+	base     context.Context
+	stopExec context.CancelCauseFunc
+	// running counts in-flight executions, so shutdown can wait for the
+	// cancelled ones to answer.
+	running atomic.Int64
+}
+
+// Causes of an execution's context ending, other than the execution's own
+// end.
+var (
+	errClientGone     = errors.New("client went away")
+	errShuttingDown   = errors.New("gateway shutting down")
+	errSupervisorLate = errors.New("supervisor did not answer in time")
+)
+
+// New returns a gateway serving cfg with exec. cfg must have passed Validate.
+func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
+	g := &Gateway{cfg: cfg, exec: exec, log: log}
+	g.base, g.stopExec = context.WithCancelCause(context.Background())
+
+	r := router.New()
+	// A strict API: no redirects to "fixed" paths, just 404.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.HandleOPTIONS = true
+	r.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, &apiError{Type: errNotFound, Message: "no such endpoint"}, nil, nil)
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		// The router has set Allow already.
+		writeError(ctx, &apiError{Type: errMethodNotAllowed,
+			Message: "method not allowed; allowed: " + string(ctx.Response.Header.Peek("Allow"))}, nil, nil)
+	}
+	r.PanicHandler = g.handlePanic
+	r.POST("/execute", g.handleExecute)
+	r.GET("/health", g.handleHealth)
+	r.HEAD("/health", g.handleHealth)
+	g.router = r
+
+	g.srv = &fasthttp.Server{
+		Handler:                      g.serveHTTP,
+		ErrorHandler:                 g.handleServerError,
+		ExpectHandler:                g.handleExpect,
+		NoDefaultServerHeader:        true,
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		MaxRequestBodySize:           cfg.MaxBodyBytes,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+		TCPKeepalive:                 true,
+		Logger:                       fasthttpLogger{log},
+	}
+	return g
+}
+
+// Run listens on Config.Addr and serves until ctx is cancelled; see Serve.
+func (g *Gateway) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", g.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return g.Serve(ctx, ln)
+}
+
+// Serve serves HTTP on ln until ctx is cancelled, then shuts down
+// gracefully: it stops accepting, lets in-flight requests finish for up to
+// Config.ShutdownTimeout, then cancels the executions still running. It
+// returns nil after a clean shutdown, and an error when serving failed or
+// the grace period ran out.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	g.log.WithField("addr", ln.Addr().String()).Info("gateway listening")
+	errc := make(chan error, 1)
+	go func() { errc <- g.srv.Serve(lingerListener{ln}) }()
+	select {
+	case err := <-errc:
+		g.stopExec(errShuttingDown)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return errors.New("serve: stopped unexpectedly")
+	case <-ctx.Done():
+	}
+	g.log.Info("gateway shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	defer cancel()
+	err := g.srv.ShutdownWithContext(sctx)
+	g.stopExec(errShuttingDown)
+	if err != nil {
+		// Give the cancelled executions a moment to answer.
+		g.waitRunning(time.Second)
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// waitRunning waits up to d for the in-flight executions to end.
+func (g *Gateway) waitRunning(d time.Duration) {
+	for end := time.Now().Add(d); g.running.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// request is the per-request state the middleware keeps in the RequestCtx.
+type request struct {
+	id  string
+	log *logrus.Entry
+	// fields are added to the access log line.
+	fields logrus.Fields
+}
+
+type requestKey struct{}
+
+// req returns the state serveHTTP stored for this request.
+func (g *Gateway) req(ctx *fasthttp.RequestCtx) *request {
+	if r, ok := ctx.UserValue(requestKey{}).(*request); ok {
+		return r
+	}
+	// Unreachable: every route runs under serveHTTP.
+	return &request{id: "-", log: g.log, fields: logrus.Fields{}}
+}
+
+// serveHTTP wraps the router: request id in and out, one access log line.
+func (g *Gateway) serveHTTP(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	id := requestID(&ctx.Request.Header)
+	ctx.Response.Header.Set(HeaderRequestID, id)
+	r := &request{id: id, log: g.log.WithField("request_id", id), fields: logrus.Fields{}}
+	ctx.SetUserValue(requestKey{}, r)
+
+	g.router.Handler(ctx)
+
+	status := ctx.Response.StatusCode()
+	r.fields["method"] = string(ctx.Method())
+	r.fields["path"] = string(ctx.Path())
+	r.fields["status"] = status
+	r.fields["duration_ms"] = time.Since(start).Milliseconds()
+	r.fields["remote_addr"] = ctx.RemoteAddr().String()
+	entry := r.log.WithFields(r.fields)
+	if status == fasthttp.StatusOK && string(ctx.Path()) == "/health" {
+		entry.Debug("request")
+	} else {
+		entry.Info("request")
+	}
+}
+
+// handleServerError answers requests fasthttp could not read.
+func (g *Gateway) handleServerError(ctx *fasthttp.RequestCtx, err error) {
+	id := requestID(&ctx.Request.Header)
+	ctx.Response.Header.Set(HeaderRequestID, id)
+	var e *apiError
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = g.bodyTooLarge()
+		lingerOnClose(ctx.Conn())
+	case errors.As(err, &small):
+		e = &apiError{Type: errHeadersTooLarge, Message: "request headers too large"}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		e = &apiError{Type: errRequestTimeout, Message: "timed out reading the request"}
+	default:
+		e = invalidRequest("malformed HTTP request")
+	}
+	g.log.WithFields(logrus.Fields{
+		"request_id":  id,
+		"remote_addr": ctx.RemoteAddr().String(),
+		"error_type":  string(e.Type),
+		"status":      statusFor(e.Type),
+	}).WithError(err).Info("request refused")
+	writeError(ctx, e, nil, nil)
+}
+
+func (g *Gateway) bodyTooLarge() *apiError {
+	return &apiError{Type: errBodyTooLarge,
+		Message: "request body exceeds " + strconv.Itoa(g.cfg.MaxBodyBytes) + " bytes"}
+}
+
+// handleExpect answers "Expect: 100-continue": a body announced over the
+// limit is refused at once with the JSON 413, before the client sends it.
+func (g *Gateway) handleExpect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); n > g.cfg.MaxBodyBytes {
+		g.handleServerError(ctx, fasthttp.ErrBodyTooLarge)
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
+}
+
+func (g *Gateway) handlePanic(ctx *fasthttp.RequestCtx, v any) {
+	r := g.req(ctx)
+	r.log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).Error("handler panicked")
+	ctx.Response.Reset()
+	ctx.Response.Header.Set(HeaderRequestID, r.id)
+	writeError(ctx, internalError(r.id), nil, nil)
+}
+
+func internalError(id string) *apiError {
+	return &apiError{Type: wire.ErrInternal, Message: "internal error (request id " + id + ")"}
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection-level errors) to
+// the gateway log.
+type fasthttpLogger struct{ log *logrus.Entry }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.WithField("component", "fasthttp").Warnf(format, args...)
+}

@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/valyala/fasthttp"
+)
+
+// handleHealth serves GET /health: 200 with the supervisor's engine,
+// isolation level and cgroup mode when it answers its status request within
+// Config.HealthTimeout, else 503.
+func (g *Gateway) handleHealth(ctx *fasthttp.RequestCtx) {
+	r := g.req(ctx)
+	sctx, cancel := context.WithTimeout(g.base, g.cfg.HealthTimeout)
+	defer cancel()
+	st, err := g.exec.Status(sctx)
+	if err != nil {
+		r.log.WithError(err).Warn("health: supervisor status failed")
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"unhealthy","supervisor":"unreachable"}`))
+		return
+	}
+	b := make([]byte, 0, 128)
+	b = append(b, `{"status":"healthy","supervisor":"reachable","engine":`...)
+	b = appendString(b, []byte(st.Engine))
+	b = append(b, `,"isolation":`...)
+	b = appendString(b, []byte(st.Isolation))
+	b = append(b, `,"cgroups":`...)
+	b = appendString(b, []byte(st.Cgroups))
+	b = append(b, '}')
+	writeJSON(ctx, fasthttp.StatusOK, b)
+}
