@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# run.sh: start the whole service in the foreground: the supervisor as root,
+# then the gateway as its own unprivileged user, on $PORT (default 8080).
+# Ctrl-C or SIGTERM stops both; the supervisor removes its socket and cgroups
+# on the way out, and its staging mounts die with its mount namespace.
+#
+# Environment: PORT, ENGINE (cold), GATEWAY_USER (pyexec-gw), SANDBOX_USER
+# (pyexec-sandbox), and every PYEXEC_* setting of the two binaries (see
+# README.md); the gateway gets PORT and the PYEXEC_* variables, nothing else.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${BIN:-$ROOT/bin}"
+PORT="${PORT:-8080}"
+ENGINE="${ENGINE:-cold}"
+GATEWAY_USER="${GATEWAY_USER:-pyexec-gw}"
+SANDBOX_USER="${SANDBOX_USER:-pyexec-sandbox}"
+SOCKET="${PYEXEC_SUPERVISOR_SOCKET:-/run/python-executor/supervisor.sock}"
+
+die() { echo "run: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root: the supervisor creates namespaces and cgroups (the gateway drops to $GATEWAY_USER)"
+case "$ENGINE" in
+cold) ;;
+*) die "ENGINE=$ENGINE is not available (engines: cold)" ;;
+esac
+[ -x "$BIN/supervisor" ] && [ -x "$BIN/gateway" ] || die "binaries missing in $BIN: run make setup"
+getent passwd "$GATEWAY_USER" >/dev/null || die "no user $GATEWAY_USER: run make setup"
+
+sup_pid=""
+gw_pid=""
+stop() {
+	trap - INT TERM
+	[ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null || true
+	[ -n "$sup_pid" ] && kill -TERM "$sup_pid" 2>/dev/null || true
+	wait 2>/dev/null || true
+}
+trap 'stop; exit 0' INT TERM
+
+"$BIN/supervisor" -socket "$SOCKET" -gateway-user "$GATEWAY_USER" -sandbox-user "$SANDBOX_USER" &
+sup_pid=$!
+
+# The supervisor runs its start-up self-test before it listens.
+for _ in $(seq 1 600); do
+	[ -S "$SOCKET" ] && break
+	kill -0 "$sup_pid" 2>/dev/null || { wait "$sup_pid" || true; die "the supervisor failed to start"; }
+	sleep 0.1
+done
+[ -S "$SOCKET" ] || { stop; die "the supervisor did not open $SOCKET"; }
+
+gw_env=(PATH=/usr/bin:/bin)
+while IFS= read -r kv; do gw_env+=("$kv"); done < <(env | grep -E '^PYEXEC_[A-Z_]+=' || true)
+gw_env+=(PORT="$PORT" PYEXEC_SUPERVISOR_SOCKET="$SOCKET")
+
+# setpriv drops to the gateway user with no supplementary groups beyond its
+# own and no capabilities of any kind; the gateway refuses to run as root.
+setpriv --reuid="$GATEWAY_USER" --regid="$GATEWAY_USER" --init-groups \
+	--inh-caps=-all --bounding-set=-all --no-new-privs \
+	env -i "${gw_env[@]}" "$BIN/gateway" &
+gw_pid=$!
+
+# Whichever exits first takes the other down.
+set +e
+wait -n "$sup_pid" "$gw_pid"
+rc=$?
+stop
+exit "$rc"

