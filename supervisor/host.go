@@ -25,6 +25,9 @@ const SetupHint = "make setup (scripts/setup.sh)"
 // RunnerJailPath is where runner.py appears inside the jail.
 const RunnerJailPath = "/opt/python-executor/runner.py"
 
+// VenvJailPath is where the virtualenv appears inside the jail.
+const VenvJailPath = "/opt/python-executor/venv"
+
 // privateNSEnv marks the re-executed supervisor; it carries no data.
 const privateNSEnv = "PYEXEC_PRIVATE_MOUNTNS"
 
@@ -125,6 +128,19 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("interpreter mounts: %w", err)
 	}
+	// The venv appears at a fixed path, whatever its host path: a checkout
+	// under /tmp would otherwise show up inside the jail's /tmp, and the
+	// host layout is none of the script's business. A venv finds its
+	// prefix from its pyvenv.cfg, so it runs from anywhere.
+	if in.Prefix != in.BasePrefix {
+		for i := range mounts {
+			if mounts[i].Kind == jail.Bind && mounts[i].Dst == in.Prefix {
+				mounts[i].Dst = VenvJailPath
+				in.Executable = filepath.Join(VenvJailPath, "bin", filepath.Base(python))
+				in.Prefix = VenvJailPath
+			}
+		}
+	}
 	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath})
 
 	h := &Host{Nsjail: nsj, Isolation: "full"}
@@ -156,7 +172,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
 		}
 		h.Isolation = "degraded: no cgroups, rlimits only"
-		log.WithError(err).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as only and there is no pids limit")
+		log.WithError(err).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and processes by rlimit_nproc only")
 	}
 
 	h.Policy = jail.Policy{

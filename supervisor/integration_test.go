@@ -492,3 +492,39 @@ func TestLogLinesCarryExecutionID(t *testing.T) {
 		t.Fatalf("found %d execution log lines, want at least 4:\n%s", n, inst.Logs.String())
 	}
 }
+
+// Without usable cgroups the supervisor refuses to start...
+func TestFailsClosedWithoutCgroups(t *testing.T) {
+	supervisortest.RequireRoot(t)
+	root := supervisortest.RepoRoot(t)
+	dir := fmt.Sprintf("/run/pyexec-it-closed-%d", os.Getpid())
+	os.MkdirAll(dir, 0o755)
+	defer os.RemoveAll(dir)
+	cmd := exec.Command(supervisorBin(t), "-socket", filepath.Join(dir, "sock", "s.sock"), "-gateway-user", "", "-venv", filepath.Join(root, ".venv"), "-runner", filepath.Join(root, "runner", "runner.py"), "-stage-dir", filepath.Join(dir, "stage"), "-cgroup-root", filepath.Join(dir, "no-cgroups"))
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	err := cmd.Run()
+	if err == nil || !strings.Contains(logs.String(), "refusing to start") || !strings.Contains(logs.String(), "-degraded") {
+		t.Fatalf("supervisor without cgroups: err=%v, log:\n%s\nwant a refusal naming -degraded", err, logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sock", "s.sock")); err == nil {
+		t.Fatal("a refusing supervisor left its socket")
+	}
+}
+
+// ...unless the operator asks for degraded mode, which is then reported and
+// still limits memory and processes with rlimits.
+func TestDegradedModeWithoutCgroups(t *testing.T) {
+	inst := startSupervisor(t, "-cgroup-root", "/nonexistent-cgroup-root", "-degraded")
+	st, err := inst.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cgroups != "none" || !strings.HasPrefix(st.Isolation, "degraded") {
+		t.Fatalf("status %+v, want cgroups none and a degraded isolation", st)
+	}
+	out := run(t, inst, "def main():\n    x = bytearray(1 << 30)\n    return len(x)\n", wire.Limits{MemoryBytes: 128 << 20})
+	wantError(t, out, wire.ErrMemoryLimit, "")
+	out = run(t, inst, "import os, time\ndef main():\n    n = 0\n    try:\n        while True:\n            if os.fork() == 0:\n                time.sleep(5)\n                os._exit(0)\n            n += 1\n    except OSError:\n        return n < 64\n", wire.Limits{TimeoutMS: 10000})
+	wantResult(t, out, "true")
+}

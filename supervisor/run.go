@@ -35,8 +35,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	defer close(stopReaper)
 	go r.run(stopReaper)
 	engine := host.Engine(r)
-	if err := SelfTest(ctx, engine, host, log); err != nil {
+	note, err := SelfTest(ctx, engine, host, cfg.Degraded, log)
+	if err != nil {
 		return fmt.Errorf("self-test: %w", err)
+	}
+	if note != "" {
+		host.Isolation = "degraded: " + note
 	}
 	l, err := Listen(cfg)
 	if err != nil {

@@ -4,52 +4,102 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/python-executor/python-executor/supervisor/wire"
 )
 
 // selfTestScript reports, from inside a real jail, the facts the isolation
-// rests on. It runs at start-up so a host that silently drops a namespace or
-// a mount is caught before any user script runs.
+// rests on. It runs at start-up so a host that silently drops a namespace, a
+// mount or a limit is caught before any user script runs.
 const selfTestScript = `
 import os, socket
+
+def status():
+    return dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+
+def writable(path):
+    try:
+        with open(os.path.join(path, ".probe"), "w"):
+            pass
+        os.unlink(os.path.join(path, ".probe"))
+        return True
+    except OSError:
+        return False
 
 def main():
     try:
         ifaces = sorted(name for _, name in socket.if_nameindex())
     except OSError:
         ifaces = []
+    st = status()
     return {
         "uid": os.getuid(),
         "gid": os.getgid(),
         "pid": os.getpid(),
+        "uid_map": open("/proc/self/uid_map").read().split(),
         "hostname": socket.gethostname(),
         "ifaces": ifaces,
         "cwd": os.getcwd(),
         "root": sorted(os.listdir("/")),
+        "host_paths": [p for p in ("/etc/shadow", "/home", "/var", "/run", "/sys", "/boot") if os.path.exists(p)],
+        "root_writable": writable("/"),
+        "tmp_writable": writable("/tmp"),
+        "cap_eff": st.get("CapEff", "").strip(),
+        "cap_bnd": st.get("CapBnd", "").strip(),
+        "no_new_privs": st.get("NoNewPrivs", "").strip(),
+        "seccomp": st.get("Seccomp", "").strip(),
+        "cgroup": open("/proc/self/cgroup").read(),
         "environ": sorted(os.environ),
     }
 `
 
-// SelfTest runs the real jail once and fails when isolation did not take.
-func SelfTest(ctx context.Context, engine Engine, host *Host, log *logrus.Entry) error {
+// selfTestMemoryScript must be stopped by the memory limit.
+const selfTestMemoryScript = `
+def main():
+    hoard = []
+    for _ in range(64):
+        hoard.append(bytearray(8 << 20))
+    return len(hoard)
+`
+
+// selfTestMemoryLimit is the limit the memory probe runs under.
+const selfTestMemoryLimit = 96 << 20
+
+// SelfTest runs the real jail and fails when isolation did not take. Missing
+// namespaces, mounts, privilege drops or seccomp are always fatal; a memory
+// limit that does not hold is fatal unless degraded mode was asked for, in
+// which case the returned note says what is missing.
+func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log *logrus.Entry) (note string, err error) {
 	lim := DefaultLimits()
 	lim.Timeout = 20 * time.Second
+	start := time.Now()
 	out := engine.Run(ctx, &Execution{ID: "selftest", Script: selfTestScript, Limits: lim, Log: log.WithField("execution_id", "selftest")})
 	if out.Err != nil {
-		return fmt.Errorf("probe failed: %s: %s", out.Err.Type, out.Err.Message)
+		return "", fmt.Errorf("probe failed: %s: %s", out.Err.Type, out.Err.Message)
 	}
 	var got struct {
 		UID, GID, PID int
+		UIDMap        []string `json:"uid_map"`
 		Hostname      string
 		Ifaces        []string
 		Cwd           string
 		Root          []string
+		HostPaths     []string `json:"host_paths"`
+		RootWritable  bool     `json:"root_writable"`
+		TmpWritable   bool     `json:"tmp_writable"`
+		CapEff        string   `json:"cap_eff"`
+		CapBnd        string   `json:"cap_bnd"`
+		NoNewPrivs    string   `json:"no_new_privs"`
+		Seccomp       string
+		Cgroup        string
 		Environ       []string
 	}
 	if err := json.Unmarshal(out.Result, &got); err != nil {
-		return fmt.Errorf("probe result: %w", err)
+		return "", fmt.Errorf("probe result: %w", err)
 	}
 	var problems []string
 	check := func(ok bool, what string, args ...any) {
@@ -57,17 +107,46 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, log *logrus.Entry)
 			problems = append(problems, fmt.Sprintf(what, args...))
 		}
 	}
+	sandbox := fmt.Sprint(host.Policy.OutsideUID)
 	check(got.UID == 65534 && got.GID == 65534, "jail runs as %d:%d, want 65534:65534", got.UID, got.GID)
+	check(len(got.UIDMap) == 3 && got.UIDMap[0] == "65534" && got.UIDMap[1] == sandbox && got.UIDMap[2] == "1", "uid map %v, want 65534 -> %s only (no user namespace?)", got.UIDMap, sandbox)
 	check(got.PID == 1, "runner is pid %d, want 1 (no PID namespace?)", got.PID)
 	check(got.Hostname == "sandbox", "hostname %q (no UTS namespace?)", got.Hostname)
 	check(len(got.Ifaces) <= 1 && (len(got.Ifaces) == 0 || got.Ifaces[0] == "lo"), "network interfaces %v (no network namespace?)", got.Ifaces)
-	check(got.Cwd == "/tmp", "cwd %q, want /tmp", got.Cwd)
+	check(got.Cwd == "/tmp" && got.TmpWritable, "cwd %q writable=%v, want a writable /tmp", got.Cwd, got.TmpWritable)
+	check(!got.RootWritable, "the jail's root is writable")
+	check(len(got.HostPaths) == 0, "host paths visible in the jail: %v", got.HostPaths)
+	check(got.CapEff == "0000000000000000" && got.CapBnd == "0000000000000000", "capabilities left: effective %s, bounding %s", got.CapEff, got.CapBnd)
+	check(got.NoNewPrivs == "1", "no_new_privs is %q, want 1", got.NoNewPrivs)
+	check(!host.Policy.Seccomp || got.Seccomp == "2", "seccomp mode %q, want 2 (filter)", got.Seccomp)
+	if host.Cgroups != nil {
+		check(strings.Count(got.Cgroup, "NSJAIL.") >= 2, "the jail is not in its memory and pids cgroups: %q", got.Cgroup)
+	}
 	for _, e := range got.Environ {
-		check(e != "PYEXEC_PRIVATE_MOUNTNS" && e != "USER" && e != "SUDO_USER", "supervisor variable %s leaked into the jail", e)
+		check(!strings.HasPrefix(e, "PYEXEC_") || e == "PYEXEC_REQUEST_FD" || e == "PYEXEC_RESULT_FD", "supervisor variable %s leaked into the jail", e)
+		check(e != "USER" && e != "SUDO_USER" && e != "PWD", "supervisor variable %s leaked into the jail", e)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("isolation missing: %v", problems)
+		return "", fmt.Errorf("isolation missing: %s", strings.Join(problems, "; "))
 	}
-	log.WithFields(logrus.Fields{"duration_ms": out.Done.WallMS, "root": got.Root}).Info("self-test passed")
-	return nil
+
+	lim.MemoryBytes = selfTestMemoryLimit
+	mem := engine.Run(ctx, &Execution{ID: "selftest-memory", Script: selfTestMemoryScript, Limits: lim, Log: log.WithField("execution_id", "selftest-memory")})
+	if mem.Err == nil || mem.Err.Type != wire.ErrMemoryLimit {
+		what := fmt.Sprintf("a script allocating 512 MiB under a %d MiB limit was not stopped by it (%s)", selfTestMemoryLimit>>20, describe(mem))
+		if !degraded {
+			return "", fmt.Errorf("limits missing: %s; refusing to start (pass -degraded to run anyway)", what)
+		}
+		note = "memory limit not enforced"
+		log.Warn("DEGRADED ISOLATION: " + what)
+	}
+	log.WithFields(logrus.Fields{"duration_ms": time.Since(start).Milliseconds(), "root": got.Root}).Info("self-test passed")
+	return note, nil
+}
+
+func describe(o Outcome) string {
+	if o.Err != nil {
+		return string(o.Err.Type) + ": " + o.Err.Message
+	}
+	return "returned " + string(o.Result)
 }

@@ -298,6 +298,12 @@ def main():
     return sorted(set(out.values()) - {"EROFS", "EACCES", "ENOENT"}) or "all refused"
 `), check: wantValue(`"all refused"`)},
 
+		{name: "fresh_tmp_and_fixed_venv_path", status: 200, script: s(`
+import sys
+def main():
+    return [os.listdir("/tmp"), os.listdir("/dev/shm"), sys.prefix, os.getcwd()]
+`), check: wantValue(`[[], [], "/opt/python-executor/venv", "/tmp"]`)},
+
 		// Network and the service's own endpoints.
 		{name: "connect_gateway_port", status: 200, script: s(`
 import socket

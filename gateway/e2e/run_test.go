@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/python-executor/python-executor/supervisor/supervisortest"
+)
+
+// TestRunScript drives scripts/run.sh (what `make run` starts) like an
+// operator: it serves the seed example on $PORT with the gateway as its own
+// capability-less user, and SIGTERM stops everything, leaving no socket,
+// process, cgroup or mount behind.
+func TestRunScript(t *testing.T) {
+	supervisortest.RequireRoot(t)
+	root := supervisortest.RepoRoot(t)
+	bin := supervisortest.Binaries(t)
+	name := fmt.Sprintf("pyexec-it-run-%d", os.Getpid())
+	runDir := filepath.Join("/run", name)
+	os.MkdirAll(runDir, 0o755)
+	defer os.RemoveAll(runDir)
+	socket := filepath.Join(runDir, "sock", "supervisor.sock")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+
+	cmd := exec.Command(filepath.Join(root, "scripts", "run.sh"))
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"BIN=" + bin,
+		"PORT=" + port,
+		"ENGINE=cold",
+		"PYEXEC_SUPERVISOR_SOCKET=" + socket,
+		"PYEXEC_STAGE_DIR=" + filepath.Join(runDir, "stage"),
+		"PYEXEC_CGROUP_PARENT=" + name,
+		"PYEXEC_VENV=" + filepath.Join(root, ".venv"),
+		"PYEXEC_RUNNER=" + filepath.Join(root, "runner", "runner.py"),
+	}
+	var logs supervisortest.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+
+	base := "http://127.0.0.1:" + port
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service did not become healthy on port %s:\n%s", port, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := post(t, base, "/execute", []byte(seedExamples[0].body))
+	if r.Status != 200 || !sameJSON(r.Body.Result, []byte(seedExamples[0].want)) {
+		t.Fatalf("seed example: %d %s", r.Status, r.Raw)
+	}
+
+	gw := processesOf(t, filepath.Join(bin, "gateway"))
+	sup := processesOf(t, filepath.Join(bin, "supervisor"))
+	if len(gw) != 1 || len(sup) != 1 {
+		t.Fatalf("want one gateway and one supervisor, got %v and %v", gw, sup)
+	}
+	gwUID, _ := supervisortest.LookupUser(t, supervisortest.GatewayUser)
+	st := procStatus(t, gw[0])
+	if !strings.HasPrefix(st["Uid"], strconv.Itoa(gwUID)+"\t") || st["CapEff"] != "0000000000000000" || st["CapPrm"] != "0000000000000000" || st["CapBnd"] != "0000000000000000" || st["NoNewPrivs"] != "1" {
+		t.Fatalf("gateway runs with Uid %q CapEff %q CapPrm %q CapBnd %q NoNewPrivs %q; want uid %d and nothing else", st["Uid"], st["CapEff"], st["CapPrm"], st["CapBnd"], st["NoNewPrivs"], gwUID)
+	}
+	if ss := procStatus(t, sup[0]); !strings.HasPrefix(ss["Uid"], "0\t") {
+		t.Fatalf("supervisor uid %q, want root", ss["Uid"])
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run.sh exited with %v after SIGTERM:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run.sh did not stop within 30s of SIGTERM:\n%s", logs.String())
+	}
+	if p := append(processesOf(t, filepath.Join(bin, "gateway")), processesOf(t, filepath.Join(bin, "supervisor"))...); len(p) > 0 {
+		t.Fatalf("processes left after SIGTERM: %v", p)
+	}
+	if _, err := os.Stat(socket); err == nil {
+		t.Fatal("socket left after SIGTERM")
+	}
+	if left := supervisortest.LeftoverCgroups(name); len(left) > 0 {
+		t.Fatalf("cgroups left after SIGTERM: %v", left)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(mounts, []byte(runDir)) {
+		t.Fatal("mounts left after SIGTERM")
+	}
+
+	t.Run("unknown_engine_refused", func(t *testing.T) {
+		cmd := exec.Command(filepath.Join(root, "scripts", "run.sh"))
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "BIN=" + bin, "ENGINE=turbo"}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "ENGINE=turbo") {
+			t.Fatalf("ENGINE=turbo: err=%v out=%s", err, out)
+		}
+	})
+}
+
+// processesOf lists live processes whose executable is exe.
+func processesOf(t *testing.T, exe string) []int {
+	t.Helper()
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && target == exe {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":\t"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
