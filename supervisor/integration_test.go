@@ -528,3 +528,42 @@ func TestDegradedModeWithoutCgroups(t *testing.T) {
 	out = run(t, inst, "import os, time\ndef main():\n    n = 0\n    try:\n        while True:\n            if os.fork() == 0:\n                time.sleep(5)\n                os._exit(0)\n            n += 1\n    except OSError:\n        return n < 64\n", wire.Limits{TimeoutMS: 10000})
 	wantResult(t, out, "true")
 }
+
+// A supervisor without its venv or nsjail names the command that fixes it.
+func TestMissingInstallationNamesSetup(t *testing.T) {
+	supervisortest.RequireRoot(t)
+	dir := fmt.Sprintf("/run/pyexec-it-nosetup-%d", os.Getpid())
+	os.MkdirAll(dir, 0o755)
+	defer os.RemoveAll(dir)
+	for _, tc := range []struct{ name, flag, value string }{
+		{"no_venv", "-venv", filepath.Join(dir, "no-venv")},
+		{"no_nsjail", "-nsjail", filepath.Join(dir, "no-nsjail")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(supervisorBin(t), "-socket", filepath.Join(dir, "s.sock"), "-gateway-user", "", "-stage-dir", filepath.Join(dir, "stage"), "-runner", filepath.Join(supervisortest.RepoRoot(t), "runner", "runner.py"), tc.flag, tc.value)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "make setup") {
+				t.Fatalf("err=%v output=%s; want a failure naming make setup", err, out)
+			}
+		})
+	}
+}
+
+// The socket is reachable by root and the gateway's group only.
+func TestSocketPermissions(t *testing.T) {
+	inst := supervisortest.Start(t, supervisortest.Options{GatewayUser: supervisortest.GatewayUser})
+	_, gid := supervisortest.LookupUser(t, supervisortest.GatewayUser)
+	for _, tc := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(inst.Socket), 0o750 | os.ModeDir}, {inst.Socket, 0o660 | os.ModeSocket}} {
+		fi, err := os.Stat(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode() != tc.mode || st.Uid != 0 || int(st.Gid) != gid {
+			t.Errorf("%s: mode %v owner %d:%d, want %v 0:%d", tc.path, fi.Mode(), st.Uid, st.Gid, tc.mode, gid)
+		}
+	}
+}
