@@ -231,8 +231,12 @@ class InvalidResult(Exception):
 class ResultTooLarge(Exception):
     """The encoded result is over the limit."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"result is {size} bytes, over the limit of {limit} bytes")
+    def __init__(self, size: int, limit: int, values: bool = False) -> None:
+        if values:
+            # Counted before encoding: every JSON value takes at least one byte.
+            super().__init__(f"result holds more than {size} values, so it cannot fit the limit of {limit} bytes")
+        else:
+            super().__init__(f"result is {size} bytes, over the limit of {limit} bytes")
         self.size = size
         self.limit = limit
 
@@ -253,9 +257,15 @@ class _Converter:
     not pay for importing them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_values: int = 0) -> None:
         self.numpy = sys.modules.get("numpy")
         self.pandas = sys.modules.get("pandas")
+        # A value that shares references (a = [a0, a0]; a = [a, a]; ...) can be
+        # tiny in memory and astronomically large as JSON: count the values
+        # converted and stop once they alone could not fit the result cap
+        # (0 = no cap).
+        self.max_values = max_values
+        self.values = 0
         # ids of the containers being converted right now (the path from the root), to
         # refuse a container that contains itself instead of walking it forever.
         self.ancestors: set[int] = set()
@@ -318,6 +328,10 @@ class _Converter:
 
     def convert(self, value: object, depth: int) -> object:
         """Convert `value`, which sits inside `depth` containers."""
+        if self.max_values:
+            self.values += 1
+            if self.values > self.max_values:
+                raise ResultTooLarge(self.max_values, self.max_values, values=True)
         # Fast path for the common exact types.
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
@@ -437,9 +451,10 @@ class _Converter:
         return records
 
 
-def to_json_value(value: object) -> object:
-    """Convert `value` to plain JSON types under the policy; raises InvalidResult."""
-    return _Converter().convert(value, 0)
+def to_json_value(value: object, max_values: int = 0) -> object:
+    """Convert `value` to plain JSON types under the policy; raises InvalidResult,
+    or ResultTooLarge past max_values values (0 = no cap)."""
+    return _Converter(max_values).convert(value, 0)
 
 
 def encode_result(value: object, max_result_bytes: int) -> bytes:
@@ -448,7 +463,7 @@ def encode_result(value: object, max_result_bytes: int) -> bytes:
     Raises InvalidResult when the value is not JSON under the policy, and
     ResultTooLarge when the text is over max_result_bytes (0 means no limit).
     """
-    plain = to_json_value(value)
+    plain = to_json_value(value, max_result_bytes)
     # allow_nan=False is a second guard: the conversion already replaced NaN/Infinity.
     text = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     try:

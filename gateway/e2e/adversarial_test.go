@@ -170,6 +170,13 @@ def main():
         v = [v]
     return v
 `)},
+		{name: "exponential_shared_result", status: 400, typ: "result_too_large", script: s(`
+def main():
+    v = [0]
+    for _ in range(64):
+        v = [v, v]
+    return v
+`)},
 		{name: "self_referencing_result", status: 400, typ: "invalid_result", script: s(`
 def main():
     v = []

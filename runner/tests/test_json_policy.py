@@ -425,3 +425,18 @@ def test_size_limit_counts_encoded_bytes():
 
 def test_zero_limit_means_unlimited():
     assert len(encode("x" * 1_000_000, max_result_bytes=0)) == 1_000_002
+
+
+def test_shared_references_stop_at_the_result_cap() -> None:
+    # 2**60 leaves as JSON, a few hundred bytes in memory: refused quickly by
+    # counting values, not after (never) finishing the walk.
+    import time
+
+    value: list = [0]
+    for _ in range(60):
+        value = [value, value]
+    start = time.monotonic()
+    with pytest.raises(runner.ResultTooLarge) as info:
+        runner.encode_result(value, 1 << 20)
+    assert time.monotonic() - start < 5
+    assert "more than 1048576 values" in str(info.value)

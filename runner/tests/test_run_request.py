@@ -218,7 +218,7 @@ def test_script_exit_during_encoding(in_process):
 
 
 def test_runner_bug_while_encoding_is_internal(in_process, monkeypatch):
-    def broken(value):
+    def broken(value, max_values=0):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(runner, "to_json_value", broken)
