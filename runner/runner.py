@@ -233,7 +233,7 @@ class ResultTooLarge(Exception):
 
     def __init__(self, size: int, limit: int, values: bool = False) -> None:
         if values:
-            # Counted before encoding: every JSON value takes at least one byte.
+            # Counted before encoding: every value takes at least two bytes.
             super().__init__(f"result holds more than {size} values, so it cannot fit the limit of {limit} bytes")
         else:
             super().__init__(f"result is {size} bytes, over the limit of {limit} bytes")
@@ -331,7 +331,7 @@ class _Converter:
         if self.max_values:
             self.values += 1
             if self.values > self.max_values:
-                raise ResultTooLarge(self.max_values, self.max_values, values=True)
+                raise ResultTooLarge(self.max_values, 2 * self.max_values, values=True)
         # Fast path for the common exact types.
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
@@ -463,7 +463,9 @@ def encode_result(value: object, max_result_bytes: int) -> bytes:
     Raises InvalidResult when the value is not JSON under the policy, and
     ResultTooLarge when the text is over max_result_bytes (0 means no limit).
     """
-    plain = to_json_value(value, max_result_bytes)
+    # Every value but the last is written with at least two bytes (itself and
+    # a separator), so more than max_result_bytes // 2 values cannot fit.
+    plain = to_json_value(value, (max_result_bytes + 1) // 2)
     # allow_nan=False is a second guard: the conversion already replaced NaN/Infinity.
     text = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     try:
