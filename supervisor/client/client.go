@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
@@ -66,6 +67,11 @@ type Config struct {
 	// Logger receives connection-level events (connection lost, frames
 	// dropped); nil means discard.
 	Logger *logrus.Entry
+	// ServerUID is the uid the process listening on SocketPath must run
+	// as, checked with SO_PEERCRED before anything is sent: a socket
+	// planted by someone else gets no scripts. 0 means root, the
+	// supervisor's uid.
+	ServerUID int
 }
 
 // Event is one piece of output streamed while an execution runs.
@@ -262,6 +268,10 @@ func (c *Client) open() (*conn, error) {
 	dialer := net.Dialer{Deadline: deadline}
 	nc, err := dialer.Dial("unix", c.cfg.SocketPath)
 	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := checkServer(nc, c.cfg.ServerUID); err != nil {
+		nc.Close()
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	br := bufio.NewReader(nc)
@@ -706,4 +716,30 @@ func (cn *conn) deliver(f wire.Frame, apply func(*call) error) (dropped bool, er
 		}
 	}
 	return false, nil
+}
+
+// checkServer reports an error unless the peer on nc runs as uid.
+func checkServer(nc net.Conn, uid int) error {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	if int(cred.Uid) != uid {
+		return fmt.Errorf("the socket's server runs as uid %d, want %d", cred.Uid, uid)
+	}
+	return nil
 }

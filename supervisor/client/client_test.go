@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -192,6 +194,9 @@ func newClient(t *testing.T, path string, cfg Config) (*Client, *logtest.Hook) {
 	logger.SetLevel(logrus.DebugLevel)
 	cfg.SocketPath = path
 	cfg.Logger = logrus.NewEntry(logger)
+	if cfg.ServerUID == 0 {
+		cfg.ServerUID = os.Getuid() // the fake supervisor runs as the test
+	}
 	c := New(cfg)
 	t.Cleanup(func() { c.Close() })
 	return c, hook
@@ -989,5 +994,33 @@ func TestExecuteWriteBlocked(t *testing.T) {
 	fc2.answer(fc2.expect(wire.TypeExecute, nil).RequestID, "", "1")
 	if r := await(t, res); r.err != nil {
 		t.Fatalf("Execute() on a new connection = %v, want nil", r.err)
+	}
+}
+
+// A socket served by anyone but the expected uid gets nothing sent to it.
+func TestServerIdentityChecked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- len(b)
+	}()
+	c, _ := newClient(t, path, Config{ServerUID: os.Getuid() + 1})
+	_, err = c.Status(context.Background())
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "runs as uid") {
+		t.Fatalf("Status against a foreign server = %v, want ErrUnavailable naming the uid", err)
+	}
+	if n := <-got; n != 0 {
+		t.Fatalf("the client sent %d bytes to a foreign server, want 0", n)
 	}
 }
