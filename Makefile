@@ -14,6 +14,10 @@ run: setup
 test: setup
 	@scripts/test.sh
 
+# Starts the service with each engine in turn and compares them in one run.
+bench: setup
+	@scripts/bench.sh
+
 lint:
 	@scripts/test.sh lint
 

@@ -1,0 +1,315 @@
+// Package bench is the benchmark behind cmd/bench (make bench): for each
+// execution engine in turn it starts the real stack, the supervisor as root
+// and the gateway as its own user on a loopback port, and measures over HTTP
+// the seed README's hello-world and pandas scripts: latency at concurrency
+// 1, throughput at concurrency 4, and the memory of the sandboxed processes
+// per execution in flight. It reports the engines side by side with their
+// ratios, from one run.
+//
+// It drives the service only from outside, through its binaries, its HTTP
+// API and /proc, and imports none of the project's packages. Only cmd/bench
+// imports it.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config says what to measure and where the stack is. Start from
+// DefaultConfig.
+type Config struct {
+	// BinDir holds the supervisor and gateway binaries. It must be
+	// traversable by GatewayUser.
+	BinDir string
+	// Venv and Runner are passed to the supervisor (-venv, -runner).
+	Venv   string
+	Runner string
+	// GatewayUser and SandboxUser are the service's users (make setup
+	// creates them).
+	GatewayUser string
+	SandboxUser string
+	// Engines are measured in this order. An engine the supervisor will not
+	// run is reported as unavailable.
+	Engines []string
+	// Requests is how many requests each latency cell measures, after
+	// Warmup requests that are not measured.
+	Requests int
+	Warmup   int
+	// Duration is how long each throughput cell runs at Concurrency
+	// requests in flight, after Warmup requests.
+	Duration    time.Duration
+	Concurrency int
+	// MemInFlight executions, each holding the pandas example for MemHold,
+	// are measured for memory, on a supervisor started with that many slots.
+	MemInFlight int
+	MemHold     time.Duration
+	// StartTimeout bounds a supervisor's start-up.
+	StartTimeout time.Duration
+	Log          *logrus.Entry
+}
+
+// DefaultConfig returns the defaults: engines cold then warm, 200 latency
+// requests after 20 of warm-up, 10 s of throughput at concurrency 4, memory
+// with 4 executions holding for 3 s.
+func DefaultConfig() Config {
+	return Config{
+		GatewayUser:  "pyexec-gw",
+		SandboxUser:  "pyexec-sandbox",
+		Engines:      []string{"cold", "warm"},
+		Requests:     200,
+		Warmup:       20,
+		Duration:     10 * time.Second,
+		Concurrency:  4,
+		MemInFlight:  4,
+		MemHold:      3 * time.Second,
+		StartTimeout: 120 * time.Second,
+	}
+}
+
+var engineName = regexp.MustCompile(`^[a-z][a-z0-9]{0,15}$`)
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.BinDir == "" || c.Venv == "" || c.Runner == "":
+		return errors.New("bin directory, venv and runner are required")
+	case c.GatewayUser == "" || c.SandboxUser == "":
+		return errors.New("gateway and sandbox users are required")
+	case len(c.Engines) == 0:
+		return errors.New("no engine to measure")
+	case c.Requests < 1 || c.Warmup < 0:
+		return fmt.Errorf("requests %d, warm-up %d: need at least 1 request and no negative warm-up", c.Requests, c.Warmup)
+	case c.Duration <= 0 || c.Concurrency < 1:
+		return fmt.Errorf("duration %v, concurrency %d: both must be positive", c.Duration, c.Concurrency)
+	case c.MemInFlight < 1 || c.MemHold <= 0:
+		return fmt.Errorf("memory in flight %d, hold %v: both must be positive", c.MemInFlight, c.MemHold)
+	case c.StartTimeout <= 0:
+		return errors.New("start timeout must be positive")
+	case c.Log == nil:
+		return errors.New("no logger")
+	}
+	seen := map[string]bool{}
+	for _, e := range c.Engines {
+		if !engineName.MatchString(e) {
+			return fmt.Errorf("engine %q: not a name (lower-case letters and digits)", e)
+		}
+		if seen[e] {
+			return fmt.Errorf("engine %q listed twice", e)
+		}
+		seen[e] = true
+	}
+	return nil
+}
+
+// Status is how an engine's measurement ended.
+type Status string
+
+// The statuses of an EngineResult.
+const (
+	StatusOK          Status = "ok"
+	StatusUnavailable Status = "unavailable" // the supervisor would not run it
+	StatusFailed      Status = "failed"      // the stack failed or did not stop cleanly
+	StatusInterrupted Status = "interrupted" // the run was interrupted (Ctrl-C)
+)
+
+// EngineResult is everything measured for one engine. A cell is nil when it
+// was not measured.
+type EngineResult struct {
+	Engine string `json:"engine"`
+	Status Status `json:"status"`
+	// Reason says why the engine is unavailable or failed.
+	Reason           string          `json:"reason,omitempty"`
+	HelloLatency     *LatencyCell    `json:"hello_latency,omitempty"`
+	PandasLatency    *LatencyCell    `json:"pandas_latency,omitempty"`
+	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
+	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
+	Memory           *MemoryCell     `json:"memory,omitempty"`
+}
+
+// Tally sums the answers of every cell.
+func (r *EngineResult) Tally() Tally {
+	var t Tally
+	if c := r.HelloLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.PandasLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.HelloThroughput; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.PandasThroughput; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.Memory; c != nil {
+		t.merge(c.Tally)
+	}
+	return t
+}
+
+// Report is the outcome of one run.
+type Report struct {
+	Machine  Machine        `json:"machine"`
+	Settings Settings       `json:"settings"`
+	Engines  []EngineResult `json:"engines"`
+}
+
+// Settings echoes what was measured.
+type Settings struct {
+	Requests    int     `json:"latency_requests"`
+	Warmup      int     `json:"warmup_requests"`
+	Duration    float64 `json:"throughput_seconds"`
+	Concurrency int     `json:"throughput_concurrency"`
+	MemInFlight int     `json:"memory_in_flight"`
+	MemHold     float64 `json:"memory_hold_seconds"`
+}
+
+// Failed reports whether the run failed: a request did not get its correct
+// 200 answer, a stack misbehaved, or no engine could be measured.
+func (r *Report) Failed() bool {
+	measured := false
+	for i := range r.Engines {
+		e := &r.Engines[i]
+		if e.Status == StatusFailed || e.Tally().Failed() {
+			return true
+		}
+		measured = measured || e.Status == StatusOK
+	}
+	return !measured
+}
+
+// Run measures every engine of cfg in turn. It returns the report so far
+// and ctx's error when ctx ends first (Ctrl-C); it stops every stack it
+// started either way.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the benchmark must run as root: it starts the supervisor")
+	}
+	rep := &Report{
+		Machine: describeMachine(time.Now()),
+		Settings: Settings{
+			Requests: cfg.Requests, Warmup: cfg.Warmup,
+			Duration: cfg.Duration.Seconds(), Concurrency: cfg.Concurrency,
+			MemInFlight: cfg.MemInFlight, MemHold: cfg.MemHold.Seconds(),
+		},
+	}
+	for _, engine := range cfg.Engines {
+		log := cfg.Log.WithField("engine", engine)
+		res, err := runEngine(ctx, cfg, engine, log)
+		if ctx.Err() != nil {
+			res.Status, res.Reason = StatusInterrupted, ""
+			rep.Engines = append(rep.Engines, res)
+			return rep, ctx.Err()
+		}
+		rep.Engines = append(rep.Engines, res)
+		var unavailable *UnavailableError
+		switch {
+		case errors.As(err, &unavailable):
+			log.WithField("reason", unavailable.Reason).Warn("engine unavailable")
+		case err != nil:
+			log.WithError(err).Error("engine failed")
+		}
+	}
+	return rep, nil
+}
+
+// runEngine measures one engine on two stacks: one with the supervisor's
+// default slots for latency and throughput, then one with MemInFlight slots
+// for memory, so that many executions can be in flight at once. Its error
+// is also recorded in the result.
+func runEngine(ctx context.Context, cfg Config, engine string, log *logrus.Entry) (res EngineResult, err error) {
+	res = EngineResult{Engine: engine, Status: StatusOK}
+	defer func() {
+		var unavailable *UnavailableError
+		switch {
+		case errors.As(err, &unavailable):
+			res.Status, res.Reason = StatusUnavailable, unavailable.Reason
+		case err != nil:
+			res.Status, res.Reason = StatusFailed, err.Error()
+		}
+	}()
+	sc := stackConfig{
+		BinDir: cfg.BinDir, Venv: cfg.Venv, Runner: cfg.Runner,
+		GatewayUser: cfg.GatewayUser, SandboxUser: cfg.SandboxUser,
+		Engine: engine, Name: fmt.Sprintf("pyexec-bench-%d-%s", os.Getpid(), engine),
+		StartTimeout: cfg.StartTimeout, Log: log,
+	}
+	hello := newScript("hello", helloSource, helloResult)
+	pandas := newScript("pandas", pandasSource, pandasResult)
+
+	err = withStack(ctx, sc, log, func(st *stack) error {
+		cells := []struct {
+			what string
+			run  func() error
+		}{
+			{"hello latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.url, hello, cfg.Warmup, cfg.Requests)
+				res.HelloLatency = &c
+				return err
+			}},
+			{"pandas latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.url, pandas, cfg.Warmup, cfg.Requests)
+				res.PandasLatency = &c
+				return err
+			}},
+			{"hello throughput", func() error {
+				c, err := measureThroughput(ctx, st.http, st.url, hello, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				res.HelloThroughput = &c
+				return err
+			}},
+			{"pandas throughput", func() error {
+				c, err := measureThroughput(ctx, st.http, st.url, pandas, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				res.PandasThroughput = &c
+				return err
+			}},
+		}
+		for _, c := range cells {
+			log.Infof("measuring %s", c.what)
+			if err := c.run(); err != nil {
+				return fmt.Errorf("%s: %w", c.what, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+
+	sc.Name += "-mem"
+	sc.Slots = cfg.MemInFlight
+	return res, withStack(ctx, sc, log, func(st *stack) error {
+		log.Infof("measuring memory with %d executions in flight", cfg.MemInFlight)
+		c, err := measureMemory(ctx, st, pandas, holdingScript(cfg.MemHold), cfg.MemInFlight)
+		res.Memory = &c
+		if err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+		return nil
+	})
+}
+
+// withStack starts a stack, runs f on it, and stops it, reporting f's error
+// and the stop's.
+func withStack(ctx context.Context, sc stackConfig, log *logrus.Entry, f func(*stack) error) error {
+	log.WithField("slots", sc.Slots).Info("starting the stack")
+	st, err := startStack(ctx, sc)
+	if err != nil {
+		return err
+	}
+	ferr := f(st)
+	serr := st.stop()
+	if (ferr != nil && ctx.Err() == nil) || serr != nil {
+		log.Warnf("the stack's logs:\n%s", st.logs())
+	}
+	return errors.Join(ferr, serr)
+}
