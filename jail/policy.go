@@ -475,9 +475,11 @@ func validEnvName(s string) bool {
 	return true
 }
 
+// ShmInodes bounds the jail's /dev/shm tmpfs (its size is Limits.TmpBytes):
+// semaphores and queues need a handful of files.
+const ShmInodes = 256
+
 // mountPt is a Mount with the flags the jail decides.
-// shmInodes bounds /dev/shm: semaphores and queues need a handful of files.
-const shmInodes = 256
 
 type mountPt struct {
 	Mount
@@ -504,7 +506,7 @@ func jailMounts(p Policy) []mountPt {
 		// cgroup like any other, and it shares /tmp's size cap.
 		{
 			Mount: Mount{Kind: Tmpfs, Dst: "/dev/shm", RW: true, Options: fmt.Sprintf(
-				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, shmInodes)},
+				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, ShmInodes)},
 			nosuid: true, nodev: true, noexec: true,
 		},
 		// Device nodes need a mount without nodev; writes to /dev/null are
