@@ -235,15 +235,42 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, fmt.Errorf("encode order: %w", err)
 	}
-	files, err := newOrderFiles()
-	if err != nil {
-		return Outcome{}, err
+	// Everything before the child is released is retried on another
+	// zygote: nothing of the script has run yet.
+	var lastErr error
+	for attempt := 1; attempt <= launchAttempts; attempt++ {
+		files, err := newOrderFiles()
+		if err != nil {
+			return Outcome{}, err
+		}
+		child, log, err := e.launch(ctx, x, body, files, cg)
+		if err != nil {
+			files.closeAll()
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+			x.Log.WithError(err).WithField("attempt", attempt).Warn("zygote failed to start the execution")
+			continue
+		}
+		defer files.closeAll()
+		defer child.close()
+		return supervise(ctx, x, files.ours, child, cg, log)
 	}
-	defer files.closeAll()
+	return Outcome{}, lastErr
+}
 
+// launchAttempts is how many zygotes an execution tries before it fails.
+const launchAttempts = 3
+
+// launch has a zygote fork the execution's child, moves the child into the
+// execution's cgroup and releases it. A zygote that fails at any step is
+// killed (and replaced by its keeper).
+func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, files *orderFiles, cg *jail.ExecCgroup) (*zygoteChild, *logrus.Entry, error) {
+	begin := time.Now()
 	z, err := e.pick(ctx)
 	if err != nil {
-		return Outcome{}, err
+		return nil, nil, err
 	}
 	log := x.Log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_pid": z.pid})
 	fds := make([]int, len(files.theirs))
@@ -252,7 +279,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	}
 	if err := z.order(body, fds); err != nil {
 		z.kill()
-		return Outcome{}, fmt.Errorf("send order to zygote %d: %w", z.slot, err)
+		return nil, nil, fmt.Errorf("send order to zygote %d: %w", z.slot, err)
 	}
 	files.closeTheirs()
 
@@ -261,31 +288,34 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	msg, pid, err := readPacket(files.sync, time.Now().Add(childHelloTimeout))
 	if err != nil || string(msg) != "hello" {
 		z.kill()
-		return Outcome{}, fmt.Errorf("zygote %d did not start a child (%q): %w", z.slot, msg, err)
+		return nil, nil, fmt.Errorf("zygote %d did not start a child (%q): %w", z.slot, msg, err)
 	}
 	if ppid, err := parentPid(pid); err != nil || ppid != z.pid {
 		z.kill()
-		return Outcome{}, fmt.Errorf("hello from pid %d, not a child of zygote %d (parent %d, %v)", pid, z.pid, ppid, err)
+		return nil, nil, fmt.Errorf("hello from pid %d, not a child of zygote %d (parent %d, %v)", pid, z.pid, ppid, err)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("pidfd of child %d: %w", pid, err)
+		z.kill()
+		return nil, nil, fmt.Errorf("pidfd of child %d: %w", pid, err)
 	}
 	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync, cg: cg}
-	defer child.close()
 	log = log.WithField("child_pid", pid)
 	if cg != nil {
 		if err := cg.Attach(pid); err != nil {
 			child.kill()
-			return Outcome{}, err
+			child.close()
+			return nil, nil, err
 		}
 	}
 	files.sync.SetWriteDeadline(time.Now().Add(zygoteSendTimeout))
 	if _, err := files.sync.Write([]byte("go")); err != nil {
 		child.kill()
-		return Outcome{}, fmt.Errorf("release child %d: %w", pid, err)
+		child.close()
+		return nil, nil, fmt.Errorf("release child %d: %w", pid, err)
 	}
-	return supervise(ctx, x, files.ours, child, cg, log)
+	log.WithField("setup_us", time.Since(begin).Microseconds()).Debug("execution child released")
+	return child, log, nil
 }
 
 // zygoteChild is the single-use child of one order and the script's process

@@ -27,7 +27,7 @@ def main():
     numpy.foo = 1
     numpy.array = None
     pandas.set_option("display.max_rows", 7)
-    json.dumps = lambda *a, **k: "tainted"
+    json.tainted = True
     sys.modules["tainted_module"] = object()
     with open("/tmp/secret", "w") as f:
         f.write("secret")
@@ -54,7 +54,7 @@ def main():
         "numpy_foo": hasattr(numpy, "foo"),
         "numpy_array": numpy.array is None,
         "max_rows": pandas.get_option("display.max_rows"),
-        "json": json.dumps(1) == "tainted",
+        "json": hasattr(json, "tainted"),
         "module": "tainted_module" in sys.modules,
         "tmp": sorted(os.listdir("/tmp")),
         "shm": sorted(os.listdir("/dev/shm")),

@@ -281,6 +281,19 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 			e.cleanupZygote(z)
 		}
 	}()
+	// A zygote that dies while starting, or a supervisor stopping, ends
+	// the wait for ready at once.
+	started := make(chan struct{})
+	defer close(started)
+	go func() {
+		select {
+		case <-z.dead:
+			conn.SetReadDeadline(time.Now())
+		case <-e.stop:
+			conn.SetReadDeadline(time.Now())
+		case <-started:
+		}
+	}()
 
 	init, err := msgpack.Marshal(zygoteInit{V: zygoteProtocol, Preload: e.preload, Seccomp: e.seccomp})
 	if err != nil {
