@@ -534,11 +534,16 @@ func waitNoSandboxProcesses(t *testing.T) {
 	}
 }
 
-// jailCgroups lists per-execution cgroups under the supervisor's parent.
+// jailCgroups lists per-execution cgroups under the supervisor's parent (the
+// warm engine's zygotes have cgroups of their own, zygote-*, for as long as
+// they live).
 func jailCgroups(parent string) []string {
 	var left []string
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
 	for _, d := range dirs {
+		if strings.HasPrefix(filepath.Base(d), "zygote-") {
+			continue
+		}
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			left = append(left, d)
 		}
