@@ -260,6 +260,10 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	return Outcome{}, lastErr
 }
 
+// childExitWait bounds the wait for a child that closed its sync socket to
+// finish exiting; the cgroup removal kills whatever is left after it.
+const childExitWait = 2 * time.Second
+
 // launchAttempts is how many zygotes an execution tries before it fails.
 const launchAttempts = 3
 
@@ -301,6 +305,7 @@ func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, file
 	}
 	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync, cg: cg}
 	log = log.WithField("child_pid", pid)
+	attachStart := time.Now()
 	if cg != nil {
 		if err := cg.Attach(pid); err != nil {
 			child.kill()
@@ -308,6 +313,7 @@ func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, file
 			return nil, nil, err
 		}
 	}
+	log = log.WithField("attach_us", time.Since(attachStart).Microseconds())
 	files.sync.SetWriteDeadline(time.Now().Add(zygoteSendTimeout))
 	if _, err := files.sync.Write([]byte("go")); err != nil {
 		child.kill()
@@ -361,6 +367,16 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 			continue
 		}
 		report = &r
+	}
+	// The socket closes early in the child's exit, before it leaves its
+	// cgroup; the pidfd is readable once it has gone completely, which
+	// spares removing the cgroup a retry.
+	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, int(childExitWait/time.Millisecond))
+		if err != unix.EINTR {
+			break
+		}
 	}
 	exit := sandboxExit{code: -1, sig: int(syscall.SIGKILL)}
 	switch {
