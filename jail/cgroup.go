@@ -686,6 +686,23 @@ func pidsHit(dir string, limit int) (bool, error) {
 	return peak >= int64(limit), nil
 }
 
+// Attach moves the process pid (a host pid) into the execution's cgroup in
+// every hierarchy, for engines that start the execution's first process
+// themselves rather than through nsjail (the warm engine's zygote children).
+// Its descendants are born inside. Call it before the process creates its
+// cgroup namespace, so that the namespace is rooted here.
+func (e *ExecCgroup) Attach(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("attach pid %d to cgroup %s: want a positive pid", pid, e.id)
+	}
+	for _, d := range e.dirs {
+		if err := writeExisting(filepath.Join(d, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("attach pid %d to cgroup %s: %w", pid, e.id, err)
+		}
+	}
+	return nil
+}
+
 // Kill sends SIGKILL to every process in the execution's cgroup and its
 // children, until none is left or two seconds have passed.
 func (e *ExecCgroup) Kill() error {

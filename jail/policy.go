@@ -135,6 +135,16 @@ type Policy struct {
 	// Seccomp installs the syscall filter (see SeccompPolicy). False, the
 	// zero value, installs none.
 	Seccomp bool
+	// Zygote renders the long-lived jail of a warm-engine zygote instead of
+	// a single-use one. Its children build nested namespaces of their own
+	// and set their own limits, so the jail differs in exactly this: no
+	// time limit and no CPU-time limit; Limits are the ceilings (hard
+	// rlimits) the children may set theirs under; /proc is writable (a
+	// child writes its own uid and gid maps there; it then mounts a fresh
+	// read-only /proc over it); and the seccomp policy, when Seccomp is
+	// set, is ZygoteSeccompPolicy. False, the zero value, is the ordinary
+	// jail.
+	Zygote bool
 }
 
 // reserved are the mount points the jail owns; a Policy cannot replace them.
@@ -163,7 +173,12 @@ func Render(p Policy) ([]byte, error) {
 	w.str("cwd", jailCwd)
 	// The supervisor enforces the real deadline with millisecond
 	// precision; this one-second-granularity limit is only a backstop.
-	w.uint("time_limit", uint64(ceilSeconds(p.Limits.Wall))+1)
+	if p.Zygote {
+		// A zygote lives as long as the supervisor.
+		w.uint("time_limit", 0)
+	} else {
+		w.uint("time_limit", uint64(ceilSeconds(p.Limits.Wall))+1)
+	}
 	// nsjail's default, said out loud: jails yield the CPU to the
 	// supervisor and the gateway, which keeps deadlines and /health
 	// responsive under load.
@@ -199,8 +214,13 @@ func Render(p Policy) ([]byte, error) {
 	}
 	w.uint("rlimit_core", 0)
 	w.enum("rlimit_core_type", "VALUE")
-	w.uint("rlimit_cpu", uint64(ceilSeconds(p.Limits.CPUTime)))
-	w.enum("rlimit_cpu_type", "VALUE")
+	if p.Zygote {
+		// Each child sets its own CPU limit.
+		w.enum("rlimit_cpu_type", "INF")
+	} else {
+		w.uint("rlimit_cpu", uint64(ceilSeconds(p.Limits.CPUTime)))
+		w.enum("rlimit_cpu_type", "VALUE")
+	}
 	w.uint("rlimit_fsize", ceilMiB(p.Limits.FileSizeBytes))
 	w.enum("rlimit_fsize_type", "VALUE")
 	w.uint("rlimit_nofile", uint64(p.Limits.OpenFiles))
@@ -246,7 +266,11 @@ func Render(p Policy) ([]byte, error) {
 		m.render(w)
 	}
 	if p.Seccomp {
-		policy, err := SeccompPolicy()
+		seccompPolicy := SeccompPolicy
+		if p.Zygote {
+			seccompPolicy = ZygoteSeccompPolicy
+		}
+		policy, err := seccompPolicy()
 		if err != nil {
 			return nil, fmt.Errorf("render jail config: %w", err)
 		}
@@ -451,9 +475,11 @@ func validEnvName(s string) bool {
 	return true
 }
 
+// ShmInodes bounds the jail's /dev/shm tmpfs (its size is Limits.TmpBytes):
+// semaphores and queues need a handful of files.
+const ShmInodes = 256
+
 // mountPt is a Mount with the flags the jail decides.
-// shmInodes bounds /dev/shm: semaphores and queues need a handful of files.
-const shmInodes = 256
 
 type mountPt struct {
 	Mount
@@ -474,13 +500,13 @@ func jailMounts(p Policy) []mountPt {
 				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, p.Limits.TmpInodes)},
 			nosuid: true, nodev: true, noexec: true,
 		},
-		{Mount: Mount{Kind: Proc, Dst: "/proc"}, nosuid: true, nodev: true, noexec: true},
+		{Mount: Mount{Kind: Proc, Dst: "/proc", RW: p.Zygote}, nosuid: true, nodev: true, noexec: true},
 		// multiprocessing's locks and queues need POSIX semaphores, which
 		// live in /dev/shm. Its pages are charged to the execution's memory
 		// cgroup like any other, and it shares /tmp's size cap.
 		{
 			Mount: Mount{Kind: Tmpfs, Dst: "/dev/shm", RW: true, Options: fmt.Sprintf(
-				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, shmInodes)},
+				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, ShmInodes)},
 			nosuid: true, nodev: true, noexec: true,
 		},
 		// Device nodes need a mount without nodev; writes to /dev/null are

@@ -71,6 +71,20 @@ func TestRenderGolden(t *testing.T) {
 			p.Cgroup = &Placement{Mode: CgroupV2, Dir: "/sys/fs/cgroup/python-executor/e-42", MemoryMax: 513 << 20, PidsMax: 65}
 			return p
 		}},
+		{"zygote_cgroup_v1_seccomp", func() Policy {
+			p := goldenPolicy()
+			p.Zygote = true
+			p.Seccomp = true
+			p.Cgroup = &Placement{
+				Mode:        CgroupV1,
+				MemoryMount: "/sys/fs/cgroup/memory",
+				PidsMount:   "/sys/fs/cgroup/pids",
+				Parent:      "python-executor/zygote-0",
+				MemoryMax:   1025 << 20,
+				PidsMax:     65,
+			}
+			return p
+		}},
 		{"venv_under_tmp_no_logfd", func() Policy {
 			// On CI the checkout (and venv) may live under /tmp: the venv
 			// must be mounted after, i.e. on top of, the jail's /tmp.

@@ -33,15 +33,37 @@ type deniedSyscall struct {
 // It returns an error on architectures for which no policy is defined
 // (only amd64 is).
 func SeccompPolicy() (string, error) {
+	return kafelPolicy(nil)
+}
+
+// ZygoteSeccompPolicy is the kafel policy of the warm engine's zygote jail
+// (Policy.Zygote): SeccompPolicy without the denial of mount and unshare,
+// which a zygote's children need to build their own namespaces before they
+// install the strict filter (SeccompFilter) and run any user code. Filters
+// stack, so a child ends up with both.
+func ZygoteSeccompPolicy() (string, error) {
+	return kafelPolicy(zygoteAllowed)
+}
+
+// zygoteAllowed are the denied syscalls the zygote jail lets through.
+var zygoteAllowed = []string{"mount", "unshare"}
+
+func kafelPolicy(allowed []string) (string, error) {
 	if len(deniedSyscalls) == 0 {
 		return "", fmt.Errorf("seccomp policy: %w", errNotSupported)
+	}
+	var denied []deniedSyscall
+	for _, s := range deniedSyscalls {
+		if !slices.Contains(allowed, s.name) {
+			denied = append(denied, s)
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "POLICY %s {\n", seccompName)
 	b.WriteString("  ERRNO(1) {\n")
-	for i, s := range deniedSyscalls {
+	for i, s := range denied {
 		sep := ","
-		if i == len(deniedSyscalls)-1 {
+		if i == len(denied)-1 {
 			sep = ""
 		}
 		fmt.Fprintf(&b, "    %s%s\n", s.name, sep)

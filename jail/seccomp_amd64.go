@@ -84,3 +84,11 @@ func x32Numbers() []uintptr {
 	)
 	return sortedUintptrs(nrs)
 }
+
+// auditArch is seccomp_data.arch of the native ABI; the syscall numbers
+// below are clone's and clone3's.
+const (
+	auditArch = unix.AUDIT_ARCH_X86_64
+	sysClone  = unix.SYS_CLONE
+	sysClone3 = unix.SYS_CLONE3
+)

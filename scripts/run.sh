@@ -4,7 +4,8 @@
 # Ctrl-C or SIGTERM stops both; the supervisor removes its socket and cgroups
 # on the way out, and its staging mounts die with its mount namespace.
 #
-# Environment: PORT, ENGINE (cold), GATEWAY_USER (pyexec-gw), SANDBOX_USER
+# Environment: PORT, ENGINE (warm or cold; default warm, which falls back to
+# cold where the host refuses nested namespaces), GATEWAY_USER (pyexec-gw), SANDBOX_USER
 # (pyexec-sandbox), and every PYEXEC_* setting of the two binaries (see
 # README.md); the gateway gets PORT and the PYEXEC_* variables, nothing else.
 set -euo pipefail
@@ -12,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/bin}"
 PORT="${PORT:-8080}"
-ENGINE="${ENGINE:-cold}"
+ENGINE="${ENGINE:-warm}"
 GATEWAY_USER="${GATEWAY_USER:-pyexec-gw}"
 SANDBOX_USER="${SANDBOX_USER:-pyexec-sandbox}"
 SOCKET="${PYEXEC_SUPERVISOR_SOCKET:-/run/python-executor/supervisor.sock}"
@@ -21,8 +22,8 @@ die() { echo "run: error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root: the supervisor creates namespaces and cgroups (the gateway drops to $GATEWAY_USER)"
 case "$ENGINE" in
-cold) ;;
-*) die "ENGINE=$ENGINE is not available (engines: cold)" ;;
+warm | cold) ;;
+*) die "ENGINE=$ENGINE is not available (engines: warm, cold)" ;;
 esac
 [ -x "$BIN/supervisor" ] && [ -x "$BIN/gateway" ] || die "binaries missing in $BIN: run make setup"
 getent passwd "$GATEWAY_USER" >/dev/null || die "no user $GATEWAY_USER: run make setup"
@@ -37,7 +38,7 @@ stop() {
 }
 trap 'stop; exit 0' INT TERM
 
-"$BIN/supervisor" -socket "$SOCKET" -gateway-user "$GATEWAY_USER" -sandbox-user "$SANDBOX_USER" &
+"$BIN/supervisor" -socket "$SOCKET" -gateway-user "$GATEWAY_USER" -sandbox-user "$SANDBOX_USER" -engine "$ENGINE" &
 sup_pid=$!
 
 # The supervisor runs its start-up self-test before it listens.

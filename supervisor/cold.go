@@ -2,25 +2,19 @@ package supervisor
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/jail"
-	"github.com/python-executor/python-executor/supervisor/wire"
 )
 
 // The fds the runner finds inside the jail (nsjail keeps exactly these open
@@ -32,15 +26,6 @@ const (
 	logFD     = 6 // nsjail's own log, kept out of the script's stderr
 )
 
-// resultOverhead is what a result frame may carry beyond the JSON itself
-// (header, msgpack framing, or an error's message and traceback).
-const resultOverhead = 1 << 20
-
-// resultGrace is how long the runner gets to exit by itself after sending its
-// answer before the jail is killed. The runner calls os._exit right after
-// writing, so this only matters when something in the jail misbehaves.
-const resultGrace = 100 * time.Millisecond
-
 // coldEngine runs every execution in a fresh nsjail running the runner.
 type coldEngine struct {
 	nsjail  string
@@ -51,26 +36,18 @@ type coldEngine struct {
 
 func (e *coldEngine) Name() string { return "cold" }
 
-// runnerAnswer is what came back on the result fd.
-type runnerAnswer struct {
-	frame wire.Frame
-	err   error // io.EOF: the runner sent nothing
-}
-
 func (e *coldEngine) Run(ctx context.Context, x *Execution) Outcome {
 	start := time.Now()
-	out, err := e.run(ctx, x, start)
+	out, err := e.run(ctx, x)
 	if err != nil {
 		x.Log.WithError(err).Error("execution failed")
-		out = Outcome{Err: &wire.Error{Type: wire.ErrInternal, Message: "the supervisor could not run the script"}}
-		out.Done.ExitReason = wire.ExitError
-		out.Done.ExitCode = -1
+		out = internalOutcome()
 	}
 	out.Done.WallMS = time.Since(start).Milliseconds()
 	return out
 }
 
-func (e *coldEngine) run(ctx context.Context, x *Execution, start time.Time) (Outcome, error) {
+func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	pol := e.policy
 	pol.Limits = x.Limits.jailLimits()
 	pol.PassFDs = []int{requestFD, resultFD}
@@ -83,14 +60,7 @@ func (e *coldEngine) run(ctx context.Context, x *Execution, start time.Time) (Ou
 		if err != nil {
 			return Outcome{}, fmt.Errorf("create cgroup: %w", err)
 		}
-		defer func() {
-			if err := cg.Kill(); err != nil {
-				x.Log.WithError(err).Warn("kill cgroup")
-			}
-			if err := cg.Remove(); err != nil {
-				x.Log.WithError(err).Warn("remove cgroup")
-			}
-		}()
+		defer removeCgroup(cg, x)
 		pol.Cgroup = cg.Placement()
 	}
 	cfg, err := jail.Render(pol)
@@ -123,221 +93,82 @@ func (e *coldEngine) run(ctx context.Context, x *Execution, start time.Time) (Ou
 	files.closeChildEnds()
 	log := x.Log.WithField("nsjail_pid", cmd.Process.Pid)
 
-	// The request goes over its own pipe, never argv: scripts can be large.
+	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{})}
 	go func() {
-		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{Script: x.Script, MaxResultBytes: x.Limits.ResultBytes})
-		if err == nil {
-			err = wire.WriteFrame(files.requestW, body)
-		}
-		if err != nil && !errors.Is(err, syscall.EPIPE) {
-			log.WithError(err).Debug("write request")
-		}
-		files.requestW.Close()
-	}()
-
-	var (
-		wg                         sync.WaitGroup
-		stdoutTrunc, stderrTrunc   bool
-		answerCh                   = make(chan runnerAnswer, 1)
-		nsjailLog                  strings.Builder
-		readersDone, processExited = make(chan struct{}), make(chan struct{})
-	)
-	wg.Add(4)
-	go func() { defer wg.Done(); stdoutTrunc = captureStream(files.stdoutR, x.Limits.OutputBytes, x.Stdout) }()
-	go func() { defer wg.Done(); stderrTrunc = captureStream(files.stderrR, x.Limits.OutputBytes, x.Stderr) }()
-	go func() {
-		defer wg.Done()
-		f, err := readRunnerAnswer(files.resultR, int(x.Limits.ResultBytes)+resultOverhead)
-		answerCh <- runnerAnswer{frame: f, err: err}
-		// Anything after the first frame is ignored, but drained so that a
-		// writer in the jail never blocks on us.
-		io.Copy(io.Discard, files.resultR)
-	}()
-	go func() {
-		defer wg.Done()
+		defer close(sb.logDone)
 		sc := bufio.NewScanner(io.LimitReader(files.logR, 64<<10))
 		for sc.Scan() {
 			line := sc.Text()
-			if nsjailLog.Len() < 8<<10 {
-				nsjailLog.WriteString(line + "\n")
+			if sb.log.Len() < 8<<10 {
+				sb.log.WriteString(line + "\n")
 			}
 			log.WithField("nsjail", line).Debug("nsjail log")
 		}
 		io.Copy(io.Discard, files.logR)
 	}()
-	go func() { wg.Wait(); close(readersDone) }()
-	var waitErr error
-	go func() {
-		<-readersDone
-		waitErr = cmd.Wait()
-		e.reaper.forget(cmd.Process.Pid)
-		close(processExited)
-	}()
-
-	deadline := time.NewTimer(x.Limits.Timeout)
-	defer deadline.Stop()
-	var (
-		answer    *runnerAnswer
-		reason    wire.ExitReason
-		graceC    <-chan time.Time
-		killed    bool
-		killJail  = func() { killed = true; e.kill(cmd.Process, cg) }
-		answerIn  = (<-chan runnerAnswer)(answerCh)
-		cancelled = ctx.Done()
-	)
-loop:
-	for {
-		select {
-		case a := <-answerIn:
-			answerIn = nil
-			answer = &a
-			if a.err == nil {
-				graceC = time.After(resultGrace)
-			}
-		case <-graceC:
-			graceC = nil
-			killJail()
-		case <-deadline.C:
-			if answer == nil || answer.err != nil {
-				reason = wire.ExitTimeout
-			}
-			killJail()
-		case <-cancelled:
-			cancelled = nil
-			reason = wire.ExitCancelled
-			killJail()
-		case <-processExited:
-			break loop
-		}
-	}
-	if answer == nil { // the reader finished before the process was reaped
-		a := <-answerCh
-		answer = &a
-	}
-
-	out := Outcome{}
-	out.Done.StdoutTruncated = stdoutTrunc
-	out.Done.StderrTruncated = stderrTrunc
-	e.fillStats(&out.Done, cmd.ProcessState, cg, log)
-	status, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	code, sig := jailExit(status)
-	out.Done.ExitCode, out.Done.Signal = code, sig
-	if _, ok := waitErr.(*exec.ExitError); waitErr != nil && !ok {
-		return Outcome{}, fmt.Errorf("wait nsjail: %w", waitErr)
-	}
-
-	var oom, pidsHit bool
-	if cg != nil {
-		if st, err := cg.Stats(); err == nil {
-			oom, pidsHit = st.OOMKilled, st.PidsLimitHit
-		}
-	}
-	switch {
-	case reason == wire.ExitCancelled:
-		out.Err = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled"}
-	case reason == wire.ExitTimeout:
-		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
-	case answer.err == nil:
-		out.Result, out.Err = interpretAnswer(answer.frame, x.Limits.ResultBytes)
-		reason = wire.ExitOK
-		if out.Err != nil {
-			reason = wire.ExitError
-		}
-		if out.Err != nil && out.Err.Type == wire.ErrMemoryLimit {
-			reason = wire.ExitMemoryLimit
-		}
-		// A script that died of a failed fork (BlockingIOError and kin)
-		// hit the process limit: say so, keeping its traceback.
-		if out.Err != nil && out.Err.Type == wire.ErrException && pidsHit {
-			out.Err.Type = wire.ErrResourceLimit
-			out.Err.Message = fmt.Sprintf("the script reached the limit of %d processes: %s", x.Limits.Pids, out.Err.Message)
-		}
-	case errors.Is(answer.err, wire.ErrFrameTooLarge):
-		reason = wire.ExitError
-		out.Err = &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is over the limit of %d bytes", x.Limits.ResultBytes)}
-	case oom:
-		reason = wire.ExitMemoryLimit
-		out.Err = &wire.Error{Type: wire.ErrMemoryLimit, Message: fmt.Sprintf("the script used more than the memory limit of %d MiB", x.Limits.MemoryBytes>>20)}
-	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()):
-		reason = wire.ExitKilled
-		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
-	case code == 255 && nsjailFailed(nsjailLog.String()):
-		return Outcome{}, fmt.Errorf("nsjail failed: %s", strings.TrimSpace(nsjailLog.String()))
-	case answer.err != io.EOF && !killed:
-		// The runner wrote garbage on its result fd: this execution's answer
-		// is spoilt, nothing else is.
-		reason = wire.ExitError
-		out.Err = &wire.Error{Type: wire.ErrInternal, Message: "the runner sent a malformed answer"}
-		log.WithError(answer.err).Warn("malformed runner answer")
-	default:
-		reason = wire.ExitExited
-		out.Err = &wire.Error{Type: wire.ErrExited, Message: exitMessage(code, sig)}
-	}
-	out.Done.ExitReason = reason
-	return out, nil
+	pipes := pipeEnds{requestW: files.requestW, resultR: files.resultR, stdoutR: files.stdoutR, stderrR: files.stderrR}
+	return supervise(ctx, x, pipes, sb, cg, log)
 }
 
-// errMalformedAnswer is a result-fd header that no runner writes.
-var errMalformedAnswer = errors.New("malformed runner answer")
-
-// readRunnerAnswer reads the runner's one frame. The header is checked before
-// the length, so garbage written to the fd reads as garbage, not as an
-// oversized result; a well-formed header announcing too much is
-// wire.ErrFrameTooLarge. io.EOF means nothing was sent.
-func readRunnerAnswer(r io.Reader, max int) (wire.Frame, error) {
-	var h [wire.HeaderSize]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return wire.Frame{}, err
+// removeCgroup kills what is left in an execution's cgroup and removes it.
+func removeCgroup(cg *jail.ExecCgroup, x *Execution) {
+	if err := cg.Kill(); err != nil {
+		x.Log.WithError(err).Warn("kill cgroup")
 	}
-	if t := wire.Type(h[8]); h[9] != wire.Version || (t != wire.TypeResult && t != wire.TypeError) {
-		return wire.Frame{}, errMalformedAnswer
+	if err := cg.Remove(); err != nil {
+		x.Log.WithError(err).Warn("remove cgroup")
 	}
-	return wire.ReadFrame(io.MultiReader(bytes.NewReader(h[:]), r), max)
 }
 
-// interpretAnswer turns the runner's frame into a result or an error. The
-// frame is hostile (user code can write to the result fd), so everything is
-// checked, and the JSON bytes are validated but never re-encoded.
-func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
-	bad := &wire.Error{Type: wire.ErrInternal, Message: "the runner sent a malformed answer"}
-	if f.Version != wire.Version {
-		return nil, bad
+// nsjailSandbox is one nsjail process and its jail.
+type nsjailSandbox struct {
+	cmd     *exec.Cmd
+	cg      *jail.ExecCgroup
+	reaper  *reaper
+	log     strings.Builder // nsjail's log, capped; written until logDone
+	logDone chan struct{}
+}
+
+func (s *nsjailSandbox) wait() (sandboxExit, error) {
+	<-s.logDone
+	err := s.cmd.Wait()
+	s.reaper.forget(s.cmd.Process.Pid)
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		return sandboxExit{}, fmt.Errorf("wait nsjail: %w", err)
 	}
-	switch f.Type {
-	case wire.TypeResult:
-		var r wire.Result
-		if err := wire.Unmarshal(f.Body, &r); err != nil {
-			return nil, bad
-		}
-		if int64(len(r.JSON)) > resultCap {
-			return nil, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
-		}
-		if !utf8.Valid(r.JSON) || !json.Valid(r.JSON) {
-			return nil, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
-		}
-		return r.JSON, nil
-	case wire.TypeError:
-		var e wire.Error
-		if err := wire.Unmarshal(f.Body, &e); err != nil {
-			return nil, bad
-		}
-		switch e.Type {
-		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited, wire.ErrInternal:
-		case wire.ErrException:
-			// Without a cgroup (or before it triggers) running out of
-			// memory surfaces as MemoryError; it is still the limit.
-			if strings.HasPrefix(e.Message, "MemoryError") {
-				e.Type = wire.ErrMemoryLimit
-			}
-		default:
-			return nil, bad
-		}
-		e.Message = strings.ToValidUTF8(e.Message, "\uFFFD")
-		e.Traceback = strings.ToValidUTF8(e.Traceback, "\uFFFD")
-		return nil, &e
-	default:
-		return nil, bad
+	ps := s.cmd.ProcessState
+	var exit sandboxExit
+	exit.cpu = ps.UserTime() + ps.SystemTime()
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		exit.maxRSS = ru.Maxrss << 10
 	}
+	status, _ := ps.Sys().(syscall.WaitStatus)
+	exit.code, exit.sig = jailExit(status)
+	if exit.code == 255 && nsjailFailed(s.log.String()) {
+		exit.failure = "nsjail failed: " + strings.TrimSpace(s.log.String())
+	}
+	return exit, nil
+}
+
+// nsjailGrace is how long nsjail gets to reap a killed jail and exit by
+// itself before it is killed too.
+const nsjailGrace = 2 * time.Second
+
+// kill ends the whole jail. It kills the jail's init (nsjail's child): when a
+// PID namespace's init dies the kernel kills every process in it, and nsjail
+// then reaps it, removes its own cgroup and exits. The cgroup kill is a
+// second line for anything that escaped. nsjail itself is killed only if it
+// does not exit soon after; the jail then dies by nsjail's parent-death
+// signal, and the supervisor, a subreaper, reaps what is left.
+func (s *nsjailSandbox) kill() {
+	proc := s.cmd.Process
+	for _, c := range childrenOf(proc.Pid) {
+		syscall.Kill(c, syscall.SIGKILL)
+	}
+	if s.cg != nil {
+		s.cg.Kill()
+	}
+	time.AfterFunc(nsjailGrace, func() { proc.Kill() })
 }
 
 // jailExit decodes nsjail's exit status into the jailed process's exit code
@@ -354,37 +185,10 @@ func jailExit(ws syscall.WaitStatus) (code, sig int) {
 	}
 }
 
-func exitMessage(code, sig int) string {
-	if sig != 0 {
-		return fmt.Sprintf("the script was killed by signal %s before returning a result", unix.SignalName(syscall.Signal(sig)))
-	}
-	return fmt.Sprintf("the script exited with status %d before returning a result", code)
-}
-
 // nsjailFailed reports whether nsjail's log shows it failed itself (rather
 // than the script exiting with 255).
 func nsjailFailed(log string) bool {
 	return strings.Contains(log, "[E]") || strings.Contains(log, "[F]")
-}
-
-// nsjailGrace is how long nsjail gets to reap a killed jail and exit by
-// itself before it is killed too.
-const nsjailGrace = 2 * time.Second
-
-// kill ends the whole jail. It kills the jail's init (nsjail's child): when a
-// PID namespace's init dies the kernel kills every process in it, and nsjail
-// then reaps it, removes its own cgroup and exits. The cgroup kill is a
-// second line for anything that escaped. nsjail itself is killed only if it
-// does not exit soon after; the jail then dies by nsjail's parent-death
-// signal, and the supervisor, a subreaper, reaps what is left.
-func (e *coldEngine) kill(proc *os.Process, cg *jail.ExecCgroup) {
-	for _, c := range childrenOf(proc.Pid) {
-		syscall.Kill(c, syscall.SIGKILL)
-	}
-	if cg != nil {
-		cg.Kill()
-	}
-	time.AfterFunc(nsjailGrace, func() { proc.Kill() })
 }
 
 // childrenOf lists pid's children.
@@ -401,29 +205,6 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
-}
-
-func (e *coldEngine) fillStats(d *wire.Done, ps *os.ProcessState, cg *jail.ExecCgroup, log interface{ Debug(...any) }) {
-	if ps != nil {
-		d.CPUMS = (ps.UserTime() + ps.SystemTime()).Milliseconds()
-		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			d.PeakMemoryBytes = ru.Maxrss << 10
-		}
-	}
-	if cg == nil {
-		return
-	}
-	st, err := cg.Stats()
-	if err != nil {
-		log.Debug("cgroup stats: ", err)
-		return
-	}
-	if st.PeakMemoryBytes > 0 {
-		d.PeakMemoryBytes = st.PeakMemoryBytes
-	}
-	if st.CPUTime > 0 {
-		d.CPUMS = st.CPUTime.Milliseconds()
-	}
 }
 
 // jailFiles are the pipes and the config file of one nsjail run.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -89,6 +90,20 @@ type Config struct {
 	NsjailPath string
 	// RunnerPath is runner/runner.py on the host.
 	RunnerPath string
+	// ZygotePath is runner/zygote.py on the host; "" = zygote.py beside
+	// RunnerPath.
+	ZygotePath string
+
+	// Engine is "warm" (zygotes, the default when "") or "cold" (one nsjail
+	// per execution). When the warm engine cannot run on the host, the
+	// supervisor falls back to cold and says so.
+	Engine string
+	// Zygotes is how many zygotes the warm engine keeps; 0 = the number of
+	// CPUs.
+	Zygotes int
+	// Preload are the modules each zygote imports before it forks; nil =
+	// numpy and pandas, empty = none.
+	Preload []string
 	// StageDir is where bind sources unreachable from a user namespace are
 	// staged (inside the supervisor's private mount namespace). "" =
 	// /run/python-executor-stage.
@@ -131,6 +146,18 @@ func (c *Config) applyDefaults() {
 	if c.Slots == 0 {
 		c.Slots = runtime.NumCPU()
 	}
+	if c.ZygotePath == "" && c.RunnerPath != "" {
+		c.ZygotePath = filepath.Join(filepath.Dir(c.RunnerPath), "zygote.py")
+	}
+	if c.Engine == "" {
+		c.Engine = EngineWarm
+	}
+	if c.Zygotes == 0 {
+		c.Zygotes = runtime.NumCPU()
+	}
+	if c.Preload == nil {
+		c.Preload = []string{"numpy", "pandas"}
+	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
 	}
@@ -160,6 +187,17 @@ func (c *Config) Validate() error {
 	if c.SandboxUID == c.GatewayUID {
 		return errors.New("sandbox uid must differ from the gateway uid")
 	}
+	if c.Engine != EngineWarm && c.Engine != EngineCold {
+		return fmt.Errorf("engine %q: want %s or %s", c.Engine, EngineWarm, EngineCold)
+	}
+	if c.Zygotes < 0 {
+		return errors.New("zygotes must not be negative")
+	}
+	for _, m := range c.Preload {
+		if !validModuleName(m) {
+			return fmt.Errorf("preload module %q: want a dotted Python module name", m)
+		}
+	}
 	if c.Slots < 0 || c.QueueSize < 0 {
 		return errors.New("slots and queue size must not be negative")
 	}
@@ -173,4 +211,29 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("defaults above max: %w", err)
 	}
 	return nil
+}
+
+// Engine names.
+const (
+	EngineWarm = "warm"
+	EngineCold = "cold"
+)
+
+// validModuleName reports whether s is a dotted module name of ASCII
+// identifiers (what a zygote may be told to import).
+func validModuleName(s string) bool {
+	if s == "" || len(s) > 200 {
+		return false
+	}
+	for _, part := range strings.Split(s, ".") {
+		if part == "" || (part[0] >= '0' && part[0] <= '9') {
+			return false
+		}
+		for _, c := range part {
+			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -67,6 +67,9 @@ type Host struct {
 	Cgroups   *jail.Cgroups // nil when none are usable
 	Isolation string
 	stageDir  string
+	// zygoteMount binds zygote.py beside the runner, for the warm engine's
+	// zygote jails only.
+	zygoteMount jail.Mount
 }
 
 // Close removes the cgroups and undoes the staging. (The staging would go
@@ -83,8 +86,8 @@ func (h *Host) Close() error {
 	return errors.Join(errs...)
 }
 
-// Engine returns the cold engine for this host. r may be nil.
-func (h *Host) Engine(r *reaper) Engine {
+// ColdEngine returns the cold engine for this host. r may be nil.
+func (h *Host) ColdEngine(r *reaper) Engine {
 	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, reaper: r}
 }
 
@@ -118,6 +121,9 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	if _, err := os.Stat(cfg.RunnerPath); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
+	if _, err := os.Stat(cfg.ZygotePath); err != nil {
+		return nil, fmt.Errorf("zygote: %w", err)
+	}
 
 	in, err := describeInterpreter(python)
 	if err != nil {
@@ -141,7 +147,8 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			}
 		}
 	}
-	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath})
+	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath},
+		jail.Mount{Kind: jail.Bind, Src: cfg.ZygotePath, Dst: ZygoteJailPath})
 
 	h := &Host{Nsjail: nsj, Isolation: "full"}
 	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
@@ -152,6 +159,8 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 		return nil, fmt.Errorf("stage mounts: %w", err)
 	}
 	h.stageDir = cfg.StageDir
+	h.zygoteMount = staged[len(staged)-1]
+	staged = staged[:len(staged)-1]
 
 	cg, err := jail.DetectCgroups(cfg.CgroupRoot)
 	if err == nil && cg.Mode() != jail.CgroupNone {

@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startSupervisor(t *testing.T, args ...string) *supervisortest.Supervisor {
-	return supervisortest.Start(t, supervisortest.Options{Args: args})
+func startSupervisor(t *testing.T, engine string, args ...string) *supervisortest.Supervisor {
+	return supervisortest.Start(t, supervisortest.Options{Engine: engine, Args: args})
 }
 
 func supervisorBin(t *testing.T) string {
@@ -84,10 +84,11 @@ func wantError(t *testing.T, out *client.Outcome, typ wire.ErrorType, msgPart st
 
 // The seed README's three examples, through the real jail.
 func TestSeedExamples(t *testing.T) {
-	inst := startSupervisor(t)
-	cases := []struct{ name, script, want string }{
-		{"hello", `def main(): return {"message": "Hello World", "result": 42}`, `{"message": "Hello World", "result": 42}`},
-		{"pandas", `
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		cases := []struct{ name, script, want string }{
+			{"hello", `def main(): return {"message": "Hello World", "result": 42}`, `{"message": "Hello World", "result": 42}`},
+			{"pandas", `
 import pandas as pd
 import numpy as np
 
@@ -99,7 +100,7 @@ def main():
         "mean": df.mean().to_dict()
     }
 `, `{"shape": [3, 2], "sum": {"A": 6, "B": 15}, "mean": {"A": 2.0, "B": 5.0}}`},
-		{"numpy", `
+			{"numpy", `
 import numpy as np
 
 def main():
@@ -111,84 +112,90 @@ def main():
         "std": float(np.std(arr))
     }
 `, `{"array": [1, 2, 3, 4, 5], "sum": 15.0, "mean": 3.0, "std": 1.4142135623730951}`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			out := run(t, inst, tc.script, wire.Limits{})
-			wantResult(t, out, tc.want)
-			if out.Done.ExitReason != wire.ExitOK {
-				t.Errorf("exit reason %q, want ok", out.Done.ExitReason)
-			}
-		})
-	}
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				out := run(t, inst, tc.script, wire.Limits{})
+				wantResult(t, out, tc.want)
+				if out.Done.ExitReason != wire.ExitOK {
+					t.Errorf("exit reason %q, want ok", out.Done.ExitReason)
+				}
+			})
+		}
+	})
 }
 
 func TestOutcomes(t *testing.T) {
-	inst := startSupervisor(t)
-	cases := []struct {
-		name, script string
-		typ          wire.ErrorType
-		msg          string
-	}{
-		{"syntax_error", "def main(:\n  return 1", wire.ErrSyntax, "line 1"},
-		{"missing_main", "x = 1", wire.ErrMissingMain, "main"},
-		{"main_not_callable", "main = 3", wire.ErrMissingMain, "main"},
-		{"invalid_result_set", "def main(): return {'items': [1, 2, 3, {4}]}", wire.ErrInvalidResult, "$.items[3]: set"},
-		{"exception_in_main", "def main():\n    raise ValueError('boom')", wire.ErrException, "ValueError"},
-		{"exception_at_import", "import nosuchmodule_xyz\ndef main(): return 1", wire.ErrException, "ModuleNotFoundError"},
-		{"sys_exit", "import sys\ndef main():\n    sys.exit(3)", wire.ErrExited, "3"},
-		{"os_exit", "import os\ndef main():\n    os._exit(7)", wire.ErrExited, "status 7"},
-		{"segfault", "import ctypes\ndef main():\n    ctypes.string_at(0)", wire.ErrExited, "SIGSEGV"},
-		{"input", "def main():\n    return input()", wire.ErrException, "EOFError"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			out := run(t, inst, tc.script, wire.Limits{})
-			wantError(t, out, tc.typ, tc.msg)
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		cases := []struct {
+			name, script string
+			typ          wire.ErrorType
+			msg          string
+		}{
+			{"syntax_error", "def main(:\n  return 1", wire.ErrSyntax, "line 1"},
+			{"missing_main", "x = 1", wire.ErrMissingMain, "main"},
+			{"main_not_callable", "main = 3", wire.ErrMissingMain, "main"},
+			{"invalid_result_set", "def main(): return {'items': [1, 2, 3, {4}]}", wire.ErrInvalidResult, "$.items[3]: set"},
+			{"exception_in_main", "def main():\n    raise ValueError('boom')", wire.ErrException, "ValueError"},
+			{"exception_at_import", "import nosuchmodule_xyz\ndef main(): return 1", wire.ErrException, "ModuleNotFoundError"},
+			{"sys_exit", "import sys\ndef main():\n    sys.exit(3)", wire.ErrExited, "3"},
+			{"os_exit", "import os\ndef main():\n    os._exit(7)", wire.ErrExited, "status 7"},
+			{"segfault", "import ctypes\ndef main():\n    ctypes.string_at(0)", wire.ErrExited, "SIGSEGV"},
+			{"input", "def main():\n    return input()", wire.ErrException, "EOFError"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				out := run(t, inst, tc.script, wire.Limits{})
+				wantError(t, out, tc.typ, tc.msg)
+			})
+		}
+		t.Run("traceback_user_frames_only", func(t *testing.T) {
+			out := run(t, inst, "def helper():\n    raise KeyError('k')\n\ndef main():\n    helper()\n", wire.Limits{})
+			wantError(t, out, wire.ErrException, "KeyError")
+			tb := out.Err.Traceback
+			if !strings.Contains(tb, "helper()") || !strings.Contains(tb, "raise KeyError('k')") || strings.Contains(tb, "runner.py") {
+				t.Fatalf("traceback should show the user's frames only:\n%s", tb)
+			}
 		})
-	}
-	t.Run("traceback_user_frames_only", func(t *testing.T) {
-		out := run(t, inst, "def helper():\n    raise KeyError('k')\n\ndef main():\n    helper()\n", wire.Limits{})
-		wantError(t, out, wire.ErrException, "KeyError")
-		tb := out.Err.Traceback
-		if !strings.Contains(tb, "helper()") || !strings.Contains(tb, "raise KeyError('k')") || strings.Contains(tb, "runner.py") {
-			t.Fatalf("traceback should show the user's frames only:\n%s", tb)
-		}
-	})
-	t.Run("main_guard_runs_once", func(t *testing.T) {
-		out := run(t, inst, "calls = []\ndef main():\n    calls.append(1)\n    print('ran', len(calls))\n    return len(calls)\nif __name__ == '__main__':\n    main()\n", wire.Limits{})
-		wantResult(t, out, "1")
-		if string(out.Stdout) != "ran 1\n" {
-			t.Fatalf("stdout %q, want %q", out.Stdout, "ran 1\n")
-		}
-	})
-	t.Run("stdout_and_stderr", func(t *testing.T) {
-		out := run(t, inst, "import os, sys\ndef main():\n    print('out')\n    print('err', file=sys.stderr)\n    os.system('echo from-child 1>&2') if os.path.exists('/bin/sh') else None\n    os.write(1, b'raw\\xff\\n')\n    return 1\n", wire.Limits{})
-		wantResult(t, out, "1")
-		if string(out.Stdout) != "out\nraw\xff\n" || !strings.HasPrefix(string(out.Stderr), "err\n") {
-			t.Fatalf("stdout %q stderr %q", out.Stdout, out.Stderr)
-		}
+		t.Run("main_guard_runs_once", func(t *testing.T) {
+			out := run(t, inst, "calls = []\ndef main():\n    calls.append(1)\n    print('ran', len(calls))\n    return len(calls)\nif __name__ == '__main__':\n    main()\n", wire.Limits{})
+			wantResult(t, out, "1")
+			if string(out.Stdout) != "ran 1\n" {
+				t.Fatalf("stdout %q, want %q", out.Stdout, "ran 1\n")
+			}
+		})
+		t.Run("stdout_and_stderr", func(t *testing.T) {
+			out := run(t, inst, "import os, sys\ndef main():\n    print('out')\n    print('err', file=sys.stderr)\n    os.system('echo from-child 1>&2') if os.path.exists('/bin/sh') else None\n    os.write(1, b'raw\\xff\\n')\n    return 1\n", wire.Limits{})
+			wantResult(t, out, "1")
+			if string(out.Stdout) != "out\nraw\xff\n" || !strings.HasPrefix(string(out.Stderr), "err\n") {
+				t.Fatalf("stdout %q stderr %q", out.Stdout, out.Stderr)
+			}
+		})
 	})
 }
 
 func TestTimeout(t *testing.T) {
-	inst := startSupervisor(t)
-	start := time.Now()
-	out := run(t, inst, "import time\ndef main():\n    time.sleep(60)\n", wire.Limits{TimeoutMS: 1500})
-	took := time.Since(start)
-	wantError(t, out, wire.ErrTimeout, "1.5s")
-	if took < 1500*time.Millisecond || took > 4*time.Second {
-		t.Fatalf("timeout answered after %s, want about 1.5s", took)
-	}
-	if out.Done.ExitReason != wire.ExitTimeout {
-		t.Fatalf("exit reason %q, want timeout", out.Done.ExitReason)
-	}
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		start := time.Now()
+		out := run(t, inst, "import time\ndef main():\n    time.sleep(60)\n", wire.Limits{TimeoutMS: 1500})
+		took := time.Since(start)
+		wantError(t, out, wire.ErrTimeout, "1.5s")
+		if took < 1500*time.Millisecond || took > 4*time.Second {
+			t.Fatalf("timeout answered after %s, want about 1.5s", took)
+		}
+		if out.Done.ExitReason != wire.ExitTimeout {
+			t.Fatalf("exit reason %q, want timeout", out.Done.ExitReason)
+		}
+	})
 }
 
 // A daemonised grandchild must neither hold the answer back nor survive it.
 func TestDaemonisedChild(t *testing.T) {
-	inst := startSupervisor(t)
-	script := `
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		script := `
 import os, time
 def main():
     if os.fork() == 0:
@@ -201,150 +208,165 @@ def main():
     time.sleep(0.3)
     return "parent done"
 `
-	start := time.Now()
-	out := run(t, inst, script, wire.Limits{TimeoutMS: 20000})
-	wantResult(t, out, `"parent done"`)
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("answer took %s: the daemon held it back", took)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if pids := sandboxProcesses(t); len(pids) > 0 {
-		t.Fatalf("jailed processes survived the execution: %v", pids)
-	}
+		start := time.Now()
+		out := run(t, inst, script, wire.Limits{TimeoutMS: 20000})
+		wantResult(t, out, `"parent done"`)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("answer took %s: the daemon held it back", took)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if pids := sandboxProcesses(t); len(pids) > 0 {
+			t.Fatalf("jailed processes survived the execution: %v", pids)
+		}
+	})
 }
 
 func TestOutputCap(t *testing.T) {
-	inst := startSupervisor(t, "-output-kb", "64")
-	out := run(t, inst, "import sys\ndef main():\n    for i in range(20000):\n        print('x' * 99)\n    sys.stderr.write('e' * 200000)\n    return 'ok'\n", wire.Limits{})
-	wantResult(t, out, `"ok"`)
-	if len(out.Stdout) != 64<<10 || !out.Done.StdoutTruncated {
-		t.Fatalf("stdout %d bytes truncated=%v, want %d and true", len(out.Stdout), out.Done.StdoutTruncated, 64<<10)
-	}
-	if len(out.Stderr) != 64<<10 || !out.Done.StderrTruncated {
-		t.Fatalf("stderr %d bytes truncated=%v, want %d and true", len(out.Stderr), out.Done.StderrTruncated, 64<<10)
-	}
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-output-kb", "64")
+		out := run(t, inst, "import sys\ndef main():\n    for i in range(20000):\n        print('x' * 99)\n    sys.stderr.write('e' * 200000)\n    return 'ok'\n", wire.Limits{})
+		wantResult(t, out, `"ok"`)
+		if len(out.Stdout) != 64<<10 || !out.Done.StdoutTruncated {
+			t.Fatalf("stdout %d bytes truncated=%v, want %d and true", len(out.Stdout), out.Done.StdoutTruncated, 64<<10)
+		}
+		if len(out.Stderr) != 64<<10 || !out.Done.StderrTruncated {
+			t.Fatalf("stderr %d bytes truncated=%v, want %d and true", len(out.Stderr), out.Done.StderrTruncated, 64<<10)
+		}
+	})
 }
 
 func TestResultCap(t *testing.T) {
-	inst := startSupervisor(t, "-result-kb", "100")
-	out := run(t, inst, "def main():\n    return 'y' * 200000\n", wire.Limits{})
-	wantError(t, out, wire.ErrResultTooLarge, "limit")
-	out = run(t, inst, "def main():\n    return 'y' * 1000\n", wire.Limits{})
-	if out.Err != nil || len(out.Result) != 1002 {
-		t.Fatalf("small result after a large one: %v %d", out.Err, len(out.Result))
-	}
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-result-kb", "100")
+		out := run(t, inst, "def main():\n    return 'y' * 200000\n", wire.Limits{})
+		wantError(t, out, wire.ErrResultTooLarge, "limit")
+		out = run(t, inst, "def main():\n    return 'y' * 1000\n", wire.Limits{})
+		if out.Err != nil || len(out.Result) != 1002 {
+			t.Fatalf("small result after a large one: %v %d", out.Err, len(out.Result))
+		}
+	})
 }
 
 func TestMemoryLimit(t *testing.T) {
-	inst := startSupervisor(t)
-	out := run(t, inst, "def main():\n    x = bytearray(1 << 30)\n    x[::4096] = b'x' * len(x[::4096])\n    return len(x)\n", wire.Limits{MemoryBytes: 128 << 20})
-	wantError(t, out, wire.ErrMemoryLimit, "memory")
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		out := run(t, inst, "def main():\n    x = bytearray(1 << 30)\n    x[::4096] = b'x' * len(x[::4096])\n    return len(x)\n", wire.Limits{MemoryBytes: 128 << 20})
+		wantError(t, out, wire.ErrMemoryLimit, "memory")
+	})
 }
 
 func TestConcurrentExecutions(t *testing.T) {
-	inst := startSupervisor(t)
-	const n = 20
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-			defer cancel()
-			out, err := inst.Client.Execute(ctx, wire.Execute{Script: fmt.Sprintf("def main():\n    print(%d)\n    return {'i': %d}\n", i, i)}, nil)
-			switch {
-			case err != nil:
-				errs <- fmt.Errorf("%d: %v", i, err)
-			case out.Err != nil:
-				errs <- fmt.Errorf("%d: %s: %s", i, out.Err.Type, out.Err.Message)
-			case string(out.Result) != fmt.Sprintf(`{"i":%d}`, i) || string(out.Stdout) != fmt.Sprintf("%d\n", i):
-				errs <- fmt.Errorf("%d: result %s stdout %q", i, out.Result, out.Stdout)
-			}
-		}(i)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		const n = 20
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+				defer cancel()
+				out, err := inst.Client.Execute(ctx, wire.Execute{Script: fmt.Sprintf("def main():\n    print(%d)\n    return {'i': %d}\n", i, i)}, nil)
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("%d: %v", i, err)
+				case out.Err != nil:
+					errs <- fmt.Errorf("%d: %s: %s", i, out.Err.Type, out.Err.Message)
+				case string(out.Result) != fmt.Sprintf(`{"i":%d}`, i) || string(out.Stdout) != fmt.Sprintf("%d\n", i):
+					errs <- fmt.Errorf("%d: result %s stdout %q", i, out.Result, out.Stdout)
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 }
 
 func TestBusy(t *testing.T) {
-	inst := startSupervisor(t, "-slots", "1", "-queue", "1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inst.Client.Execute(ctx, wire.Execute{Script: "import time\ndef main():\n    time.sleep(30)\n"}, nil)
-		}()
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := inst.Client.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-slots", "1", "-queue", "1")
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var wg sync.WaitGroup
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				inst.Client.Execute(ctx, wire.Execute{Script: "import time\ndef main():\n    time.sleep(30)\n"}, nil)
+			}()
 		}
-		if st.Running == 1 && st.Queued == 1 {
-			break
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st, err := inst.Client.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Running == 1 && st.Queued == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status %+v never showed 1 running and 1 queued", st)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status %+v never showed 1 running and 1 queued", st)
+		start := time.Now()
+		out := run(t, inst, "def main(): return 1", wire.Limits{})
+		wantError(t, out, wire.ErrBusy, "capacity")
+		if time.Since(start) > time.Second {
+			t.Fatalf("busy took %s, want at once", time.Since(start))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	start := time.Now()
-	out := run(t, inst, "def main(): return 1", wire.Limits{})
-	wantError(t, out, wire.ErrBusy, "capacity")
-	if time.Since(start) > time.Second {
-		t.Fatalf("busy took %s, want at once", time.Since(start))
-	}
-	cancel()
-	wg.Wait()
+		cancel()
+		wg.Wait()
+	})
 }
 
 func TestCancel(t *testing.T) {
-	inst := startSupervisor(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := inst.Client.Execute(ctx, wire.Execute{Script: "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(60)\n"}, nil)
-		done <- err
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for len(sandboxProcesses(t)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the execution never started")
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := inst.Client.Execute(ctx, wire.Execute{Script: "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(60)\n"}, nil)
+			done <- err
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(sandboxProcesses(t)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the execution never started")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err == nil {
-		t.Fatal("Execute returned no error after cancel")
-	}
-	deadline = time.Now().Add(5 * time.Second)
-	for len(sandboxProcesses(t)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("jailed processes still alive 5s after cancel: %v", sandboxProcesses(t))
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("Execute returned no error after cancel")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		deadline = time.Now().Add(5 * time.Second)
+		for len(sandboxProcesses(t)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("jailed processes still alive 5s after cancel: %v", sandboxProcesses(t))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }
 
 func TestRefusesSecondSupervisor(t *testing.T) {
-	inst := startSupervisor(t)
-	cmd := exec.Command(supervisorBin(t), "-socket", inst.Socket, "-gateway-user", "", "-venv", filepath.Join(supervisortest.RepoRoot(t), ".venv"), "-runner", filepath.Join(supervisortest.RepoRoot(t), "runner", "runner.py"), "-cgroup-parent", inst.CgParent+"-second", "-stage-dir", filepath.Join(filepath.Dir(filepath.Dir(inst.Socket)), "stage2"))
-	var out bytes.Buffer
-	cmd.Stderr = &out
-	err := cmd.Run()
-	if err == nil || !strings.Contains(out.String(), "already listening") {
-		t.Fatalf("second supervisor: err=%v log=%s, want refusal naming the running one", err, out.String())
-	}
-	// The first one still serves.
-	wantResult(t, run(t, inst, "def main(): return 2", wire.Limits{}), "2")
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		cmd := exec.Command(supervisorBin(t), "-socket", inst.Socket, "-gateway-user", "", "-venv", filepath.Join(supervisortest.RepoRoot(t), ".venv"), "-runner", filepath.Join(supervisortest.RepoRoot(t), "runner", "runner.py"), "-cgroup-parent", inst.CgParent+"-second", "-stage-dir", filepath.Join(filepath.Dir(filepath.Dir(inst.Socket)), "stage2"))
+		var out bytes.Buffer
+		cmd.Stderr = &out
+		err := cmd.Run()
+		if err == nil || !strings.Contains(out.String(), "already listening") {
+			t.Fatalf("second supervisor: err=%v log=%s, want refusal naming the running one", err, out.String())
+		}
+		// The first one still serves.
+		wantResult(t, run(t, inst, "def main(): return 2", wire.Limits{}), "2")
+	})
 }
 
 func TestStaleSocketReplaced(t *testing.T) {
@@ -389,38 +411,40 @@ func TestStaleSocketReplaced(t *testing.T) {
 
 // A peer that is neither root nor the gateway is closed before any frame.
 func TestPeerCredentialsRejected(t *testing.T) {
-	inst := startSupervisor(t)
-	// The socket dir is root-only here (no gateway group), so open it up
-	// just for this test to reach the credential check itself.
-	os.Chmod(filepath.Dir(inst.Socket), 0o755)
-	os.Chmod(inst.Socket, 0o666)
-	// The test binary's own directory is private to root: run a copy from
-	// a directory uid 65534 can reach.
-	dir, err := os.MkdirTemp("", "pyexec-peer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := filepath.Join(dir, "helper.test")
-	if err := os.WriteFile(helper, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(helper, "-test.run=^TestHelperDialAsNobody$", "-test.v")
-	cmd.Env = []string{"PYEXEC_HELPER_SOCKET=" + inst.Socket}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, _ := cmd.CombinedOutput()
-	if !strings.Contains(string(out), "REJECTED") {
-		t.Fatalf("peer uid 65534 was not rejected: %s", out)
-	}
-	if !strings.Contains(inst.Logs.String(), "rejected peer") {
-		t.Fatalf("supervisor did not log the rejection")
-	}
-	wantResult(t, run(t, inst, "def main(): return 3", wire.Limits{}), "3")
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		// The socket dir is root-only here (no gateway group), so open it up
+		// just for this test to reach the credential check itself.
+		os.Chmod(filepath.Dir(inst.Socket), 0o755)
+		os.Chmod(inst.Socket, 0o666)
+		// The test binary's own directory is private to root: run a copy from
+		// a directory uid 65534 can reach.
+		dir, err := os.MkdirTemp("", "pyexec-peer-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		self, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		helper := filepath.Join(dir, "helper.test")
+		if err := os.WriteFile(helper, self, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(helper, "-test.run=^TestHelperDialAsNobody$", "-test.v")
+		cmd.Env = []string{"PYEXEC_HELPER_SOCKET=" + inst.Socket}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), "REJECTED") {
+			t.Fatalf("peer uid 65534 was not rejected: %s", out)
+		}
+		if !strings.Contains(inst.Logs.String(), "rejected peer") {
+			t.Fatalf("supervisor did not log the rejection")
+		}
+		wantResult(t, run(t, inst, "def main(): return 3", wire.Limits{}), "3")
+	})
 }
 
 func TestHelperDialAsNobody(t *testing.T) {
@@ -439,58 +463,62 @@ func TestHelperDialAsNobody(t *testing.T) {
 
 // A client that sends garbage loses its connection; everyone else is served.
 func TestOversizeFrameClosesOnlyThatConnection(t *testing.T) {
-	inst := startSupervisor(t)
-	c, err := net.Dial("unix", inst.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	f, _ := wire.NewFrame(0, wire.TypeHello, wire.Hello{Version: 1, Software: "test"})
-	wire.WriteFrame(c, f)
-	if _, err := wire.ReadFrame(c, wire.DefaultMaxFrame); err != nil {
-		t.Fatalf("hello: %v", err)
-	}
-	c.Write([]byte{0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1, 2, 1})
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	rd := bufio.NewReader(c)
-	for {
-		if _, err := wire.ReadFrame(rd, wire.DefaultMaxFrame); err != nil {
-			if err != io.EOF {
-				t.Fatalf("connection not closed cleanly after an oversize frame: %v", err)
-			}
-			break
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		c, err := net.Dial("unix", inst.Socket)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	wantResult(t, run(t, inst, "def main(): return 4", wire.Limits{}), "4")
+		defer c.Close()
+		f, _ := wire.NewFrame(0, wire.TypeHello, wire.Hello{Version: 1, Software: "test"})
+		wire.WriteFrame(c, f)
+		if _, err := wire.ReadFrame(c, wire.DefaultMaxFrame); err != nil {
+			t.Fatalf("hello: %v", err)
+		}
+		c.Write([]byte{0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1, 2, 1})
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		rd := bufio.NewReader(c)
+		for {
+			if _, err := wire.ReadFrame(rd, wire.DefaultMaxFrame); err != nil {
+				if err != io.EOF {
+					t.Fatalf("connection not closed cleanly after an oversize frame: %v", err)
+				}
+				break
+			}
+		}
+		wantResult(t, run(t, inst, "def main(): return 4", wire.Limits{}), "4")
+	})
 }
 
 // Every log line about an execution names it.
 func TestLogLinesCarryExecutionID(t *testing.T) {
-	inst := startSupervisor(t)
-	run(t, inst, "def main():\n    raise RuntimeError('x')\n", wire.Limits{})
-	run(t, inst, "def main(): return 1", wire.Limits{})
-	inst.Client.Close()
-	inst.Stop(t)
-	n := 0
-	for _, line := range strings.Split(inst.Logs.String(), "\n") {
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		msg, _ := m["msg"].(string)
-		if strings.HasPrefix(msg, "execution") || m["nsjail_pid"] != nil {
-			n++
-			if id, _ := m["execution_id"].(string); id == "" {
-				t.Errorf("log line without execution_id: %s", line)
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine)
+		run(t, inst, "def main():\n    raise RuntimeError('x')\n", wire.Limits{})
+		run(t, inst, "def main(): return 1", wire.Limits{})
+		inst.Client.Close()
+		inst.Stop(t)
+		n := 0
+		for _, line := range strings.Split(inst.Logs.String(), "\n") {
+			if !strings.HasPrefix(line, "{") {
+				continue
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("log line is not JSON: %q", line)
+			}
+			msg, _ := m["msg"].(string)
+			if strings.HasPrefix(msg, "execution") || m["nsjail_pid"] != nil {
+				n++
+				if id, _ := m["execution_id"].(string); id == "" {
+					t.Errorf("log line without execution_id: %s", line)
+				}
 			}
 		}
-	}
-	if n < 4 {
-		t.Fatalf("found %d execution log lines, want at least 4:\n%s", n, inst.Logs.String())
-	}
+		if n < 4 {
+			t.Fatalf("found %d execution log lines, want at least 4:\n%s", n, inst.Logs.String())
+		}
+	})
 }
 
 // Without usable cgroups the supervisor refuses to start...
@@ -515,18 +543,20 @@ func TestFailsClosedWithoutCgroups(t *testing.T) {
 // ...unless the operator asks for degraded mode, which is then reported and
 // still limits memory and processes with rlimits.
 func TestDegradedModeWithoutCgroups(t *testing.T) {
-	inst := startSupervisor(t, "-cgroup-root", "/nonexistent-cgroup-root", "-degraded")
-	st, err := inst.Client.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Cgroups != "none" || !strings.HasPrefix(st.Isolation, "degraded") {
-		t.Fatalf("status %+v, want cgroups none and a degraded isolation", st)
-	}
-	out := run(t, inst, "def main():\n    x = bytearray(1 << 30)\n    return len(x)\n", wire.Limits{MemoryBytes: 128 << 20})
-	wantError(t, out, wire.ErrMemoryLimit, "")
-	out = run(t, inst, "import os, time\ndef main():\n    n = 0\n    try:\n        while True:\n            if os.fork() == 0:\n                time.sleep(5)\n                os._exit(0)\n            n += 1\n    except OSError:\n        return n < 64\n", wire.Limits{TimeoutMS: 10000})
-	wantResult(t, out, "true")
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-cgroup-root", "/nonexistent-cgroup-root", "-degraded")
+		st, err := inst.Client.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Cgroups != "none" || !strings.HasPrefix(st.Isolation, "degraded") {
+			t.Fatalf("status %+v, want cgroups none and a degraded isolation", st)
+		}
+		out := run(t, inst, "def main():\n    x = bytearray(1 << 30)\n    return len(x)\n", wire.Limits{MemoryBytes: 128 << 20})
+		wantError(t, out, wire.ErrMemoryLimit, "")
+		out = run(t, inst, "import os, time\ndef main():\n    n = 0\n    try:\n        while True:\n            if os.fork() == 0:\n                time.sleep(5)\n                os._exit(0)\n            n += 1\n    except OSError:\n        return n < 64\n", wire.Limits{TimeoutMS: 10000})
+		wantResult(t, out, "true")
+	})
 }
 
 // A supervisor without its venv or nsjail names the command that fixes it.
@@ -551,7 +581,7 @@ func TestMissingInstallationNamesSetup(t *testing.T) {
 
 // The socket is reachable by root and the gateway's group only.
 func TestSocketPermissions(t *testing.T) {
-	inst := supervisortest.Start(t, supervisortest.Options{GatewayUser: supervisortest.GatewayUser})
+	inst := supervisortest.Start(t, supervisortest.Options{Engine: "cold", GatewayUser: supervisortest.GatewayUser})
 	_, gid := supervisortest.LookupUser(t, supervisortest.GatewayUser)
 	for _, tc := range []struct {
 		path string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/sirupsen/logrus"
@@ -34,10 +35,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	stopReaper := make(chan struct{})
 	defer close(stopReaper)
 	go r.run(stopReaper)
-	engine := host.Engine(r)
-	note, err := SelfTest(ctx, engine, host, cfg.Degraded, log)
+	engine, note, err := startEngine(ctx, cfg, host, r, log)
 	if err != nil {
-		return fmt.Errorf("self-test: %w", err)
+		return err
+	}
+	if c, ok := engine.(io.Closer); ok {
+		defer c.Close()
 	}
 	if note != "" {
 		host.Isolation = "degraded: " + note
@@ -53,4 +56,30 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		"cgroups": host.CgroupMode(), "slots": cfg.Slots, "queue": cfg.QueueSize,
 	}).Info("supervisor ready")
 	return srv.Serve(ctx, l)
+}
+
+// startEngine starts the configured engine and proves it with the self-test.
+// A warm engine that cannot start or fails its self-test (a host that
+// refuses nested namespaces, say) is replaced by the cold engine, loudly.
+func startEngine(ctx context.Context, cfg Config, host *Host, r *reaper, log *logrus.Entry) (engine Engine, note string, err error) {
+	if cfg.Engine == EngineWarm {
+		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Max, log)
+		if err == nil {
+			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {
+				w.Close()
+			}
+		}
+		if err == nil {
+			return w, note, nil
+		}
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		log.WithError(err).Error("WARM ENGINE UNAVAILABLE on this host: falling back to the cold engine (one nsjail per execution, much slower)")
+	}
+	cold := host.ColdEngine(r)
+	if note, err = SelfTest(ctx, cold, host, cfg.Degraded, log); err != nil {
+		return nil, "", fmt.Errorf("self-test: %w", err)
+	}
+	return cold, note, nil
 }

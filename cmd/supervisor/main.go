@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,9 +48,19 @@ func run() int {
 	flag.StringVar(&cfg.CgroupRoot, "cgroup-root", env("PYEXEC_CGROUP_ROOT", "/sys/fs/cgroup"), "cgroup filesystem root")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", env("PYEXEC_CGROUP_PARENT", "python-executor"), "parent cgroup of the per-execution cgroups")
 	flag.BoolVar(&cfg.Degraded, "degraded", os.Getenv("PYEXEC_DEGRADED") == "1", "start even without cgroups (rlimits only); reported by /health")
+	flag.StringVar(&cfg.Engine, "engine", env("PYEXEC_ENGINE", supervisor.EngineWarm), "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
+	flag.IntVar(&cfg.Zygotes, "zygotes", int(envInt("PYEXEC_ZYGOTES", 0)), "zygotes of the warm engine (0 = number of CPUs)")
+	preload := flag.String("preload", env("PYEXEC_PRELOAD", "numpy,pandas"), "comma-separated modules each zygote imports before forking (\"\" = none)")
 	flag.IntVar(&cfg.Slots, "slots", int(envInt("PYEXEC_SLOTS", 0)), "executions at once (0 = number of CPUs)")
 	flag.IntVar(&cfg.QueueSize, "queue", int(envInt("PYEXEC_QUEUE", 0)), "executions waiting for a slot before busy (0 = 64)")
 	flag.Parse()
+
+	cfg.Preload = []string{}
+	for _, m := range strings.Split(*preload, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			cfg.Preload = append(cfg.Preload, m)
+		}
+	}
 
 	log := newLogger(*logLevel, *logText)
 	if err := supervisor.EnterPrivateMountNamespace(); err != nil {

@@ -482,51 +482,53 @@ func mustJSON(v any) string {
 // outcome, then the host invariants: nothing left behind, the service still
 // answers, and no canary in any answer.
 func TestAdversarial(t *testing.T) {
-	st := supervisortest.StartStack(t)
-	canary := fmt.Sprintf("/var/tmp/pyexec-canary-%d.txt", os.Getpid())
-	if err := os.WriteFile(canary, []byte(hostCanaryText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(canary)
-	u, _ := url.Parse(st.Gateway.URL)
-	cases := attacks(u.Port(), st.Supervisor.Socket, canary, supervisortest.RepoRoot(t))
-	if len(cases) < 40 {
-		t.Fatalf("only %d attack cases", len(cases))
-	}
-	for _, a := range cases {
-		t.Run(a.name, func(t *testing.T) {
-			r := execute(t, st.Gateway.URL, a.script, a.extra)
-			noCanary(t, r)
-			if a.typ != "" {
-				r.wantError(t, a.status, a.typ)
-				return
-			}
-			v := r.wantOK(t)
-			if a.check != nil {
-				a.check(t, v)
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		st := supervisortest.StartStack(t, engine)
+		canary := fmt.Sprintf("/var/tmp/pyexec-canary-%d.txt", os.Getpid())
+		if err := os.WriteFile(canary, []byte(hostCanaryText), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(canary)
+		u, _ := url.Parse(st.Gateway.URL)
+		cases := attacks(u.Port(), st.Supervisor.Socket, canary, supervisortest.RepoRoot(t))
+		if len(cases) < 40 {
+			t.Fatalf("only %d attack cases", len(cases))
+		}
+		for _, a := range cases {
+			t.Run(a.name, func(t *testing.T) {
+				r := execute(t, st.Gateway.URL, a.script, a.extra)
+				noCanary(t, r)
+				if a.typ != "" {
+					r.wantError(t, a.status, a.typ)
+					return
+				}
+				v := r.wantOK(t)
+				if a.check != nil {
+					a.check(t, v)
+				}
+			})
+		}
+		t.Run("stdout_flood_truncated", func(t *testing.T) {
+			r := execute(t, st.Gateway.URL, "import sys\ndef main():\n    sys.stdout.write('B' * (8 << 20))\n    return 1\n", nil)
+			r.wantOK(t)
+			if len(r.Body.Stdout) != 1<<20 {
+				t.Fatalf("stdout kept %d bytes, want exactly 1 MiB", len(r.Body.Stdout))
 			}
 		})
-	}
-	t.Run("stdout_flood_truncated", func(t *testing.T) {
-		r := execute(t, st.Gateway.URL, "import sys\ndef main():\n    sys.stdout.write('B' * (8 << 20))\n    return 1\n", nil)
-		r.wantOK(t)
-		if len(r.Body.Stdout) != 1<<20 {
-			t.Fatalf("stdout kept %d bytes, want exactly 1 MiB", len(r.Body.Stdout))
-		}
-	})
-	t.Run("host_invariants", func(t *testing.T) {
-		waitNoSandboxProcesses(t)
-		r := execute(t, st.Gateway.URL, "def main(): return 'alive'", nil)
-		if !sameJSON(r.Body.Result, []byte(`"alive"`)) {
-			t.Fatalf("service no longer answers: %d %s", r.Status, r.Raw)
-		}
-		if leftovers := jailCgroups(st.Supervisor.CgParent); len(leftovers) > 0 {
-			t.Fatalf("per-execution cgroups left: %v", leftovers)
-		}
-		mounts, _ := os.ReadFile("/proc/self/mountinfo")
-		if strings.Contains(string(mounts), st.Supervisor.RunDir+"/stage") {
-			t.Fatalf("staging mounts leaked into the host mount namespace")
-		}
+		t.Run("host_invariants", func(t *testing.T) {
+			waitNoSandboxProcesses(t)
+			r := execute(t, st.Gateway.URL, "def main(): return 'alive'", nil)
+			if !sameJSON(r.Body.Result, []byte(`"alive"`)) {
+				t.Fatalf("service no longer answers: %d %s", r.Status, r.Raw)
+			}
+			if leftovers := jailCgroups(st.Supervisor.CgParent); len(leftovers) > 0 {
+				t.Fatalf("per-execution cgroups left: %v", leftovers)
+			}
+			mounts, _ := os.ReadFile("/proc/self/mountinfo")
+			if strings.Contains(string(mounts), st.Supervisor.RunDir+"/stage") {
+				t.Fatalf("staging mounts leaked into the host mount namespace")
+			}
+		})
 	})
 }
 
@@ -545,11 +547,16 @@ func waitNoSandboxProcesses(t *testing.T) {
 	}
 }
 
-// jailCgroups lists per-execution cgroups under the supervisor's parent.
+// jailCgroups lists per-execution cgroups under the supervisor's parent (the
+// warm engine's zygotes have cgroups of their own, zygote-*, for as long as
+// they live).
 func jailCgroups(parent string) []string {
 	var left []string
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
 	for _, d := range dirs {
+		if strings.HasPrefix(filepath.Base(d), "zygote-") {
+			continue
+		}
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
 			left = append(left, d)
 		}
@@ -559,15 +566,16 @@ func jailCgroups(parent string) []string {
 
 // Two executions at once must not see each other's files or processes.
 func TestConcurrentExecutionsIsolated(t *testing.T) {
-	st := supervisortest.StartStack(t)
-	writer := `
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		st := supervisortest.StartStack(t, engine)
+		writer := `
 import os, time
 def main():
     open("/tmp/secret-of-a", "w").write("a")
     time.sleep(2)
     return sorted(os.listdir("/tmp"))
 `
-	snooper := `
+		snooper := `
 import os, time
 def main():
     time.sleep(0.7)
@@ -575,37 +583,40 @@ def main():
     cmdlines = [open("/proc/%s/cmdline" % p, "rb").read() for p in procs]
     return {"tmp": sorted(os.listdir("/tmp")), "procs": len(procs), "sees_sleep": any(b"secret" in c for c in cmdlines)}
 `
-	var wg sync.WaitGroup
-	var a, b *reply
-	wg.Add(2)
-	go func() { defer wg.Done(); a = execute(t, st.Gateway.URL, writer, nil) }()
-	go func() { defer wg.Done(); b = execute(t, st.Gateway.URL, snooper, nil) }()
-	wg.Wait()
-	if !sameJSON(a.Body.Result, []byte(`["secret-of-a"]`)) {
-		t.Fatalf("writer: %d %s", a.Status, a.Raw)
-	}
-	if !sameJSON(b.Body.Result, []byte(`{"tmp": [], "procs": 1, "sees_sleep": false}`)) {
-		t.Fatalf("snooper saw the other execution: %d %s", b.Status, b.Raw)
-	}
+		var wg sync.WaitGroup
+		var a, b *reply
+		wg.Add(2)
+		go func() { defer wg.Done(); a = execute(t, st.Gateway.URL, writer, nil) }()
+		go func() { defer wg.Done(); b = execute(t, st.Gateway.URL, snooper, nil) }()
+		wg.Wait()
+		if !sameJSON(a.Body.Result, []byte(`["secret-of-a"]`)) {
+			t.Fatalf("writer: %d %s", a.Status, a.Raw)
+		}
+		if !sameJSON(b.Body.Result, []byte(`{"tmp": [], "procs": 1, "sees_sleep": false}`)) {
+			t.Fatalf("snooper saw the other execution: %d %s", b.Status, b.Raw)
+		}
+	})
 }
 
 // A memory bomb must not take a well-behaved neighbour down with it.
 func TestMemoryBombBesideNormalExecution(t *testing.T) {
-	st := supervisortest.StartStack(t)
-	var wg sync.WaitGroup
-	var bomb, normal *reply
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		bomb = execute(t, st.Gateway.URL, "def main():\n    x = []\n    while True:\n        x.append(bytearray(16 << 20))\n", nil)
-	}()
-	go func() {
-		defer wg.Done()
-		normal = execute(t, st.Gateway.URL, "import numpy as np, time\ndef main():\n    time.sleep(0.5)\n    return float(np.arange(1000).sum())\n", nil)
-	}()
-	wg.Wait()
-	bomb.wantError(t, 500, "memory_limit")
-	if normal.Status != 200 || !sameJSON(normal.Body.Result, []byte(`499500.0`)) {
-		t.Fatalf("neighbour of a memory bomb: %d %s", normal.Status, normal.Raw)
-	}
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		st := supervisortest.StartStack(t, engine)
+		var wg sync.WaitGroup
+		var bomb, normal *reply
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			bomb = execute(t, st.Gateway.URL, "def main():\n    x = []\n    while True:\n        x.append(bytearray(16 << 20))\n", nil)
+		}()
+		go func() {
+			defer wg.Done()
+			normal = execute(t, st.Gateway.URL, "import numpy as np, time\ndef main():\n    time.sleep(0.5)\n    return float(np.arange(1000).sum())\n", nil)
+		}()
+		wg.Wait()
+		bomb.wantError(t, 500, "memory_limit")
+		if normal.Status != 200 || !sameJSON(normal.Body.Result, []byte(`499500.0`)) {
+			t.Fatalf("neighbour of a memory bomb: %d %s", normal.Status, normal.Raw)
+		}
+	})
 }

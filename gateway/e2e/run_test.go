@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,10 +23,14 @@ import (
 // capability-less user, and SIGTERM stops everything, leaving no socket,
 // process, cgroup or mount behind.
 func TestRunScript(t *testing.T) {
+	supervisortest.ForEachEngine(t, testRunScript)
+}
+
+func testRunScript(t *testing.T, engine string) {
 	supervisortest.RequireRoot(t)
 	root := supervisortest.RepoRoot(t)
 	bin := supervisortest.Binaries(t)
-	name := fmt.Sprintf("pyexec-it-run-%d", os.Getpid())
+	name := fmt.Sprintf("pyexec-it-run-%d-%s", os.Getpid(), engine)
 	runDir := filepath.Join("/run", name)
 	os.MkdirAll(runDir, 0o755)
 	defer os.RemoveAll(runDir)
@@ -42,7 +47,7 @@ func TestRunScript(t *testing.T) {
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"BIN=" + bin,
 		"PORT=" + port,
-		"ENGINE=cold",
+		"ENGINE=" + engine,
 		"PYEXEC_SUPERVISOR_SOCKET=" + socket,
 		"PYEXEC_STAGE_DIR=" + filepath.Join(runDir, "stage"),
 		"PYEXEC_CGROUP_PARENT=" + name,
@@ -76,6 +81,14 @@ func TestRunScript(t *testing.T) {
 			t.Fatalf("service did not become healthy on port %s:\n%s", port, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	var health map[string]any
+	if resp, err := http.Get(base + "/health"); err == nil {
+		json.NewDecoder(resp.Body).Decode(&health)
+		resp.Body.Close()
+	}
+	if health["engine"] != engine {
+		t.Fatalf("ENGINE=%s: /health says %v", engine, health)
 	}
 	r := post(t, base, "/execute", []byte(seedExamples[0].body))
 	if r.Status != 200 || !sameJSON(r.Body.Result, []byte(seedExamples[0].want)) {

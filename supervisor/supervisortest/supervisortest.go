@@ -6,6 +6,7 @@ package supervisortest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -134,8 +136,29 @@ var seq struct {
 	n  int
 }
 
+// Engines are the engines the integration suites run against, from
+// PYEXEC_TEST_ENGINES (space- or comma-separated); both by default.
+func Engines() []string {
+	v := os.Getenv("PYEXEC_TEST_ENGINES")
+	if strings.TrimSpace(v) == "" {
+		return []string{"cold", "warm"}
+	}
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' })
+}
+
+// ForEachEngine runs f as a subtest named after each of Engines.
+func ForEachEngine(t *testing.T, f func(t *testing.T, engine string)) {
+	t.Helper()
+	for _, e := range Engines() {
+		t.Run(e, func(t *testing.T) { f(t, e) })
+	}
+}
+
 // Options tune Start.
 type Options struct {
+	// Engine is the supervisor's -engine ("" = its default). Start fails
+	// the test when the supervisor runs another one (a silent fallback).
+	Engine string
 	// Args are extra supervisor flags.
 	Args []string
 	// GatewayUser admits that user's uid/gid on the socket ("" = root only).
@@ -172,6 +195,9 @@ func Start(t testing.TB, opt Options) *Supervisor {
 		"-cgroup-parent", s.CgParent,
 		"-log-level", "debug",
 	}, opt.Args...)
+	if opt.Engine != "" {
+		args = append(args, "-engine", opt.Engine)
+	}
 	s.bin = filepath.Join(bin, "supervisor")
 	s.args = args
 	if err := os.MkdirAll(s.RunDir, 0o755); err != nil {
@@ -180,6 +206,15 @@ func Start(t testing.TB, opt Options) *Supervisor {
 	t.Cleanup(func() { s.Stop(t); os.RemoveAll(s.RunDir) })
 	s.launch(t)
 	s.Client = client.New(client.Config{SocketPath: s.Socket})
+	if opt.Engine != "" {
+		st, err := s.Client.Status(context.Background())
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if st.Engine != opt.Engine {
+			t.Fatalf("supervisor runs engine %q, want %q:\n%s", st.Engine, opt.Engine, s.Logs)
+		}
+	}
 	return s
 }
 
@@ -281,12 +316,56 @@ func LeftoverCgroups(parent string) []string {
 	return left
 }
 
-// SandboxProcesses lists live host processes running as the sandbox user.
-// Zombies are not counted: they are dead, and the only ones that can appear
-// are jails orphaned by a supervisor killed with SIGKILL (the test of exactly
-// that), which the host's init reaps in its own time. A running supervisor
-// is a subreaper and reaps its orphans itself.
+// SandboxProcesses lists live host processes running as the sandbox user,
+// zygotes of the warm engine excepted (see ZygoteProcesses): what is left of
+// executions. Zombies are not counted: they are dead, and the only ones that
+// can appear are jails orphaned by a supervisor killed with SIGKILL (the test
+// of exactly that), which the host's init reaps in its own time. A running
+// supervisor is a subreaper and reaps its orphans itself.
 func SandboxProcesses(t testing.TB) []int {
+	t.Helper()
+	var pids []int
+	for _, pid := range sandboxProcesses(t) {
+		if !isZygote(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ZygoteProcesses lists the live zygotes of warm engines: sandbox-user
+// processes running zygote.py whose parent is nsjail (the zygotes' children
+// run zygote.py too, but their parent is the zygote).
+func ZygoteProcesses(t testing.TB) []int {
+	t.Helper()
+	var pids []int
+	for _, pid := range sandboxProcesses(t) {
+		if isZygote(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func isZygote(pid int) bool {
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if !bytes.Contains(cmdline, []byte("zygote.py")) {
+		return false
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return false
+	}
+	comm, _ := os.ReadFile("/proc/" + f[1] + "/comm")
+	return strings.TrimSpace(string(comm)) == "nsjail"
+}
+
+func sandboxProcesses(t testing.TB) []int {
 	t.Helper()
 	uid, _ := LookupUser(t, SandboxUser)
 	var pids []int
@@ -395,9 +474,10 @@ type Stack struct {
 	Gateway    *Gateway
 }
 
-// StartStack starts a supervisor admitting the gateway user, then the gateway.
-func StartStack(t testing.TB, supervisorArgs ...string) *Stack {
+// StartStack starts a supervisor running engine ("" = its default) and
+// admitting the gateway user, then the gateway.
+func StartStack(t testing.TB, engine string, supervisorArgs ...string) *Stack {
 	t.Helper()
-	s := Start(t, Options{Args: supervisorArgs, GatewayUser: GatewayUser})
+	s := Start(t, Options{Engine: engine, Args: supervisorArgs, GatewayUser: GatewayUser})
 	return &Stack{Supervisor: s, Gateway: StartGateway(t, s)}
 }

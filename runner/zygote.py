@@ -1,0 +1,383 @@
+"""python-executor zygote: the warm engine's pre-imported process.
+
+The supervisor starts this file inside an nsjail jail (jail.Policy.Zygote) as
+
+    <venv>/bin/python3 zygote.py
+
+with a SOCK_SEQPACKET Unix socket on the fd named by PYEXEC_CONTROL_FD. Only the
+supervisor holds the other end. Messages are msgpack maps, one per packet:
+
+    supervisor -> zygote  init   {"v": 1, "preload": [str], "seccomp": bytes}
+    zygote -> supervisor  ready  {"v": 1, "failed": [str], "threads": int}
+    supervisor -> zygote  order  {"v": 1, "tmp_bytes", "tmp_inodes", "shm_inodes",
+                                  "cpu_s", "fsize_bytes", "nofile", "nproc", "as_bytes",
+                                  "stack_bytes": int}
+                          with SCM_RIGHTS: stdout, stderr, request, result, sync
+
+The zygote imports the preload modules once, freezes the garbage collector's view of
+them, and then only forks: it never runs user code and never touches an execution's
+data. For each order it forks a single-use child and forgets it (apart from reaping).
+The child talks to the supervisor on its sync socket (SOCK_SEQPACKET):
+
+    child -> supervisor   b"hello"          (the kernel attaches the child's pid:
+                                             SCM_CREDENTIALS; the supervisor moves that
+                                             pid into the execution's cgroup)
+    supervisor -> child   b"go"
+    child -> supervisor   {"status": int, "utime_us": int, "stime_us": int,
+                           "maxrss_kb": int}  when the script's process has ended
+                       or {"error": str}     when the set-up failed (nothing ran)
+
+After "go" the child unshares fresh user, mount, PID, network, IPC, UTS and cgroup
+namespaces, maps uid/gid 65534 to its own, mounts private tmpfs at /tmp and /dev/shm,
+and forks the grandchild that is PID 1 of the new PID namespace. The grandchild mounts
+a fresh /proc, sets the rlimits, makes the pipes fds 1-4, closes everything else,
+re-seeds the PRNGs, drops every capability, sets no_new_privs, installs the strict
+seccomp filter (compiled by the supervisor), and only then runs the runner on the
+script. The child itself locks down the same way and waits for the grandchild.
+
+Standard library (ctypes on libc) plus msgpack only.
+"""
+
+import ctypes
+import gc
+import importlib
+import os
+import resource
+import signal
+import socket
+import sys
+from typing import Any, NoReturn
+
+import msgpack
+
+import runner
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 64 * 1024
+ORDER_FDS = 5  # stdout, stderr, request, result, sync
+
+SANDBOX_ID = 65534
+HOSTNAME = b"sandbox"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# The grandchild's fds, as runner.main expects them.
+STDOUT_FD, STDERR_FD, REQUEST_FD, RESULT_FD = 1, 2, 3, 4
+SYNC_FD = 5  # closed before the script runs
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    """A step of an execution's set-up failed; nothing of the script ran."""
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+
+
+def _prctl(option: int, arg2: int = 0, arg3: Any = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), arg3, ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl({option})")
+
+
+def _mount(source: bytes, target: bytes, fstype: bytes, flags: int, data: bytes | None) -> None:
+    _check(_libc.mount(source, target, fstype, ctypes.c_ulong(flags), data), f"mount {target.decode()}")
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+class Lockdown:
+    """The last steps before untrusted code: no capabilities, no_new_privs, seccomp."""
+
+    def __init__(self, bpf: bytes, cap_last: int) -> None:
+        if not bpf or len(bpf) % 8 != 0 or len(bpf) // 8 > 4096:
+            raise SetupError(f"seccomp filter of {len(bpf)} bytes is not a BPF program")
+        self._filter = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._filter))
+        self._cap_last = cap_last
+
+    def apply(self) -> None:
+        for cap in range(self._cap_last + 1):
+            _prctl(PR_CAPBSET_DROP, cap)
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, ctypes.c_ulong(0))
+        header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+        _prctl(PR_SET_NO_NEW_PRIVS, 1, ctypes.c_ulong(0))
+        _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog))
+
+
+class Order:
+    """One execution's limits, checked: every field is a non-negative int."""
+
+    FIELDS = ("tmp_bytes", "tmp_inodes", "shm_inodes", "cpu_s", "fsize_bytes", "nofile", "nproc", "as_bytes", "stack_bytes")
+
+    def __init__(self, body: object) -> None:
+        if not isinstance(body, dict) or body.get("v") != PROTOCOL_VERSION:
+            raise SetupError("order is not a version 1 map")
+        for name in self.FIELDS:
+            value = body.get(name)
+            if type(value) is not int or value < 0:
+                raise SetupError(f"order field {name} is {value!r}, want an int >= 0")
+        self.tmp_bytes: int = body["tmp_bytes"]
+        self.tmp_inodes: int = body["tmp_inodes"]
+        self.shm_inodes: int = body["shm_inodes"]
+        self.cpu_s: int = body["cpu_s"]
+        self.fsize_bytes: int = body["fsize_bytes"]
+        self.nofile: int = body["nofile"]
+        self.nproc: int = body["nproc"]  # 0: no RLIMIT_NPROC (the cgroup limits tasks)
+        self.as_bytes: int = body["as_bytes"]  # 0: no RLIMIT_AS (the cgroup limits memory)
+        self.stack_bytes: int = body["stack_bytes"]
+
+
+def _set_rlimits(order: Order) -> None:
+    limits = [
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_CPU, order.cpu_s),
+        (resource.RLIMIT_FSIZE, order.fsize_bytes),
+        (resource.RLIMIT_NOFILE, order.nofile),
+        (resource.RLIMIT_STACK, order.stack_bytes),
+    ]
+    if order.nproc:
+        limits.append((resource.RLIMIT_NPROC, order.nproc))
+    if order.as_bytes:
+        limits.append((resource.RLIMIT_AS, order.as_bytes))
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (OSError, ValueError) as exc:
+            raise SetupError(f"setrlimit({which}, {value}): {exc}") from None
+
+
+def _enter_namespaces(order: Order) -> None:
+    """In the child: fresh namespaces, its own uid map, private /tmp and /dev/shm."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(ctypes.c_int(NAMESPACES)), "unshare")
+    _write_file("/proc/self/setgroups", "deny")
+    _write_file("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1")
+    _write_file("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1")
+    _check(_libc.sethostname(HOSTNAME, ctypes.c_size_t(len(HOSTNAME))), "sethostname")
+    _mount(b"none", b"/", b"", MS_REC | MS_PRIVATE, None)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _mount(b"tmpfs", b"/tmp", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.tmp_inodes},mode=1777".encode())
+    _mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.shm_inodes},mode=1777".encode())
+
+
+def _place_fds(fds: list[int], sync: socket.socket) -> None:
+    """Make fds (stdout, stderr, request, result) 1-4 and close every other fd but 0
+    and the sync socket, which moves to fd 5."""
+    high = [os.dup(fd) for fd in (*fds, sync.fileno())]  # above every target: no dup2 clobbers a source
+    for target, fd in zip((STDOUT_FD, STDERR_FD, REQUEST_FD, RESULT_FD, SYNC_FD), high):
+        os.dup2(fd, target, inheritable=target != SYNC_FD)
+    sync.detach()
+    os.closerange(SYNC_FD + 1, 1 << 20)
+
+
+def _reseed() -> None:
+    # os.fork already re-seeds `random`; numpy's legacy global generator was seeded
+    # once, in the zygote, and would be shared by every execution.
+    import random
+
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _grandchild(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown) -> NoReturn:
+    """PID 1 of the execution's namespaces: finish the set-up, run the script. A
+    failure before the script runs is reported on the sync socket, so that the
+    supervisor tells it from anything a script can do."""
+    try:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        os.chdir("/tmp")  # the new tmpfs, not the zygote's directory under it
+        _place_fds(fds, sync)
+        sync = socket.socket(fileno=SYNC_FD)
+        _set_rlimits(order)
+        _reseed()
+        lockdown.apply()
+    except BaseException as exc:
+        try:
+            sync.sendall(msgpack.packb({"error": f"set-up of the script's process: {type(exc).__name__}: {exc}"}))
+        except OSError:
+            pass
+        os._exit(125)
+    sync.close()
+    runner.main()
+    os._exit(0)  # runner.main does not return
+
+
+def _child(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown) -> NoReturn:
+    """The single-use child of one order. Exits, never returns."""
+    try:
+        sync.sendall(b"hello")
+        if sync.recv(16) != b"go":
+            os._exit(0)  # the supervisor gave up on this execution
+        _enter_namespaces(order)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _grandchild(sync, order, fds, lockdown)
+            finally:
+                os._exit(125)
+        for fd in fds:
+            os.close(fd)
+        os.closerange(3, sync.fileno())
+        os.closerange(sync.fileno() + 1, 1 << 20)
+        lockdown.apply()
+        while True:
+            try:
+                _, status, usage = os.wait4(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        report = {
+            "status": status,
+            "utime_us": int(usage.ru_utime * 1e6),
+            "stime_us": int(usage.ru_stime * 1e6),
+            "maxrss_kb": usage.ru_maxrss,
+        }
+    except BaseException as exc:
+        report = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        sync.sendall(msgpack.packb(report))
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _reap(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
+    data, fds, flags, _ = socket.recv_fds(control, MAX_MESSAGE, ORDER_FDS + 1)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise SetupError("truncated message")
+    return data, fds
+
+
+def _serve(control: socket.socket, lockdown: Lockdown) -> None:
+    while True:
+        try:
+            data, fds = _receive(control)
+        except SetupError as exc:
+            _log(f"dropped an order: {exc}")
+            continue
+        if not data:
+            return  # the supervisor closed its end
+        try:
+            if len(fds) != ORDER_FDS:
+                raise SetupError(f"order with {len(fds)} fds, want {ORDER_FDS}")
+            order = Order(msgpack.unpackb(data, raw=False))
+            sync = socket.socket(fileno=fds[4])
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
+            _log(f"dropped an order: {exc}")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                control.close()
+                _child(sync, order, fds[:4], lockdown)
+            finally:
+                os._exit(1)
+        sync.close()
+        for fd in fds[:4]:
+            os.close(fd)
+
+
+def _log(message: str) -> None:
+    try:
+        os.write(2, f"python-executor zygote: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def _send(control: socket.socket, body: dict) -> None:
+    control.send(msgpack.packb(body, use_bin_type=True))
+
+
+def main() -> None:
+    control_fd = int(os.environ.get("PYEXEC_CONTROL_FD", "3"))
+    # The scripts' environment is the cold engine's: no variable of the zygote's own.
+    os.environ.pop("PYEXEC_CONTROL_FD", None)
+    control = socket.socket(fileno=control_fd)
+    os.set_inheritable(control_fd, False)
+    init = msgpack.unpackb(control.recv(MAX_MESSAGE), raw=False)
+    if not isinstance(init, dict) or init.get("v") != PROTOCOL_VERSION:
+        _log("bad init message")
+        sys.exit(2)
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        cap_last = int(f.read())
+    lockdown = Lockdown(init.get("seccomp", b""), cap_last)
+    failed = []
+    for name in init.get("preload", []):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    gc.collect()
+    gc.freeze()
+    signal.signal(signal.SIGCHLD, _reap)
+    threads = len(os.listdir("/proc/self/task"))
+    _send(control, {"v": PROTOCOL_VERSION, "failed": failed, "threads": threads})
+    _serve(control, lockdown)
+
+
+if __name__ == "__main__":
+    main()

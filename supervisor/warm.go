@@ -1,0 +1,412 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/python-executor/python-executor/jail"
+)
+
+const (
+	// childHelloTimeout bounds how long a zygote may take to fork the child
+	// of an order and the child to say hello; past it the zygote is
+	// considered hung and replaced.
+	childHelloTimeout = 10 * time.Second
+	// zygoteWait bounds how long an execution waits for a ready zygote
+	// (all of them restarting).
+	zygoteWait = 30 * time.Second
+	// childStackBytes is RLIMIT_STACK of an execution, as in the cold jail.
+	childStackBytes = 8 << 20
+)
+
+// warmEngine runs executions in single-use children of long-lived zygotes:
+// runners that imported the heavy modules once (ARCHITECTURE.md §5). Each
+// child builds fresh namespaces, joins its own cgroup and locks itself down
+// before the script runs; see runner/zygote.py for the child's side.
+type warmEngine struct {
+	nsjail    string
+	policy    jail.Policy // the zygote jail's template (jail.Policy.Zygote)
+	maxLimits jail.Limits // ceilings of every execution's limits
+	cgroups   *jail.Cgroups
+	reaper    *reaper
+	preload   []string
+	seccomp   []byte // jail.SeccompFilter, sent to each zygote once
+	log       *logrus.Entry
+
+	slots []*zygoteSlot
+	next  atomic.Uint32
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// newWarmEngine starts n zygotes and waits until each is ready. On error
+// nothing is left running.
+func newWarmEngine(h *Host, r *reaper, n int, preload []string, maxLimits LimitSet, log *logrus.Entry) (*warmEngine, error) {
+	filter, err := jail.SeccompFilter()
+	if err != nil {
+		return nil, err
+	}
+	pol := h.Policy
+	pol.Mounts = append(append([]jail.Mount(nil), pol.Mounts...), h.zygoteMount)
+	e := &warmEngine{
+		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.jailLimits(), cgroups: h.Cgroups,
+		reaper: r, preload: preload, seccomp: filter, log: log, stop: make(chan struct{}),
+	}
+	first := make(chan error, n)
+	for i := 0; i < n; i++ {
+		s := &zygoteSlot{idx: i}
+		e.slots = append(e.slots, s)
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.keep(s, e.stop, first) }()
+	}
+	var errs []error
+	for i := 0; i < n; i++ {
+		if err := <-first; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("start zygotes: %w", err)
+	}
+	return e, nil
+}
+
+func (e *warmEngine) Name() string { return "warm" }
+
+// Close stops every zygote and removes their cgroups. Call it after the last
+// execution.
+func (e *warmEngine) Close() error {
+	close(e.stop)
+	e.wg.Wait()
+	return nil
+}
+
+// pick returns a ready zygote, round robin, waiting while all restart.
+func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
+	deadline := time.Now().Add(zygoteWait)
+	for {
+		n := uint32(len(e.slots))
+		start := e.next.Add(1)
+		for i := uint32(0); i < n; i++ {
+			if z := e.slots[(start+i)%n].current(); z != nil && !z.broken.Load() {
+				return z, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("no zygote is ready")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (e *warmEngine) Run(ctx context.Context, x *Execution) Outcome {
+	start := time.Now()
+	out, err := e.run(ctx, x)
+	if err != nil {
+		x.Log.WithError(err).Error("execution failed")
+		out = internalOutcome()
+	}
+	out.Done.WallMS = time.Since(start).Milliseconds()
+	return out
+}
+
+// zygoteOrder is the order message: the execution's limits as the child
+// applies them (runner/zygote.py, Order).
+type zygoteOrder struct {
+	V          int   `msgpack:"v"`
+	TmpBytes   int64 `msgpack:"tmp_bytes"`
+	TmpInodes  int   `msgpack:"tmp_inodes"`
+	ShmInodes  int   `msgpack:"shm_inodes"`
+	CPUSeconds int64 `msgpack:"cpu_s"`
+	FsizeBytes int64 `msgpack:"fsize_bytes"`
+	NoFile     int   `msgpack:"nofile"`
+	NProc      int   `msgpack:"nproc"`    // 0: none (the cgroup limits tasks)
+	ASBytes    int64 `msgpack:"as_bytes"` // 0: none (the cgroup limits memory)
+	StackBytes int64 `msgpack:"stack_bytes"`
+}
+
+// newOrder mirrors what jail.Render gives a cold jail: the same limits with
+// the same rounding.
+func newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
+	const mib = 1 << 20
+	o := zygoteOrder{
+		V:          zygoteProtocol,
+		TmpBytes:   l.TmpBytes,
+		TmpInodes:  l.TmpInodes,
+		ShmInodes:  jail.ShmInodes,
+		CPUSeconds: int64((l.CPUTime + time.Second - 1) / time.Second),
+		FsizeBytes: (l.FileSizeBytes + mib - 1) / mib * mib,
+		NoFile:     l.OpenFiles,
+		StackBytes: childStackBytes,
+	}
+	if !withCgroup {
+		o.NProc = l.Pids
+		o.ASBytes = (l.MemoryBytes + mib - 1) / mib * mib
+	}
+	return o
+}
+
+// orderFiles are one execution's pipes and sync socket: the supervisor's
+// ends and the child's.
+type orderFiles struct {
+	ours   pipeEnds
+	theirs []*os.File // stdout, stderr, request, result, sync: in the order's fd order
+	sync   *net.UnixConn
+}
+
+func newOrderFiles() (*orderFiles, error) {
+	f := &orderFiles{}
+	var ws [4]*os.File
+	var rs [4]*os.File
+	for i := range ws {
+		r, w, err := os.Pipe()
+		if err != nil {
+			f.closeAll()
+			for _, c := range append(ws[:i], rs[:i]...) {
+				c.Close()
+			}
+			return nil, fmt.Errorf("create pipe: %w", err)
+		}
+		rs[i], ws[i] = r, w
+	}
+	// stdout, stderr, result: the child writes; request: the child reads.
+	f.ours = pipeEnds{stdoutR: rs[0], stderrR: rs[1], requestW: ws[2], resultR: rs[3]}
+	f.theirs = []*os.File{ws[0], ws[1], rs[2], ws[3]}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		f.closeAll()
+		return nil, fmt.Errorf("sync socket: %w", err)
+	}
+	f.theirs = append(f.theirs, os.NewFile(uintptr(fds[1]), "sync"))
+	if f.sync, err = packetConn(fds[0], "sync"); err != nil {
+		f.closeAll()
+		return nil, err
+	}
+	if err := setPassCred(f.sync); err != nil {
+		f.closeAll()
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *orderFiles) closeTheirs() {
+	for _, c := range f.theirs {
+		c.Close()
+	}
+	f.theirs = nil
+}
+
+func (f *orderFiles) closeAll() {
+	f.closeTheirs()
+	f.ours.close()
+	if f.sync != nil {
+		f.sync.Close()
+	}
+}
+
+func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
+	lim := x.Limits.jailLimits()
+	var cg *jail.ExecCgroup
+	if e.cgroups != nil {
+		var err error
+		cg, err = e.cgroups.NewExec("exec-"+x.ID, lim)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("create cgroup: %w", err)
+		}
+		defer removeCgroup(cg, x)
+	}
+	body, err := msgpack.Marshal(newOrder(lim, cg != nil))
+	if err != nil {
+		return Outcome{}, fmt.Errorf("encode order: %w", err)
+	}
+	// Everything before the child is released is retried on another
+	// zygote: nothing of the script has run yet.
+	var lastErr error
+	for attempt := 1; attempt <= launchAttempts; attempt++ {
+		files, err := newOrderFiles()
+		if err != nil {
+			return Outcome{}, err
+		}
+		child, log, err := e.launch(ctx, x, body, files, cg)
+		if err != nil {
+			files.closeAll()
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+			x.Log.WithError(err).WithField("attempt", attempt).Warn("zygote failed to start the execution")
+			continue
+		}
+		defer files.closeAll()
+		defer child.close()
+		return supervise(ctx, x, files.ours, child, cg, log)
+	}
+	return Outcome{}, lastErr
+}
+
+// childExitWait bounds the wait for a child that closed its sync socket to
+// finish exiting; the cgroup removal kills whatever is left after it.
+const childExitWait = 2 * time.Second
+
+// launchAttempts is how many zygotes an execution tries before it fails.
+const launchAttempts = 3
+
+// launch has a zygote fork the execution's child, moves the child into the
+// execution's cgroup and releases it. A zygote that fails at any step is
+// killed (and replaced by its keeper).
+func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, files *orderFiles, cg *jail.ExecCgroup) (*zygoteChild, *logrus.Entry, error) {
+	begin := time.Now()
+	z, err := e.pick(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := x.Log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_pid": z.pid})
+	fds := make([]int, len(files.theirs))
+	for i, f := range files.theirs {
+		fds[i] = int(f.Fd())
+	}
+	if err := z.order(body, fds); err != nil {
+		z.kill()
+		return nil, nil, fmt.Errorf("send order to zygote %d: %w", z.slot, err)
+	}
+	files.closeTheirs()
+
+	// The child says hello; the kernel tells us its pid. Only then does it
+	// join the execution's cgroup and get to go on.
+	msg, pid, err := readPacket(files.sync, time.Now().Add(childHelloTimeout))
+	if err != nil || string(msg) != "hello" {
+		z.kill()
+		return nil, nil, fmt.Errorf("zygote %d did not start a child (%q): %w", z.slot, msg, err)
+	}
+	if ppid, err := parentPid(pid); err != nil || ppid != z.pid {
+		z.kill()
+		return nil, nil, fmt.Errorf("hello from pid %d, not a child of zygote %d (parent %d, %v)", pid, z.pid, ppid, err)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		z.kill()
+		return nil, nil, fmt.Errorf("pidfd of child %d: %w", pid, err)
+	}
+	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync, cg: cg}
+	log = log.WithField("child_pid", pid)
+	attachStart := time.Now()
+	if cg != nil {
+		if err := cg.Attach(pid); err != nil {
+			child.kill()
+			child.close()
+			return nil, nil, err
+		}
+	}
+	log = log.WithField("attach_us", time.Since(attachStart).Microseconds())
+	files.sync.SetWriteDeadline(time.Now().Add(zygoteSendTimeout))
+	if _, err := files.sync.Write([]byte("go")); err != nil {
+		child.kill()
+		child.close()
+		return nil, nil, fmt.Errorf("release child %d: %w", pid, err)
+	}
+	log.WithField("setup_us", time.Since(begin).Microseconds()).Debug("execution child released")
+	return child, log, nil
+}
+
+// zygoteChild is the single-use child of one order and the script's process
+// tree under it.
+type zygoteChild struct {
+	pid   int // host pid
+	pidfd int // for signals that cannot reach a recycled pid
+	sync  *net.UnixConn
+	cg    *jail.ExecCgroup
+}
+
+// childReport is the child's last message.
+type childReport struct {
+	Status   *int   `msgpack:"status"`
+	UtimeUS  int64  `msgpack:"utime_us"`
+	StimeUS  int64  `msgpack:"stime_us"`
+	MaxRSSKB int64  `msgpack:"maxrss_kb"`
+	Error    string `msgpack:"error"`
+}
+
+// wait reads the child's report until it closes the sync socket, which it
+// does by exiting, after the script's process (PID 1 of the execution's
+// namespace, hence with every process of it) is gone.
+func (c *zygoteChild) wait() (sandboxExit, error) {
+	var (
+		report *childReport
+		failed string
+	)
+	for {
+		msg, _, err := readPacket(c.sync, time.Time{})
+		if err != nil {
+			if !errors.Is(err, errPeerClosed) {
+				failed = "read child report: " + err.Error()
+			}
+			break
+		}
+		if report != nil {
+			continue // only the first report counts
+		}
+		var r childReport
+		if err := msgpack.Unmarshal(msg, &r); err != nil {
+			failed = "malformed child report"
+			continue
+		}
+		report = &r
+	}
+	// The socket closes early in the child's exit, before it leaves its
+	// cgroup; the pidfd is readable once it has gone completely, which
+	// spares removing the cgroup a retry.
+	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, int(childExitWait/time.Millisecond))
+		if err != unix.EINTR {
+			break
+		}
+	}
+	exit := sandboxExit{code: -1, sig: int(syscall.SIGKILL)}
+	switch {
+	case report != nil && report.Error != "":
+		exit.failure = "zygote child: " + report.Error
+	case report != nil && report.Status != nil:
+		exit.code, exit.sig = waitStatusExit(syscall.WaitStatus(*report.Status))
+		exit.cpu = time.Duration(max(report.UtimeUS, 0)+max(report.StimeUS, 0)) * time.Microsecond
+		exit.maxRSS = max(report.MaxRSSKB, 0) << 10
+	case failed != "":
+		exit.failure = failed
+	default:
+		// Killed by us (a deadline), by the memory limit, or with its
+		// zygote: the outcome switch tells which, and calls the rest
+		// internal.
+		exit.failure = "the zygote child ended without a report"
+	}
+	return exit, nil
+}
+
+func (c *zygoteChild) kill() {
+	// The script's process dies with it (PR_SET_PDEATHSIG), and with that
+	// process, as PID 1, its whole namespace. The cgroup kill is the second
+	// line.
+	unix.PidfdSendSignal(c.pidfd, unix.SIGKILL, nil, 0)
+	if c.cg != nil {
+		c.cg.Kill()
+	}
+}
+
+func (c *zygoteChild) close() {
+	unix.Close(c.pidfd)
+}

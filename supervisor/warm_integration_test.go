@@ -1,0 +1,230 @@
+package supervisor_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/supervisor/wire"
+)
+
+// taintScript changes every kind of process state a script can reach: the
+// preloaded modules, pandas options, files in /tmp and /dev/shm, the
+// environment, the cwd, signal handlers, the PRNGs' seeds. With one zygote
+// every later execution is forked from the same process as this one.
+const taintScript = `
+import os, signal, random, sys, json, time
+import numpy, pandas
+
+HOLD = 0  # seconds to keep running after tainting
+
+def main():
+    numpy.foo = 1
+    numpy.array = None
+    pandas.set_option("display.max_rows", 7)
+    json.tainted = True
+    sys.modules["tainted_module"] = object()
+    with open("/tmp/secret", "w") as f:
+        f.write("secret")
+    with open("/dev/shm/secret", "w") as f:
+        f.write("secret")
+    os.environ["TAINTED"] = "1"
+    os.chdir("/dev/shm")
+    signal.signal(signal.SIGTERM, lambda *a: None)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    random.seed(42)
+    numpy.random.seed(42)
+    sys.setrecursionlimit(50)
+    time.sleep(HOLD)
+    return "tainted"
+`
+
+// checkScript reports what of taintScript's changes it can see.
+const checkScript = `
+import os, signal, random, sys, json
+import numpy, pandas
+
+def main():
+    return {
+        "numpy_foo": hasattr(numpy, "foo"),
+        "numpy_array": numpy.array is None,
+        "max_rows": pandas.get_option("display.max_rows"),
+        "json": hasattr(json, "tainted"),
+        "module": "tainted_module" in sys.modules,
+        "tmp": sorted(os.listdir("/tmp")),
+        "shm": sorted(os.listdir("/dev/shm")),
+        "env": "TAINTED" in os.environ,
+        "cwd": os.getcwd(),
+        "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "sigalrm": signal.getsignal(signal.SIGALRM) == signal.SIG_DFL,
+        "recursion": sys.getrecursionlimit(),
+        "random": random.random(),
+        "np_random": float(numpy.random.rand()),
+    }
+`
+
+type checked struct {
+	NumpyFoo   bool     `json:"numpy_foo"`
+	NumpyArray bool     `json:"numpy_array"`
+	MaxRows    int      `json:"max_rows"`
+	JSON       bool     `json:"json"`
+	Module     bool     `json:"module"`
+	Tmp        []string `json:"tmp"`
+	Shm        []string `json:"shm"`
+	Env        bool     `json:"env"`
+	Cwd        string   `json:"cwd"`
+	SigTerm    bool     `json:"sigterm"`
+	SigAlrm    bool     `json:"sigalrm"`
+	Recursion  int      `json:"recursion"`
+	Random     float64  `json:"random"`
+	NpRandom   float64  `json:"np_random"`
+}
+
+func runCheck(t *testing.T, inst *supervisortest.Supervisor) checked {
+	t.Helper()
+	out := run(t, inst, checkScript, wire.Limits{})
+	if out.Err != nil {
+		t.Fatalf("check: %s: %s\n%s", out.Err.Type, out.Err.Message, out.Err.Traceback)
+	}
+	var c checked
+	if err := json.Unmarshal(out.Result, &c); err != nil {
+		t.Fatalf("check result %s: %v", out.Result, err)
+	}
+	return c
+}
+
+func wantClean(t *testing.T, c checked) {
+	t.Helper()
+	switch {
+	case c.NumpyFoo || c.NumpyArray:
+		t.Errorf("numpy changes of an earlier execution are visible: %+v", c)
+	case c.MaxRows == 7:
+		t.Errorf("pandas option of an earlier execution is visible")
+	case c.JSON || c.Module:
+		t.Errorf("module changes of an earlier execution are visible: %+v", c)
+	case len(c.Tmp) != 0 || len(c.Shm) != 0:
+		t.Errorf("files of an earlier execution are visible: /tmp %v, /dev/shm %v", c.Tmp, c.Shm)
+	case c.Env:
+		t.Errorf("environment of an earlier execution is visible")
+	case c.Cwd != "/tmp":
+		t.Errorf("cwd %q, want /tmp", c.Cwd)
+	case !c.SigTerm || !c.SigAlrm:
+		t.Errorf("signal handlers of an earlier execution are visible: %+v", c)
+	case c.Recursion == 50:
+		t.Errorf("recursion limit of an earlier execution is visible")
+	}
+}
+
+// One zygote forks every execution: nothing one of them changes may reach
+// the next one, or one running beside it.
+func TestNoStateCrossesExecutions(t *testing.T) {
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-zygotes", "1")
+		t.Run("sequential", func(t *testing.T) {
+			wantResult(t, run(t, inst, taintScript, wire.Limits{}), `"tainted"`)
+			a := runCheck(t, inst)
+			wantClean(t, a)
+			b := runCheck(t, inst)
+			wantClean(t, b)
+			if a.Random == b.Random || a.NpRandom == b.NpRandom {
+				t.Errorf("two executions drew the same random numbers: %+v, %+v", a, b)
+			}
+		})
+		t.Run("concurrent", func(t *testing.T) {
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// The tainting execution is still running while the
+				// checks run.
+				held := strings.Replace(taintScript, "HOLD = 0", "HOLD = 2", 1)
+				out := run(t, inst, held, wire.Limits{})
+				if out.Err != nil {
+					t.Errorf("taint: %s: %s", out.Err.Type, out.Err.Message)
+				}
+			}()
+			time.Sleep(700 * time.Millisecond)
+			for i := 0; i < 3; i++ {
+				wantClean(t, runCheck(t, inst))
+			}
+			wg.Wait()
+		})
+	})
+}
+
+// A zygote killed from the host is replaced; executions keep working.
+func TestZygoteKilledIsReplaced(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "2")
+	zs := supervisortest.ZygoteProcesses(t)
+	if len(zs) != 2 {
+		t.Fatalf("%d zygotes, want 2: %v", len(zs), zs)
+	}
+	syscall.Kill(zs[0], syscall.SIGKILL)
+	for i := 0; i < 6; i++ {
+		wantResult(t, run(t, inst, "def main(): return 5", wire.Limits{}), "5")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		now := supervisortest.ZygoteProcesses(t)
+		if len(now) == 2 && now[0] != zs[0] && now[1] != zs[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zygotes %v 60s after killing %d, want two others", now, zs[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Every zygote dead at once: executions wait for the new ones.
+	for _, pid := range supervisortest.ZygoteProcesses(t) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for i := 0; i < 4; i++ {
+		wantResult(t, run(t, inst, "import pandas\ndef main(): return pandas.__name__", wire.Limits{}), `"pandas"`)
+	}
+	if !strings.Contains(inst.Logs.String(), "zygote exited; starting a new one") {
+		t.Errorf("the supervisor did not log the zygote's death")
+	}
+}
+
+// A zygote that dies while one of its executions runs: that execution is an
+// internal error at once (not at its deadline), the next one works.
+func TestZygoteDiesMidExecution(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "1")
+	done := make(chan struct{})
+	var outErr *wire.Error
+	start := time.Now()
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := inst.Client.Execute(ctx, wire.Execute{Script: "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(30)\n", Limits: wire.Limits{TimeoutMS: 20000}}, nil)
+		if err != nil {
+			t.Errorf("Execute: %v", err)
+			return
+		}
+		outErr = out.Err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(supervisortest.SandboxProcesses(t)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the execution never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, pid := range supervisortest.ZygoteProcesses(t) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	<-done
+	if outErr == nil || outErr.Type != wire.ErrInternal {
+		t.Fatalf("execution whose zygote died: %+v, want internal", outErr)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the answer took %s: it waited for the deadline", took)
+	}
+	wantResult(t, run(t, inst, "def main(): return 6", wire.Limits{}), "6")
+}
