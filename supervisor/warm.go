@@ -342,9 +342,11 @@ type childReport struct {
 	Error    string `msgpack:"error"`
 }
 
-// wait reads the child's report until it closes the sync socket, which it
-// does by exiting, after the script's process (PID 1 of the execution's
-// namespace, hence with every process of it) is gone.
+// wait reads the reports on the sync socket until it is closed: the child
+// (the script's process, PID 1 of the execution's namespaces) reports only a
+// failed set-up, and closes its end before the script runs; the zygote reports
+// how the child ended and closes its end once it has reaped it, hence once
+// every process of the execution is gone.
 func (c *zygoteChild) wait() (sandboxExit, error) {
 	var (
 		report *childReport
@@ -368,8 +370,8 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 		}
 		report = &r
 	}
-	// The socket closes early in the child's exit, before it leaves its
-	// cgroup; the pidfd is readable once it has gone completely, which
+	// The socket closes once the child has been reaped, or when its zygote
+	// died; the pidfd is readable once the child has gone completely, which
 	// spares removing the cgroup a retry.
 	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
 	for {
