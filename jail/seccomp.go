@@ -33,22 +33,25 @@ type deniedSyscall struct {
 // It returns an error on architectures for which no policy is defined
 // (only amd64 is).
 func SeccompPolicy() (string, error) {
-	return kafelPolicy(nil)
+	return kafelPolicy(nil, false)
 }
 
 // ZygoteSeccompPolicy is the kafel policy of the warm engine's zygote jail
-// (Policy.Zygote): SeccompPolicy without the denial of mount and unshare,
-// which a zygote's children need to build their own namespaces before they
-// install the strict filter (SeccompFilter) and run any user code. Filters
-// stack, so a child ends up with both.
+// (Policy.Zygote): SeccompPolicy without the denial of mount, unshare and
+// clone with CLONE_NEW* flags, which a zygote needs to create its children in
+// their own namespaces and they need to finish them before they install the
+// strict filter (SeccompFilter) and run any user code. Filters stack, so a
+// child ends up with both.
 func ZygoteSeccompPolicy() (string, error) {
-	return kafelPolicy(zygoteAllowed)
+	return kafelPolicy(zygoteAllowed, true)
 }
 
 // zygoteAllowed are the denied syscalls the zygote jail lets through.
 var zygoteAllowed = []string{"mount", "unshare"}
 
-func kafelPolicy(allowed []string) (string, error) {
+// kafelPolicy denies deniedSyscalls but those allowed, and clone with a
+// CLONE_NEW* flag unless cloneNamespaces.
+func kafelPolicy(allowed []string, cloneNamespaces bool) (string, error) {
 	if len(deniedSyscalls) == 0 {
 		return "", fmt.Errorf("seccomp policy: %w", errNotSupported)
 	}
@@ -69,7 +72,9 @@ func kafelPolicy(allowed []string) (string, error) {
 		fmt.Fprintf(&b, "    %s%s\n", s.name, sep)
 	}
 	b.WriteString("  },\n")
-	fmt.Fprintf(&b, "  ERRNO(1) {\n    clone(flags) { (flags & %#x) != 0 }\n  },\n", cloneNewMask)
+	if !cloneNamespaces {
+		fmt.Fprintf(&b, "  ERRNO(1) {\n    clone(flags) { (flags & %#x) != 0 }\n  },\n", cloneNewMask)
+	}
 	b.WriteString("  ERRNO(38) {\n    clone3\n  }")
 	if len(foreignABISyscalls) > 0 {
 		// Another ABI sharing this architecture's audit value (x32 on

@@ -16,24 +16,26 @@ supervisor holds the other end. Messages are msgpack maps, one per packet:
 
 The zygote imports the preload modules once, freezes the garbage collector's view of
 them, and then only forks: it never runs user code and never touches an execution's
-data. For each order it forks a single-use child and forgets it (apart from reaping).
-The child talks to the supervisor on its sync socket (SOCK_SEQPACKET):
+data. For each order it creates, with one clone(2), a single-use process in fresh user,
+mount, PID, network, IPC and UTS namespaces, the PID 1 of its PID namespace that will
+run the script; the zygote keeps only its end of the sync socket, to report how the
+process ended. The process talks to the supervisor on its sync socket (SOCK_SEQPACKET):
 
-    child -> supervisor   b"hello"          (the kernel attaches the child's pid:
-                                             SCM_CREDENTIALS; the supervisor moves that
-                                             pid into the execution's cgroup)
-    supervisor -> child   b"go"
-    child -> supervisor   {"status": int, "utime_us": int, "stime_us": int,
-                           "maxrss_kb": int}  when the script's process has ended
-                       or {"error": str}     when the set-up failed (nothing ran)
+    process -> supervisor  b"hello"         (the kernel attaches the process's host
+                                             pid: SCM_CREDENTIALS; the supervisor moves
+                                             that pid into the execution's cgroup)
+    supervisor -> process  b"go"
+    process -> supervisor  {"error": str}   when the set-up failed (nothing ran)
+    zygote -> supervisor   {"status": int, "utime_us": int, "stime_us": int,
+                            "maxrss_kb": int}  once the process has ended and been
+                                             reaped; then the zygote closes the socket
 
-After "go" the child unshares fresh user, mount, PID, network, IPC, UTS and cgroup
-namespaces, maps uid/gid 65534 to its own, mounts private tmpfs at /tmp and /dev/shm,
-and forks the grandchild that is PID 1 of the new PID namespace. The grandchild mounts
-a fresh /proc, sets the rlimits, makes the pipes fds 1-4, closes everything else,
-re-seeds the PRNGs, drops every capability, sets no_new_privs, installs the strict
-seccomp filter (compiled by the supervisor), and only then runs the runner on the
-script. The child itself locks down the same way and waits for the grandchild.
+While the supervisor attaches it, the process maps uid/gid 65534 to its own, mounts
+private tmpfs at /tmp and /dev/shm and a fresh /proc. After "go" it unshares a cgroup
+namespace (rooted at its execution's cgroup), sets the rlimits, makes the pipes fds
+1-4, closes everything else, re-seeds the PRNGs, drops every capability, sets
+no_new_privs, installs the strict seccomp filter (compiled by the supervisor), and only
+then runs the runner on the script.
 
 Standard library (ctypes on libc) plus msgpack only.
 """
@@ -192,10 +194,10 @@ def _set_rlimits(order: Order) -> None:
             raise SetupError(f"setrlimit({which}, {value}): {exc}") from None
 
 
-def _enter_namespaces(order: Order) -> None:
-    """In the child: fresh namespaces, its own uid map, private /tmp and /dev/shm."""
-    uid, gid = os.getuid(), os.getgid()
-    _check(_libc.unshare(ctypes.c_int(NAMESPACES)), "unshare")
+def _enter_namespaces(order: Order, uid: int, gid: int) -> None:
+    """In the execution's process, just created in fresh user, mount, PID, network,
+    IPC and UTS namespaces: its own uid map, hostname, private /tmp, /dev/shm and
+    /proc."""
     _write_file("/proc/self/setgroups", "deny")
     _write_file("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1")
     _write_file("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1")
@@ -204,6 +206,8 @@ def _enter_namespaces(order: Order) -> None:
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     _mount(b"tmpfs", b"/tmp", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.tmp_inodes},mode=1777".encode())
     _mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.shm_inodes},mode=1777".encode())
+    _mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    os.chdir("/tmp")  # the new tmpfs, not the zygote's directory under it
 
 
 def _place_fds(fds: list[int], sync: socket.socket) -> None:
@@ -227,14 +231,20 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
-def _grandchild(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown) -> NoReturn:
-    """PID 1 of the execution's namespaces: finish the set-up, run the script. A
-    failure before the script runs is reported on the sync socket, so that the
-    supervisor tells it from anything a script can do."""
+def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown, uid: int, gid: int) -> NoReturn:
+    """The single-use process of one order, PID 1 of its namespaces: finish the
+    set-up, run the script. A failure before the script runs is reported on the
+    sync socket, so that the supervisor tells it from anything a script can do.
+    The zygote reports how it ended."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        _mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-        os.chdir("/tmp")  # the new tmpfs, not the zygote's directory under it
+        sync.sendall(b"hello")
+        # The namespaces' set-up overlaps the supervisor's cgroup attach.
+        _enter_namespaces(order, uid, gid)
+        if sync.recv(16) != b"go":
+            os._exit(0)  # the supervisor gave up on this execution
+        # In its cgroup now: the cgroup namespace is rooted there.
+        _check(_libc.unshare(ctypes.c_int(CLONE_NEWCGROUP)), "unshare cgroup namespace")
         _place_fds(fds, sync)
         sync = socket.socket(fileno=SYNC_FD)
         _set_rlimits(order)
@@ -251,53 +261,59 @@ def _grandchild(sync: socket.socket, order: Order, fds: list[int], lockdown: Loc
     os._exit(0)  # runner.main does not return
 
 
-def _child(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown) -> NoReturn:
-    """The single-use child of one order. Exits, never returns."""
-    try:
-        sync.sendall(b"hello")
-        if sync.recv(16) != b"go":
-            os._exit(0)  # the supervisor gave up on this execution
-        _enter_namespaces(order)
-        pid = os.fork()
+# The zygote's own libc calls that must hold the GIL across a fork, as os.fork does.
+_libc_gil = ctypes.PyDLL(None, use_errno=True)
+_libc_gil.syscall.restype = ctypes.c_long
+SYS_CLONE = 56  # x86_64
+
+
+def _clone(flags: int) -> int:
+    """fork(2) into new namespaces in one clone(2): os.fork's bracketing around a raw
+    clone. The zygote is single-threaded. Returns 0 in the child.
+
+    Unlike fork(3), a raw clone leaves the C library's cached thread id of the main
+    thread as it was in the zygote. That id is 1 in both (main checks that the zygote
+    is PID 1 of its namespace, the child is PID 1 of its own), so it stays right."""
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_gil.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(flags | signal.SIGCHLD), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_ulong(0))
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return pid
+
+
+# Executions in flight: their process's pid and the zygote's end of their sync
+# socket, on which the zygote reports how the process ended. Touched with SIGCHLD
+# blocked or from its handler.
+_executions: dict[int, socket.socket] = {}
+
+
+def _reap(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
         if pid == 0:
-            try:
-                _grandchild(sync, order, fds, lockdown)
-            finally:
-                os._exit(125)
-        for fd in fds:
-            os.close(fd)
-        os.closerange(3, sync.fileno())
-        os.closerange(sync.fileno() + 1, 1 << 20)
-        lockdown.apply()
-        while True:
-            try:
-                _, status, usage = os.wait4(pid, 0)
-                break
-            except InterruptedError:
-                continue
+            return
+        sync = _executions.pop(pid, None)
+        if sync is None:
+            continue
         report = {
             "status": status,
             "utime_us": int(usage.ru_utime * 1e6),
             "stime_us": int(usage.ru_stime * 1e6),
             "maxrss_kb": usage.ru_maxrss,
         }
-    except BaseException as exc:
-        report = {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        sync.sendall(msgpack.packb(report))
-    except OSError:
-        pass
-    os._exit(0)
-
-
-def _reap(signum: int, frame: object) -> None:
-    while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            sync.send(msgpack.packb(report), socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        sync.close()
 
 
 def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
@@ -310,6 +326,7 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
 
 
 def _serve(control: socket.socket, lockdown: Lockdown) -> None:
+    uid, gid = os.getuid(), os.getgid()
     while True:
         try:
             data, fds = _receive(control)
@@ -328,15 +345,25 @@ def _serve(control: socket.socket, lockdown: Lockdown) -> None:
                 os.close(fd)
             _log(f"dropped an order: {exc}")
             continue
-        pid = os.fork()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = _clone(NAMESPACES & ~CLONE_NEWCGROUP)
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            for fd in fds:
+                os.close(fd)
+            _log(f"dropped an order: {exc}")
+            continue
         if pid == 0:
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 control.close()
-                _child(sync, order, fds[:4], lockdown)
+                _execution(sync, order, fds[:4], lockdown, uid, gid)
             finally:
-                os._exit(1)
-        sync.close()
+                os._exit(125)
+        _executions[pid] = sync
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         for fd in fds[:4]:
             os.close(fd)
 
@@ -353,6 +380,9 @@ def _send(control: socket.socket, body: dict) -> None:
 
 
 def main() -> None:
+    if os.getpid() != 1:
+        _log("the zygote must be PID 1 of its jail's PID namespace (see _clone)")
+        sys.exit(2)
     control_fd = int(os.environ.get("PYEXEC_CONTROL_FD", "3"))
     # The scripts' environment is the cold engine's: no variable of the zygote's own.
     os.environ.pop("PYEXEC_CONTROL_FD", None)

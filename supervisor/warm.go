@@ -222,14 +222,20 @@ func (f *orderFiles) closeAll() {
 
 func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	lim := x.Limits.jailLimits()
-	var cg *jail.ExecCgroup
+	// The cgroup is created while the zygote forks the child; the child
+	// waits for it before anything of the script runs.
+	var cg *pendingCgroup
 	if e.cgroups != nil {
-		var err error
-		cg, err = e.cgroups.NewExec("exec-"+x.ID, lim)
-		if err != nil {
-			return Outcome{}, fmt.Errorf("create cgroup: %w", err)
-		}
-		defer removeCgroup(cg, x)
+		cg = &pendingCgroup{done: make(chan struct{})}
+		go func() {
+			defer close(cg.done)
+			cg.cg, cg.err = e.cgroups.NewExec("exec-"+x.ID, lim)
+		}()
+		defer func() {
+			if c, err := cg.get(); err == nil {
+				removeCgroup(c, x)
+			}
+		}()
 	}
 	body, err := msgpack.Marshal(newOrder(lim, cg != nil))
 	if err != nil {
@@ -250,14 +256,34 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 			if ctx.Err() != nil {
 				break
 			}
+			if cg != nil {
+				if _, cerr := cg.get(); cerr != nil {
+					return Outcome{}, cerr // no zygote would do better
+				}
+			}
 			x.Log.WithError(err).WithField("attempt", attempt).Warn("zygote failed to start the execution")
 			continue
 		}
 		defer files.closeAll()
 		defer child.close()
-		return supervise(ctx, x, files.ours, child, cg, log)
+		return supervise(ctx, x, files.ours, child, child.cg, log)
 	}
 	return Outcome{}, lastErr
+}
+
+// pendingCgroup is an execution's cgroup being created.
+type pendingCgroup struct {
+	done chan struct{} // closed once cg or err is set
+	cg   *jail.ExecCgroup
+	err  error
+}
+
+func (p *pendingCgroup) get() (*jail.ExecCgroup, error) {
+	<-p.done
+	if p.err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", p.err)
+	}
+	return p.cg, nil
 }
 
 // childExitWait bounds the wait for a child that closed its sync socket to
@@ -270,7 +296,7 @@ const launchAttempts = 3
 // launch has a zygote fork the execution's child, moves the child into the
 // execution's cgroup and releases it. A zygote that fails at any step is
 // killed (and replaced by its keeper).
-func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, files *orderFiles, cg *jail.ExecCgroup) (*zygoteChild, *logrus.Entry, error) {
+func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, files *orderFiles, pending *pendingCgroup) (*zygoteChild, *logrus.Entry, error) {
 	begin := time.Now()
 	z, err := e.pick(ctx)
 	if err != nil {
@@ -303,10 +329,17 @@ func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, file
 		z.kill()
 		return nil, nil, fmt.Errorf("pidfd of child %d: %w", pid, err)
 	}
-	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync, cg: cg}
+	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync}
 	log = log.WithField("child_pid", pid)
 	attachStart := time.Now()
-	if cg != nil {
+	if pending != nil {
+		cg, err := pending.get()
+		if err != nil {
+			child.kill()
+			child.close()
+			return nil, nil, err
+		}
+		child.cg = cg
 		if err := cg.Attach(pid); err != nil {
 			child.kill()
 			child.close()
@@ -342,9 +375,11 @@ type childReport struct {
 	Error    string `msgpack:"error"`
 }
 
-// wait reads the child's report until it closes the sync socket, which it
-// does by exiting, after the script's process (PID 1 of the execution's
-// namespace, hence with every process of it) is gone.
+// wait reads the reports on the sync socket until it is closed: the child
+// (the script's process, PID 1 of the execution's namespaces) reports only a
+// failed set-up, and closes its end before the script runs; the zygote reports
+// how the child ended and closes its end once it has reaped it, hence once
+// every process of the execution is gone.
 func (c *zygoteChild) wait() (sandboxExit, error) {
 	var (
 		report *childReport
@@ -368,8 +403,8 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 		}
 		report = &r
 	}
-	// The socket closes early in the child's exit, before it leaves its
-	// cgroup; the pidfd is readable once it has gone completely, which
+	// The socket closes once the child has been reaped, or when its zygote
+	// died; the pidfd is readable once the child has gone completely, which
 	// spares removing the cgroup a retry.
 	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
 	for {

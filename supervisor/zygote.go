@@ -73,6 +73,7 @@ type zygoteProc struct {
 	slot    int
 	cmd     *exec.Cmd
 	pid     int // the zygote's host pid (nsjail's child)
+	pidfd   int // the zygote's pidfd, -1 until it is ready
 	conn    *net.UnixConn
 	cg      *jail.ExecCgroup // nil without cgroups
 	dead    chan struct{}    // closed when nsjail has exited and been reaped
@@ -162,6 +163,19 @@ func (e *warmEngine) keep(s *zygoteSlot, stop <-chan struct{}, first chan<- erro
 
 func (e *warmEngine) cleanupZygote(z *zygoteProc) {
 	z.conn.Close()
+	if z.pidfd >= 0 {
+		// nsjail may be reaped before the zygote, its PID 1, has finished
+		// exiting; without cgroups nothing else waits for it.
+		unix.PidfdSendSignal(z.pidfd, unix.SIGKILL, nil, 0)
+		fds := []unix.PollFd{{Fd: int32(z.pidfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, int(childExitWait/time.Millisecond)); err != unix.EINTR {
+				break
+			}
+		}
+		unix.Close(z.pidfd)
+		z.pidfd = -1
+	}
 	if z.cg != nil {
 		if err := z.cg.Kill(); err != nil {
 			e.log.WithError(err).Warn("kill zygote cgroup")
@@ -258,7 +272,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		cleanupCg()
 		return nil, fmt.Errorf("start nsjail: %w", err)
 	}
-	z = &zygoteProc{slot: slot, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
+	z = &zygoteProc{slot: slot, pidfd: -1, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
 	log := e.log.WithFields(logrus.Fields{"zygote": slot, "zygote_nsjail_pid": cmd.Process.Pid})
 	go func() {
 		defer close(z.logDone)
@@ -315,6 +329,10 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		return z, fmt.Errorf("ready message from pid %d, not nsjail's child (parent %d, %v)", pid, ppid, err)
 	}
 	z.pid = pid
+	if z.pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+		z.pidfd = -1
+		return z, fmt.Errorf("pidfd of zygote %d: %w", pid, err)
+	}
 	if ready.Threads != 1 {
 		return z, fmt.Errorf("zygote has %d threads after the preload; fork is only safe with one", ready.Threads)
 	}
