@@ -174,9 +174,13 @@ func TestHTTP(t *testing.T) {
 			if got := resp.Header.Get("X-Request-Id"); got != "trace-abc-123" {
 				t.Fatalf("X-Request-Id %q, want the caller's", got)
 			}
-			time.Sleep(100 * time.Millisecond)
-			if !strings.Contains(st.Supervisor.Logs.String(), "trace-abc-123") || !strings.Contains(st.Gateway.Logs.String(), "trace-abc-123") {
-				t.Fatalf("request id missing from the logs")
+			// Both log the request once it is answered: give them a moment.
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(st.Supervisor.Logs.String(), "trace-abc-123") || !strings.Contains(st.Gateway.Logs.String(), "trace-abc-123") {
+				if time.Now().After(deadline) {
+					t.Fatalf("request id missing from the logs")
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 
@@ -219,8 +223,12 @@ func TestClientDisconnectCancels(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if !strings.Contains(st.Supervisor.Logs.String(), `"exit_reason":"cancelled"`) {
-			t.Fatalf("supervisor did not record a cancellation:\n%s", st.Supervisor.Logs)
+		// The jail is gone before the supervisor logs the outcome: wait for it.
+		for !strings.Contains(st.Supervisor.Logs.String(), `"exit_reason":"cancelled"`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("supervisor did not record a cancellation:\n%s", st.Supervisor.Logs)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 }
