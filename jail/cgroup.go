@@ -79,6 +79,8 @@ type Cgroups struct {
 	// create lets the tests use a plain directory as a fake cgroupfs: it
 	// makes writes create the files the kernel would provide.
 	create bool
+	// writeFault, in tests, fails writes the way the kernel would.
+	writeFault func(path, value string) error
 }
 
 // DetectCgroups finds which cgroup interface is usable under root (usually
@@ -245,7 +247,18 @@ func (c *Cgroups) setup(parent string) error {
 	case CgroupV2:
 		dir := c.root
 		for _, part := range strings.Split(parent, "/") {
-			if err := c.enableControllers(dir); err != nil {
+			err := c.enableControllers(dir)
+			if errors.Is(err, unix.EBUSY) && dir == c.root {
+				// The root of a cgroup namespace (a container's) holds
+				// the container's processes, and v2 delegates nothing
+				// from a cgroup with processes. (The host's real root
+				// is exempt, so this only happens inside containers.)
+				if eerr := c.evacuate(dir); eerr != nil {
+					return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
+				}
+				err = c.enableControllers(dir)
+			}
+			if err != nil {
 				return err
 			}
 			dir = filepath.Join(dir, part)
@@ -283,6 +296,31 @@ func (c *Cgroups) v1Hierarchies() []string {
 }
 
 // enableControllers makes the v2 controllers available to dir's children.
+// EvacuationLeaf is the cgroup, under a container's cgroup root, that the
+// container's own processes are moved to so the root can delegate
+// controllers to the execution cgroups (cgroup v2's no-internal-processes
+// rule). It is left in place on exit: the processes live in it.
+const EvacuationLeaf = "python-executor-host"
+
+// evacuate moves every process of dir into dir/EvacuationLeaf.
+func (c *Cgroups) evacuate(dir string) error {
+	leaf := filepath.Join(dir, EvacuationLeaf)
+	if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return err
+	}
+	for _, pid := range strings.Fields(string(b)) {
+		// ESRCH: the process exited meanwhile.
+		if err := c.write(filepath.Join(leaf, "cgroup.procs"), pid); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("move process %s to %s: %w", pid, leaf, err)
+		}
+	}
+	return nil
+}
+
 func (c *Cgroups) enableControllers(dir string) error {
 	sc := filepath.Join(dir, "cgroup.subtree_control")
 	cur, err := os.ReadFile(sc)
@@ -315,6 +353,11 @@ func (c *Cgroups) enableControllers(dir string) error {
 // write writes one value to a cgroup file, in one write(2) as cgroupfs
 // wants.
 func (c *Cgroups) write(path, value string) error {
+	if c.writeFault != nil {
+		if err := c.writeFault(path, value); err != nil {
+			return err
+		}
+	}
 	flags := os.O_WRONLY
 	if c.create {
 		flags |= os.O_CREATE | os.O_TRUNC

@@ -592,3 +592,50 @@ func checkNoTestCgroups(t *testing.T, c *Cgroups) {
 		}
 	}
 }
+
+// Inside a container on cgroup v2, the namespace root holds the container's
+// processes and refuses to delegate controllers (EBUSY) until they move to a
+// leaf; Setup moves them and carries on.
+func TestCgroupsV2ContainerRootEvacuated(t *testing.T) {
+	c, root := fakeV2(t)
+	write(t, filepath.Join(root, "cgroup.procs"), "1\n17\n42\n")
+	var moved []string
+	c.writeFault = func(path, value string) error {
+		switch path {
+		case filepath.Join(root, "cgroup.subtree_control"):
+			if len(moved) < 3 {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+			}
+		case filepath.Join(root, EvacuationLeaf, "cgroup.procs"):
+			moved = append(moved, value)
+		}
+		return nil
+	}
+	if err := c.Setup("python-executor"); err != nil {
+		t.Fatalf("Setup in a container root = %v, want the processes moved and nil", err)
+	}
+	if got := strings.Join(moved, ","); got != "1,17,42" {
+		t.Fatalf("moved pids %q to the leaf, want 1,17,42", got)
+	}
+	if got := readFile(t, filepath.Join(root, "cgroup.subtree_control")); !strings.Contains(got, "+memory") || !strings.Contains(got, "+pids") {
+		t.Fatalf("root subtree_control = %q, want memory and pids enabled after the move", got)
+	}
+}
+
+// A busy cgroup that is not the root is not ours to empty: Setup names it.
+func TestCgroupsV2BusyAncestorNotEvacuated(t *testing.T) {
+	c, root := fakeV2(t)
+	c.writeFault = func(path, value string) error {
+		if path == filepath.Join(root, "shared", "cgroup.subtree_control") {
+			return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+		}
+		return nil
+	}
+	err := c.Setup("shared/python-executor")
+	if err == nil || !strings.Contains(err.Error(), "holds processes") {
+		t.Fatalf("Setup under a busy ancestor = %v, want an error naming it", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "shared", EvacuationLeaf)); err == nil {
+		t.Fatal("Setup emptied a cgroup that is not the namespace root")
+	}
+}
