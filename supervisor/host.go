@@ -81,7 +81,11 @@ func (h *Host) Close() error {
 		errs = append(errs, h.Cgroups.Teardown())
 	}
 	if h.stageDir != "" {
-		errs = append(errs, jail.Unstage(h.stageDir))
+		if err := jail.Unstage(h.stageDir); err != nil {
+			errs = append(errs, err)
+		} else {
+			os.Remove(h.stageDir) // only when empty, as it then is
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/sirupsen/logrus"
 )
@@ -49,7 +50,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(cfg.SocketPath)
+	defer func() {
+		os.Remove(cfg.SocketPath)
+		// The directory too, when nothing else lives in it: a stopped
+		// service leaves nothing of its own behind.
+		os.Remove(filepath.Dir(cfg.SocketPath))
+	}()
 	srv := NewServer(cfg, engine, host.Isolation, host.CgroupMode(), log)
 	log.WithFields(logrus.Fields{
 		"socket": cfg.SocketPath, "engine": engine.Name(), "isolation": host.Isolation,

@@ -121,8 +121,10 @@ func testRunScript(t *testing.T, engine string) {
 	if p := append(processesOf(t, filepath.Join(bin, "gateway")), processesOf(t, filepath.Join(bin, "supervisor"))...); len(p) > 0 {
 		t.Fatalf("processes left after SIGTERM: %v", p)
 	}
-	if _, err := os.Stat(socket); err == nil {
-		t.Fatal("socket left after SIGTERM")
+	for _, p := range []string{socket, filepath.Dir(socket), filepath.Join(runDir, "stage")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s left after SIGTERM", p)
+		}
 	}
 	if left := supervisortest.LeftoverCgroups(name); len(left) > 0 {
 		t.Fatalf("cgroups left after SIGTERM: %v", left)
