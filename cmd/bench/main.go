@@ -1,4 +1,4 @@
-// Command bench compares python-executor's execution engines side by side
+// Package main is the bench command: it compares python-executor's execution engines side by side
 // (make bench): see package cmd/bench/internal/bench. It must run as root.
 //
 //	bench [-engines cold,warm] [-n 200] [-duration 10s] [-json] ...

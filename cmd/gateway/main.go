@@ -1,4 +1,5 @@
-// Command gateway is python-executor's public HTTP server (package gateway).
+// Package main is the gateway command, python-executor's public HTTP server
+// (package gateway).
 // It is the service's only TCP listener and talks to the supervisor over its
 // Unix socket. The launcher starts it as the unprivileged user pyexec-gw; it
 // refuses to run as root unless -allow-root is given (for development only).

@@ -1,4 +1,4 @@
-// Command supervisor is the privileged half of python-executor: it runs
+// Package main is the supervisor command, the privileged half of python-executor: it runs
 // scripts in nsjail for the gateway over a Unix socket. See package
 // supervisor. It must run as root.
 package main

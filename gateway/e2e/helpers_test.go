@@ -1,7 +1,3 @@
-// Package e2e holds the end-to-end tests of python-executor: the real gateway
-// (as its unprivileged user) in front of the real supervisor, real nsjail and
-// real cgroups, driven over HTTP. They need root; under CI=true they fail
-// rather than skip when it is missing.
 package e2e
 
 import (

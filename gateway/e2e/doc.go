@@ -1,0 +1,5 @@
+// Package e2e holds the end-to-end tests of python-executor: the real gateway
+// (as its unprivileged user) in front of the real supervisor, real nsjail and
+// real cgroups, driven over HTTP. They need root; under CI=true they fail
+// rather than skip when it is missing. Nothing imports it.
+package e2e
