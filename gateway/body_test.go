@@ -97,9 +97,7 @@ func TestBodyTooLarge(t *testing.T) {
 		}
 	})
 	t.Run("curl", func(t *testing.T) {
-		if _, err := exec.LookPath("curl"); err != nil {
-			t.Skip("curl is not installed")
-		}
+		requireCurl(t)
 		file := filepath.Join(t.TempDir(), "big.json")
 		if err := os.WriteFile(file, bytes.Repeat([]byte("a"), twentyMiB), 0o600); err != nil {
 			t.Fatal(err)

@@ -121,7 +121,7 @@ func TestReadELF(t *testing.T) {
 	// numpy's core module finds its bundled OpenBLAS through $ORIGIN.
 	mods, _ := filepath.Glob(filepath.Join(in.Prefix, "lib", "python3*", "site-packages", "numpy", "_core", "_multiarray_umath*.so"))
 	if len(mods) == 0 {
-		t.Skip("no numpy in the venv")
+		missing(t, "no numpy in the venv (run make setup)")
 	}
 	m, err := readELF(mods[0], mods[0])
 	if err != nil {
@@ -148,7 +148,7 @@ func TestResolveSearchOrder(t *testing.T) {
 		}
 	}
 	if libz == "" {
-		t.Skip("no libz.so.1 on this host")
+		missing(t, "no libz.so.1 on this host (nsjail itself needs it)")
 	}
 	zReal := mustEval(t, libz)
 	z, err := readELF(libz, zReal)

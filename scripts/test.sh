@@ -31,6 +31,12 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
+# The gateway's tests run the README's curl commands verbatim.
+if ! command -v curl >/dev/null; then
+	step "installing curl"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
+
 step "go test"
 # -p 1: the integration suites each start real supervisors and jails; running
 # packages in parallel on a 2-core machine only makes deadlines flaky.
