@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,14 +36,7 @@ type coldEngine struct {
 func (e *coldEngine) Name() string { return "cold" }
 
 func (e *coldEngine) Run(ctx context.Context, x *Execution) Outcome {
-	start := time.Now()
-	out, err := e.run(ctx, x)
-	if err != nil {
-		x.Log.WithError(err).Error("execution failed")
-		out = internalOutcome()
-	}
-	out.Done.WallMS = time.Since(start).Milliseconds()
-	return out
+	return timedRun(ctx, x, e.run)
 }
 
 func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
@@ -189,22 +181,6 @@ func jailExit(ws syscall.WaitStatus) (code, sig int) {
 // than the script exiting with 255).
 func nsjailFailed(log string) bool {
 	return strings.Contains(log, "[E]") || strings.Contains(log, "[F]")
-}
-
-// childrenOf lists pid's children.
-func childrenOf(pid int) []int {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, _ := os.ReadDir(dir)
-	var out []int
-	for _, t := range tasks {
-		b, _ := os.ReadFile(dir + "/" + t.Name() + "/children")
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
 }
 
 // jailFiles are the pipes and the config file of one nsjail run.

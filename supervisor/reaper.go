@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -79,7 +80,7 @@ func (r *reaper) run(stop <-chan struct{}) {
 func (r *reaper) reap() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, pid := range children() {
+	for _, pid := range childrenOf(os.Getpid()) {
 		if r.known[pid] {
 			continue
 		}
@@ -88,21 +89,19 @@ func (r *reaper) reap() {
 	}
 }
 
-// children lists this process's children, from every thread's children file
-// (a child belongs to the thread that forked it).
-func children() []int {
-	tasks, _ := os.ReadDir("/proc/self/task")
-	var pids []int
+// childrenOf lists pid's children, from every thread's children file (a
+// child belongs to the thread that forked it).
+func childrenOf(pid int) []int {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, _ := os.ReadDir(dir)
+	var out []int
 	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		if err != nil {
-			continue
-		}
+		b, _ := os.ReadFile(dir + "/" + t.Name() + "/children")
 		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
 			}
 		}
 	}
-	return pids
+	return out
 }

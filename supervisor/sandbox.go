@@ -165,16 +165,19 @@ loop:
 	out := Outcome{}
 	out.Done.StdoutTruncated = stdoutTrunc
 	out.Done.StderrTruncated = stderrTrunc
-	fillStats(&out.Done, exit, cg, log)
-	code, sig := exit.code, exit.sig
-	out.Done.ExitCode, out.Done.Signal = code, sig
-
-	var oom, pidsHit bool
+	// The cgroup's counters are read once: they serve the stats and the
+	// outcome alike.
+	var st jail.Stats
 	if cg != nil {
-		if st, err := cg.Stats(); err == nil {
-			oom, pidsHit = st.OOMKilled, st.PidsLimitHit
+		var err error
+		if st, err = cg.Stats(); err != nil {
+			log.WithError(err).Debug("cgroup stats")
 		}
 	}
+	fillStats(&out.Done, exit, st)
+	code, sig := exit.code, exit.sig
+	out.Done.ExitCode, out.Done.Signal = code, sig
+	oom, pidsHit := st.OOMKilled, st.PidsLimitHit
 	switch {
 	case reason == wire.ExitCancelled:
 		out.Err = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled"}
@@ -218,6 +221,20 @@ loop:
 	}
 	out.Done.ExitReason = reason
 	return out, nil
+}
+
+// timedRun runs one execution through run and stamps its wall time; an
+// error of the engine itself (not of the script) is logged and answered as
+// internal. Both engines' Run methods are this.
+func timedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
+	start := time.Now()
+	out, err := run(ctx, x)
+	if err != nil {
+		x.Log.WithError(err).Error("execution failed")
+		out = internalOutcome()
+	}
+	out.Done.WallMS = time.Since(start).Milliseconds()
+	return out
 }
 
 // internalOutcome is the answer when the engine itself failed.
@@ -307,18 +324,11 @@ func exitMessage(code, sig int) string {
 }
 
 // fillStats fills the done event's CPU time and peak memory: from the
-// sandbox's rusage, overridden by the cgroup where it knows better.
-func fillStats(d *wire.Done, exit sandboxExit, cg *jail.ExecCgroup, log *logrus.Entry) {
+// sandbox's rusage, overridden by the cgroup's counters (st, zero without a
+// cgroup) where they know better.
+func fillStats(d *wire.Done, exit sandboxExit, st jail.Stats) {
 	d.CPUMS = exit.cpu.Milliseconds()
 	d.PeakMemoryBytes = exit.maxRSS
-	if cg == nil {
-		return
-	}
-	st, err := cg.Stats()
-	if err != nil {
-		log.WithError(err).Debug("cgroup stats")
-		return
-	}
 	if st.PeakMemoryBytes > 0 {
 		d.PeakMemoryBytes = st.PeakMemoryBytes
 	}

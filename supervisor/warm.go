@@ -116,14 +116,7 @@ func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
 }
 
 func (e *warmEngine) Run(ctx context.Context, x *Execution) Outcome {
-	start := time.Now()
-	out, err := e.run(ctx, x)
-	if err != nil {
-		x.Log.WithError(err).Error("execution failed")
-		out = internalOutcome()
-	}
-	out.Done.WallMS = time.Since(start).Milliseconds()
-	return out
+	return timedRun(ctx, x, e.run)
 }
 
 // zygoteOrder is the order message: the execution's limits as the child
