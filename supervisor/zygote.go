@@ -60,10 +60,14 @@ type zygoteInit struct {
 	Seccomp []byte   `msgpack:"seccomp"`
 }
 
-// zygoteReady is the zygote's answer once its modules are imported.
+// zygoteReady is the zygote's answer once its modules are imported and
+// warmed up. Failed names the modules that did not import and the warm-up
+// workloads that did not run as expected; Warmed, those that did.
 type zygoteReady struct {
 	V       int      `msgpack:"v"`
 	Failed  []string `msgpack:"failed"`
+	Warmed  []string `msgpack:"warmed"`
+	HugeKB  int      `msgpack:"huge_kb"`
 	Threads int      `msgpack:"threads"`
 }
 
@@ -337,9 +341,9 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		return z, fmt.Errorf("zygote has %d threads after the preload; fork is only safe with one", ready.Threads)
 	}
 	for _, f := range ready.Failed {
-		log.WithField("module", f).Warn("zygote could not preload a module")
+		log.WithField("failure", f).Warn("zygote could not preload or warm up a module")
 	}
-	log.WithField("zygote_pid", pid).Info("zygote ready")
+	log.WithFields(logrus.Fields{"zygote_pid": pid, "warmed": strings.Join(ready.Warmed, ","), "huge_kb": ready.HugeKB}).Info("zygote ready")
 	return z, nil
 }
 

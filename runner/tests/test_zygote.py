@@ -1,0 +1,87 @@
+"""The zygote's preparation before it forks: the warm-up and the huge-page collapse.
+
+The zygote's fork path (namespaces, rlimits, seccomp) runs only inside a jail and is
+covered by the supervisor's warm-engine integration tests; what is checked here is
+what the zygote does to its own state, in-process.
+"""
+
+import linecache
+import os
+import sys
+
+import pytest
+from conftest import RUNNER_DIR, runner  # noqa: F401  (conftest puts the runner on sys.path)
+
+import zygote  # noqa: E402
+
+
+@pytest.fixture
+def clean_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["zygote.py"])
+
+
+def test_warm_up_runs_every_workload_of_the_preloaded_modules(clean_argv):
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+    done, failed = zygote._warm_up({"numpy", "pandas"})
+    assert failed == []
+    assert done == ["hello", "exception", "numpy", "pandas"]
+
+
+def test_warm_up_skips_the_workloads_of_modules_not_preloaded(clean_argv):
+    done, failed = zygote._warm_up({"numpy"})
+    assert (done, failed) == (["hello", "exception", "numpy"], [])
+    done, failed = zygote._warm_up(set())
+    assert (done, failed) == (["hello", "exception"], [])
+
+
+def test_warm_up_leaves_no_trace_for_the_executions(clean_argv):
+    sys.modules.pop(runner.SCRIPT_MODULE, None)
+    linecache.cache.pop(runner.SCRIPT_FILENAME, None)
+    zygote._warm_up({"numpy", "pandas"})
+    # An execution must start as in the cold engine: no script module, no script
+    # source in linecache, the zygote's argv.
+    assert runner.SCRIPT_MODULE not in sys.modules
+    assert runner.SCRIPT_FILENAME not in linecache.cache
+    assert sys.argv == ["zygote.py"]
+
+
+def test_warm_up_reports_a_workload_that_fails(clean_argv, monkeypatch):
+    monkeypatch.setattr(
+        zygote,
+        "WARMUP",
+        (
+            ("", "hello", "def main():\n    return 1\n"),
+            ("", "broken", "def main():\n    raise RuntimeError('no')\n"),
+            ("", "exception", "def main():\n    return 'did not raise'\n"),
+        ),
+    )
+    done, failed = zygote._warm_up(set())
+    assert done == ["hello"]
+    assert len(failed) == 2
+    assert failed[0].startswith("warm-up broken: exception") and "no" in failed[0]
+    assert failed[1].startswith("warm-up exception")
+
+
+def _thp_mode() -> str:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+    except OSError:
+        return "never"
+    return text[text.index("[") + 1 : text.index("]")]
+
+
+def test_collapse_backs_anonymous_memory_with_huge_pages():
+    # 8 MiB of touched anonymous memory holds at least three aligned 2 MiB ranges.
+    block = bytearray(os.urandom(1024)) * (8 * 1024)
+    huge_kb = zygote._collapse_huge_pages()
+    assert huge_kb >= 0
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    if _thp_mode() != "never" and release >= (6, 1):
+        # MADV_COLLAPSE (Linux 6.1) works whatever the THP mode, except "never".
+        assert huge_kb >= 2048, "no huge page after MADV_COLLAPSE"
+    else:
+        assert huge_kb == 0
+    assert block[:1024] == block[-1024:]  # the memory is intact
