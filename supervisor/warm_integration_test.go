@@ -1,8 +1,12 @@
 package supervisor_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -227,4 +231,56 @@ func TestZygoteDiesMidExecution(t *testing.T) {
 		t.Fatalf("the answer took %s: it waited for the deadline", took)
 	}
 	wantResult(t, run(t, inst, "def main(): return 6", wire.Limits{}), "6")
+}
+
+// refusingZygote is zygote.py on a host that refuses nested namespaces: its
+// clone into fresh namespaces fails with EPERM, as the kernel's does when
+// user namespaces are disabled or exhausted. Everything else is the real
+// zygote in its real jail.
+func refusingZygote(t *testing.T) string {
+	t.Helper()
+	root := supervisortest.RepoRoot(t)
+	src, err := os.ReadFile(filepath.Join(root, "runner", "zygote.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const entry = "\nif __name__ == \"__main__\":"
+	if !bytes.Contains(src, []byte(entry)) {
+		t.Fatalf("zygote.py has no %q to patch before", entry)
+	}
+	refuse := "\ndef _clone(flags: int) -> int:\n    raise OSError(1, \"clone: Operation not permitted\")\n\n"
+	patched := bytes.Replace(src, []byte(entry), []byte(refuse+entry), 1)
+	// Not t.TempDir (0700): the files are bound into the jails.
+	dir := filepath.Join("/run", fmt.Sprintf("pyexec-it-refusing-%d", os.Getpid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	runner, err := os.ReadFile(filepath.Join(root, "runner", "runner.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string][]byte{"runner.py": runner, "zygote.py": patched} {
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "runner.py")
+}
+
+// On a host that refuses nested namespaces the warm engine cannot start:
+// the supervisor says so loudly, serves with the cold engine, and names it.
+func TestWarmFallsBackToColdWhenNestedNamespacesAreRefused(t *testing.T) {
+	inst := supervisortest.Start(t, supervisortest.Options{Args: []string{"-engine", "warm", "-runner", refusingZygote(t)}})
+	st, err := inst.Client.Status(context.Background())
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if st.Engine != "cold" {
+		t.Fatalf("engine %q after the warm engine failed, want cold:\n%s", st.Engine, inst.Logs)
+	}
+	if !strings.Contains(inst.Logs.String(), "WARM ENGINE UNAVAILABLE") {
+		t.Errorf("no warning about the fallback in the log:\n%s", inst.Logs)
+	}
+	wantResult(t, run(t, inst, "def main():\n    return 41 + 1\n", wire.Limits{}), "42")
 }
