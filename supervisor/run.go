@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 // refuses nested namespaces, say) is replaced by the cold engine, loudly.
 func startEngine(ctx context.Context, cfg Config, host *Host, r *reaper, log *logrus.Entry) (engine Engine, note string, err error) {
 	if cfg.Engine == EngineWarm {
-		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Max, log)
+		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, log)
 		if err == nil {
 			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {
 				w.Close()

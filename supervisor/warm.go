@@ -48,11 +48,19 @@ type warmEngine struct {
 	next  atomic.Uint32
 	stop  chan struct{}
 	wg    sync.WaitGroup
+
+	// spareLimits are the limits of the spares (the defaults, wall time
+	// aside: the supervisor enforces it); spares hands them out, one
+	// keeper per zygote offering one at a time. spareSeq names their
+	// cgroups.
+	spareLimits jail.Limits
+	spares      chan *spare
+	spareSeq    atomic.Uint64
 }
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
 // nothing is left running.
-func newWarmEngine(h *Host, r *reaper, n int, preload []string, maxLimits LimitSet, log *logrus.Entry) (*warmEngine, error) {
+func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLimits LimitSet, log *logrus.Entry) (*warmEngine, error) {
 	filter, err := jail.SeccompFilter()
 	if err != nil {
 		return nil, err
@@ -62,6 +70,7 @@ func newWarmEngine(h *Host, r *reaper, n int, preload []string, maxLimits LimitS
 	e := &warmEngine{
 		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.jailLimits(), cgroups: h.Cgroups,
 		reaper: r, preload: preload, seccomp: filter, log: log, stop: make(chan struct{}),
+		spareLimits: spareKey(defaults.jailLimits()), spares: make(chan *spare),
 	}
 	first := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -80,13 +89,17 @@ func newWarmEngine(h *Host, r *reaper, n int, preload []string, maxLimits LimitS
 		e.Close()
 		return nil, fmt.Errorf("start zygotes: %w", err)
 	}
+	for _, s := range e.slots {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.keepSpare(s) }()
+	}
 	return e, nil
 }
 
 func (e *warmEngine) Name() string { return "warm" }
 
-// Close stops every zygote and removes their cgroups. Call it after the last
-// execution.
+// Close stops every zygote and spare and removes their cgroups. Call it
+// after the last execution.
 func (e *warmEngine) Close() error {
 	close(e.stop)
 	e.wg.Wait()
@@ -215,6 +228,16 @@ func (f *orderFiles) closeAll() {
 
 func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	lim := x.Limits.jailLimits()
+	if sp := e.takeSpare(lim); sp != nil {
+		defer sp.files.closeAll()
+		defer sp.child.close()
+		if sp.child.cg != nil {
+			defer removeCgroup(sp.child.cg, x)
+		}
+		log := x.Log.WithFields(sp.fields)
+		log.Debug("execution took a spare child")
+		return supervise(ctx, x, sp.files.ours, sp.child, sp.child.cg, log)
+	}
 	// The cgroup is created while the zygote forks the child; the child
 	// waits for it before anything of the script runs.
 	var cg *pendingCgroup
@@ -242,7 +265,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		if err != nil {
 			return Outcome{}, err
 		}
-		child, log, err := e.launch(ctx, x, body, files, cg)
+		child, log, err := e.launch(ctx, x.Log, body, files, cg)
 		if err != nil {
 			files.closeAll()
 			lastErr = err
@@ -289,13 +312,22 @@ const launchAttempts = 3
 // launch has a zygote fork the execution's child, moves the child into the
 // execution's cgroup and releases it. A zygote that fails at any step is
 // killed (and replaced by its keeper).
-func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, files *orderFiles, pending *pendingCgroup) (*zygoteChild, *logrus.Entry, error) {
-	begin := time.Now()
+func (e *warmEngine) launch(ctx context.Context, log *logrus.Entry, body []byte, files *orderFiles, pending *pendingCgroup) (*zygoteChild, *logrus.Entry, error) {
 	z, err := e.pick(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	log := x.Log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_pid": z.pid})
+	child, log, err := e.launchOn(z, log, body, files, pending, false)
+	if err == nil {
+		log.Debug("execution child released")
+	}
+	return child, log, err
+}
+
+// launchOn is launch on zygote z; a spare's child runs under SparePolicy.
+func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, files *orderFiles, pending *pendingCgroup, spare bool) (*zygoteChild, *logrus.Entry, error) {
+	begin := time.Now()
+	log = log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_pid": z.pid})
 	fds := make([]int, len(files.theirs))
 	for i, f := range files.theirs {
 		fds[i] = int(f.Fd())
@@ -324,6 +356,10 @@ func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, file
 	}
 	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync}
 	log = log.WithField("child_pid", pid)
+	child.zygote = z.slot
+	if spare {
+		setSchedPolicy(pid, SparePolicy)
+	}
 	attachStart := time.Now()
 	if pending != nil {
 		cg, err := pending.get()
@@ -346,17 +382,17 @@ func (e *warmEngine) launch(ctx context.Context, x *Execution, body []byte, file
 		child.close()
 		return nil, nil, fmt.Errorf("release child %d: %w", pid, err)
 	}
-	log.WithField("setup_us", time.Since(begin).Microseconds()).Debug("execution child released")
-	return child, log, nil
+	return child, log.WithField("setup_us", time.Since(begin).Microseconds()), nil
 }
 
 // zygoteChild is the single-use child of one order and the script's process
 // tree under it.
 type zygoteChild struct {
-	pid   int // host pid
-	pidfd int // for signals that cannot reach a recycled pid
-	sync  *net.UnixConn
-	cg    *jail.ExecCgroup
+	zygote int // the slot of the zygote that forked it
+	pid    int // host pid
+	pidfd  int // for signals that cannot reach a recycled pid
+	sync   *net.UnixConn
+	cg     *jail.ExecCgroup
 }
 
 // childReport is the child's last message.

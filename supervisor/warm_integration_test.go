@@ -284,3 +284,35 @@ func TestWarmFallsBackToColdWhenNestedNamespacesAreRefused(t *testing.T) {
 	}
 	wantResult(t, run(t, inst, "def main():\n    return 41 + 1\n", wire.Limits{}), "42")
 }
+
+// Executions with the default limits start in a spare child, launched
+// before they arrived, which runs their script with the jail's priority;
+// other limits get a child of their own. Either way the limits hold.
+func TestSpareChildren(t *testing.T) {
+	inst := startSupervisor(t, "warm")
+	// The jail's niceness (19) and SCHED_OTHER (0), as in the cold engine.
+	script := "import os, resource\ndef main():\n    return [os.nice(0), os.sched_getscheduler(0), resource.getrlimit(resource.RLIMIT_CPU)[0]]\n"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The first executions may come before the keepers have a spare.
+		out := run(t, inst, script, wire.Limits{TimeoutMS: 3000})
+		wantResult(t, out, "[19, 0, 60]")
+		if strings.Contains(inst.Logs.String(), "execution took a spare child") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no execution took a spare child:\n%s", inst.Logs)
+		}
+	}
+	// A lower memory limit: not the spares' limits.
+	released := strings.Count(inst.Logs.String(), "execution child released")
+	out := run(t, inst, script, wire.Limits{MemoryBytes: 64 << 20, CPUMS: 5000})
+	wantResult(t, out, "[19, 0, 5]")
+	if n := strings.Count(inst.Logs.String(), "execution child released"); n != released+1 {
+		t.Errorf("an execution with other limits did not get a child of its own (%d launches, want %d)", n, released+1)
+	}
+	hog := "def main():\n    b = bytearray(200 << 20)\n    return len(b)\n"
+	if out := run(t, inst, hog, wire.Limits{MemoryBytes: 64 << 20}); out.Err == nil || out.Err.Type != wire.ErrMemoryLimit {
+		t.Errorf("200 MiB under a 64 MiB limit: %+v", out)
+	}
+}

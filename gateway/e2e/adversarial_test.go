@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -521,7 +522,14 @@ func TestAdversarial(t *testing.T) {
 			if !sameJSON(r.Body.Result, []byte(`"alive"`)) {
 				t.Fatalf("service no longer answers: %d %s", r.Status, r.Raw)
 			}
-			if leftovers := jailCgroups(st.Supervisor.CgParent); len(leftovers) > 0 {
+			// A spare being launched has its cgroup a moment before its
+			// process: a leftover is one that stays.
+			leftovers := jailCgroups(st.Supervisor.CgParent)
+			for deadline := time.Now().Add(3 * time.Second); len(leftovers) > 0 && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				leftovers = jailCgroups(st.Supervisor.CgParent)
+			}
+			if len(leftovers) > 0 {
 				t.Fatalf("per-execution cgroups left: %v", leftovers)
 			}
 			mounts, _ := os.ReadFile("/proc/self/mountinfo")
@@ -550,11 +558,13 @@ func waitNoSandboxProcesses(t *testing.T) {
 // jailCgroups lists per-execution cgroups under the supervisor's parent (the
 // warm engine's zygotes have cgroups of their own, zygote-*, for as long as
 // they live).
+// jailCgroups lists the cgroups under parent but the zygotes' and those
+// holding an untaken spare of the warm engine.
 func jailCgroups(parent string) []string {
 	var left []string
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
 	for _, d := range dirs {
-		if strings.HasPrefix(filepath.Base(d), "zygote-") {
+		if strings.HasPrefix(filepath.Base(d), "zygote-") || holdsSpare(d) {
 			continue
 		}
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
@@ -562,6 +572,23 @@ func jailCgroups(parent string) []string {
 		}
 	}
 	return left
+}
+
+// holdsSpare reports whether cgroup dir holds processes and all of them are
+// untaken spares.
+func holdsSpare(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	pids := strings.Fields(string(b))
+	if err != nil || len(pids) == 0 {
+		return false
+	}
+	for _, p := range pids {
+		pid, err := strconv.Atoi(p)
+		if err != nil || !supervisortest.IsSpare(pid) {
+			return false
+		}
+	}
+	return true
 }
 
 // Two executions at once must not see each other's files or processes.

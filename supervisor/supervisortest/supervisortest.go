@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/python-executor/python-executor/supervisor"
 	"github.com/python-executor/python-executor/supervisor/client"
 )
 
@@ -317,8 +318,8 @@ func LeftoverCgroups(parent string) []string {
 }
 
 // SandboxProcesses lists live host processes running as the sandbox user,
-// zygotes of the warm engine excepted (see ZygoteProcesses): what is left of
-// executions. Zombies are not counted: they are dead, and the only ones that
+// zygotes of the warm engine and their untaken spares excepted (see
+// ZygoteProcesses): what is left of executions. Zombies are not counted: they are dead, and the only ones that
 // can appear are jails orphaned by a supervisor killed with SIGKILL (the test
 // of exactly that), which the host's init reaps in its own time. A running
 // supervisor is a subreaper and reaps its orphans itself.
@@ -326,7 +327,7 @@ func SandboxProcesses(t testing.TB) []int {
 	t.Helper()
 	var pids []int
 	for _, pid := range sandboxProcesses(t) {
-		if !isZygote(pid) {
+		if !isZygote(pid) && !IsSpare(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -352,17 +353,34 @@ func isZygote(pid int) bool {
 	if !bytes.Contains(cmdline, []byte("zygote.py")) {
 		return false
 	}
-	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(stat[i+1:]))
+	f := procStat(pid)
 	if len(f) < 2 {
 		return false
 	}
 	comm, _ := os.ReadFile("/proc/" + f[1] + "/comm")
 	return strings.TrimSpace(string(comm)) == "nsjail"
+}
+
+// IsSpare reports whether pid is a warm engine's spare not taken by an
+// execution yet: a zygote's child under supervisor.SparePolicy.
+func IsSpare(pid int) bool {
+	f := procStat(pid)
+	if len(f) < 39 || f[38] != strconv.Itoa(supervisor.SparePolicy) {
+		return false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return err == nil && isZygote(ppid)
+}
+
+// procStat returns the fields of /proc/pid/stat after the command name:
+// state, ppid, ... (field 3 of proc(5) first).
+func procStat(pid int) []string {
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
 }
 
 func sandboxProcesses(t testing.TB) []int {

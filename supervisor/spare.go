@@ -1,0 +1,176 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/sys/unix"
+
+	"github.com/python-executor/python-executor/jail"
+)
+
+// A spare is an execution's child launched before its execution exists:
+// forked by a zygote with the default limits, attached to its own cgroup,
+// released, and locked down; it waits in the runner for a request on its
+// request pipe, which nobody has written yet. An execution with those limits
+// takes it and starts at once: the fork, the cgroup attach (sometimes more
+// than 10 ms on cgroup v1) and the child's set-up are off its path, and
+// they overlap other executions instead of leaving a CPU idle while they
+// wait. A spare is single-use like every child; nothing of an execution
+// reaches it before it is taken.
+type spare struct {
+	child  *zygoteChild
+	files  *orderFiles
+	fields logrus.Fields // zygote and child, for the execution's log
+}
+
+// SparePolicy is the scheduling policy of a spare's child until an execution
+// takes it (SCHED_BATCH; executions run under SCHED_OTHER): the set-up of a
+// spare does not preempt running executions, and an untaken spare is told
+// from an execution's process by it (the tests' leftover checks). The
+// niceness, the jail's, stays as it is.
+const SparePolicy = 3
+
+// setSchedPolicy sets the policy of pid, keeping its niceness. Best effort:
+// the policy only marks and orders the child.
+func setSchedPolicy(pid, policy int) {
+	var param struct{ priority int32 }
+	unix.Syscall(unix.SYS_SCHED_SETSCHEDULER, uintptr(pid), uintptr(policy), uintptr(unsafe.Pointer(&param)))
+}
+
+// spareRetry is the pause before a keeper tries again after a failed launch
+// (its zygote restarting, most likely).
+const spareRetry = 50 * time.Millisecond
+
+// spareKey is what of an execution's limits its child depends on: all but
+// the wall time, which the supervisor enforces.
+func spareKey(l jail.Limits) jail.Limits {
+	l.Wall = 0
+	return l
+}
+
+// takeSpare returns a live spare launched with limits lim, or nil when
+// there is none ready: the caller launches a child of its own.
+func (e *warmEngine) takeSpare(lim jail.Limits) *spare {
+	if spareKey(lim) != e.spareLimits {
+		return nil
+	}
+	for {
+		select {
+		case sp := <-e.spares:
+			if sp.alive() {
+				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
+				return sp
+			}
+			// Its zygote died, and it with it (PR_SET_PDEATHSIG).
+			e.discardSpare(sp)
+		default:
+			return nil
+		}
+	}
+}
+
+// alive reports whether the spare's child has not exited.
+func (sp *spare) alive() bool {
+	fds := []unix.PollFd{{Fd: int32(sp.child.pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n == 0
+}
+
+// keepSpare offers one spare of slot's zygote at a time until the engine
+// stops: it launches one, waits until an execution takes it, and launches
+// the next.
+func (e *warmEngine) keepSpare(slot *zygoteSlot) {
+	log := e.log.WithField("zygote", slot.idx)
+	for {
+		select {
+		case <-e.stop:
+			return
+		default:
+		}
+		z := slot.current()
+		var sp *spare
+		var err error
+		if z != nil && !z.broken.Load() {
+			sp, err = e.newSpare(z, log)
+		}
+		if sp == nil {
+			if err != nil {
+				log.WithError(err).Debug("no spare launched")
+			}
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(spareRetry):
+			}
+			continue
+		}
+		select {
+		case e.spares <- sp:
+		case <-e.stop:
+			e.discardSpare(sp)
+			return
+		}
+	}
+}
+
+// newSpare launches a child on zygote z with the spare limits.
+func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
+	body, err := msgpack.Marshal(newOrder(e.spareLimits, e.cgroups != nil))
+	if err != nil {
+		return nil, fmt.Errorf("encode order: %w", err)
+	}
+	var pending *pendingCgroup
+	if e.cgroups != nil {
+		pending = &pendingCgroup{done: make(chan struct{})}
+		pending.cg, pending.err = e.cgroups.NewExec(fmt.Sprintf("spare-%d", e.spareSeq.Add(1)), e.spareLimits)
+		close(pending.done)
+		if pending.err != nil {
+			return nil, fmt.Errorf("create cgroup: %w", pending.err)
+		}
+	}
+	files, err := newOrderFiles()
+	if err == nil {
+		var child *zygoteChild
+		var clog *logrus.Entry
+		if child, clog, err = e.launchOn(z, log, body, files, pending, true); err == nil {
+			clog.Debug("spare child ready")
+			return &spare{
+				child:  child,
+				files:  files,
+				fields: logrus.Fields{"zygote": child.zygote, "zygote_pid": z.pid, "child_pid": child.pid},
+			}, nil
+		}
+		files.closeAll()
+	}
+	if pending != nil {
+		e.removeSpareCgroup(pending.cg, log)
+	}
+	return nil, err
+}
+
+// discardSpare ends a spare that no execution will take, and waits until it
+// is gone before removing its cgroup.
+func (e *warmEngine) discardSpare(sp *spare) {
+	sp.child.kill()
+	// Returns once the zygote has reaped the child (or died).
+	sp.child.wait()
+	sp.child.close()
+	sp.files.closeAll()
+	e.removeSpareCgroup(sp.child.cg, e.log.WithFields(sp.fields))
+}
+
+func (e *warmEngine) removeSpareCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
+	if cg == nil {
+		return
+	}
+	if err := cg.Kill(); err != nil {
+		log.WithError(err).Warn("kill spare cgroup")
+	}
+	if err := cg.Remove(); err != nil {
+		log.WithError(err).Warn("remove spare cgroup")
+	}
+}
