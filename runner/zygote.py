@@ -47,6 +47,7 @@ import importlib
 import linecache
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -289,12 +290,19 @@ def _clone(flags: int) -> int:
 
 
 # Executions in flight: their process's pid and the zygote's end of their sync
-# socket, on which the zygote reports how the process ended. Touched with SIGCHLD
-# blocked or from its handler.
+# socket, on which the zygote reports how the process ended. Touched only by the
+# main loop.
 _executions: dict[int, socket.socket] = {}
 
+# The zygote reaps in its main loop, woken by SIGCHLD through a wakeup pipe, not in
+# a Python signal handler: a handler runs only when the main thread gets back to
+# Python code, and a zygote blocked in recvmsg for its next order could leave a dead
+# child unreported (its execution waiting) until that order came. The C-level
+# handler writes to the pipe at delivery; REAP_INTERVAL bounds the wait regardless.
+REAP_INTERVAL = 1.0
 
-def _reap(signum: int, frame: object) -> None:
+
+def _reap() -> None:
     while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -327,9 +335,19 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
     return data, fds
 
 
-def _serve(control: socket.socket, lockdown: Lockdown) -> None:
+def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
     uid, gid = os.getuid(), os.getgid()
     while True:
+        readable, _, _ = select.select([control, wakeup], [], [], REAP_INTERVAL)
+        if wakeup in readable:
+            try:
+                while os.read(wakeup, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        _reap()
+        if control not in readable:
+            continue
         try:
             data, fds = _receive(control)
         except SetupError as exc:
@@ -347,25 +365,22 @@ def _serve(control: socket.socket, lockdown: Lockdown) -> None:
                 os.close(fd)
             _log(f"dropped an order: {exc}")
             continue
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
             pid = _clone(NAMESPACES & ~CLONE_NEWCGROUP)
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             for fd in fds:
                 os.close(fd)
             _log(f"dropped an order: {exc}")
             continue
         if pid == 0:
             try:
+                signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 control.close()
                 _execution(sync, order, fds[:4], lockdown, uid, gid)
             finally:
                 os._exit(125)
         _executions[pid] = sync
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         for fd in fds[:4]:
             os.close(fd)
 
@@ -510,10 +525,12 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     huge_kb = _collapse_huge_pages()
-    signal.signal(signal.SIGCHLD, _reap)
+    wakeup, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wakeup pipe does the work
     threads = len(os.listdir("/proc/self/task"))
     _send(control, {"v": PROTOCOL_VERSION, "failed": failed, "warmed": warmed, "huge_kb": huge_kb, "threads": threads})
-    _serve(control, lockdown)
+    _serve(control, lockdown, wakeup)
 
 
 if __name__ == "__main__":

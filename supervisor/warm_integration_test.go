@@ -304,6 +304,16 @@ func TestSpareChildren(t *testing.T) {
 			t.Fatalf("no execution took a spare child:\n%s", inst.Logs)
 		}
 	}
+	// With spares, a zygote gets an order only when one is taken: a dead
+	// child it failed to reap until its next order would hold its
+	// execution (and the one behind it) for good.
+	for i := 0; i < 150; i++ {
+		start := time.Now()
+		wantResult(t, run(t, inst, "def main():\n    return 1\n", wire.Limits{TimeoutMS: 10000}), "1")
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("execution %d took %s", i, took)
+		}
+	}
 	// A lower memory limit: not the spares' limits.
 	released := strings.Count(inst.Logs.String(), "execution child released")
 	out := run(t, inst, script, wire.Limits{MemoryBytes: 64 << 20, CPUMS: 5000})
