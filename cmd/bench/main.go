@@ -45,6 +45,7 @@ func run() int {
 	flag.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured requests before each latency and throughput cell")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each throughput cell")
 	flag.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "requests in flight in the throughput cells")
+	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds of the throughput cells, engines taking turns; the median round is reported")
 	flag.IntVar(&cfg.MemInFlight, "mem-inflight", cfg.MemInFlight, "executions in flight while memory is measured")
 	flag.DurationVar(&cfg.MemHold, "mem-hold", cfg.MemHold, "how long each of those executions sleeps")
 	flag.DurationVar(&cfg.StartTimeout, "start-timeout", cfg.StartTimeout, "how long a supervisor may take to start")

@@ -46,6 +46,11 @@ type Config struct {
 	// requests in flight, after Warmup requests.
 	Duration    time.Duration
 	Concurrency int
+	// Rounds is how many times the throughput cells are measured, the
+	// engines taking turns, each time on a fresh stack; a cell reports the
+	// median round. One machine's load drifts over minutes, and engines
+	// measured once each, a minute apart, see different machines.
+	Rounds int
 	// MemInFlight executions, each holding the pandas example for MemHold,
 	// are measured for memory, on a supervisor started with that many slots.
 	MemInFlight int
@@ -56,8 +61,8 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: engines cold then warm, 200 latency
-// requests after 20 of warm-up, 10 s of throughput at concurrency 4, memory
-// with 4 executions holding for 3 s.
+// requests after 20 of warm-up, 3 rounds of 10 s of throughput at
+// concurrency 4, memory with 4 executions holding for 3 s.
 func DefaultConfig() Config {
 	return Config{
 		GatewayUser:  "pyexec-gw",
@@ -67,6 +72,7 @@ func DefaultConfig() Config {
 		Warmup:       20,
 		Duration:     10 * time.Second,
 		Concurrency:  4,
+		Rounds:       3,
 		MemInFlight:  4,
 		MemHold:      3 * time.Second,
 		StartTimeout: 120 * time.Second,
@@ -86,8 +92,8 @@ func (c Config) Validate() error {
 		return errors.New("no engine to measure")
 	case c.Requests < 1 || c.Warmup < 0:
 		return fmt.Errorf("requests %d, warm-up %d: need at least 1 request and no negative warm-up", c.Requests, c.Warmup)
-	case c.Duration <= 0 || c.Concurrency < 1:
-		return fmt.Errorf("duration %v, concurrency %d: both must be positive", c.Duration, c.Concurrency)
+	case c.Duration <= 0 || c.Concurrency < 1 || c.Rounds < 1:
+		return fmt.Errorf("duration %v, concurrency %d, rounds %d: all must be positive", c.Duration, c.Concurrency, c.Rounds)
 	case c.MemInFlight < 1 || c.MemHold <= 0:
 		return fmt.Errorf("memory in flight %d, hold %v: both must be positive", c.MemInFlight, c.MemHold)
 	case c.StartTimeout <= 0:
@@ -167,6 +173,7 @@ type Settings struct {
 	Warmup      int     `json:"warmup_requests"`
 	Duration    float64 `json:"throughput_seconds"`
 	Concurrency int     `json:"throughput_concurrency"`
+	Rounds      int     `json:"throughput_rounds"`
 	MemInFlight int     `json:"memory_in_flight"`
 	MemHold     float64 `json:"memory_hold_seconds"`
 }
@@ -199,36 +206,48 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Machine: describeMachine(time.Now()),
 		Settings: Settings{
 			Requests: cfg.Requests, Warmup: cfg.Warmup,
-			Duration: cfg.Duration.Seconds(), Concurrency: cfg.Concurrency,
+			Duration: cfg.Duration.Seconds(), Concurrency: cfg.Concurrency, Rounds: cfg.Rounds,
 			MemInFlight: cfg.MemInFlight, MemHold: cfg.MemHold.Seconds(),
 		},
 	}
-	for _, engine := range cfg.Engines {
-		log := cfg.Log.WithField("engine", engine)
-		res, err := runEngine(ctx, cfg, engine, log)
-		if ctx.Err() != nil {
-			res.Status, res.Reason = StatusInterrupted, ""
-			rep.Engines = append(rep.Engines, res)
-			return rep, ctx.Err()
-		}
-		rep.Engines = append(rep.Engines, res)
-		var unavailable *UnavailableError
-		switch {
-		case errors.As(err, &unavailable):
-			log.WithField("reason", unavailable.Reason).Warn("engine unavailable")
-		case err != nil:
-			log.WithError(err).Error("engine failed")
+	rep.Engines = make([]EngineResult, len(cfg.Engines))
+	for round := 1; round <= cfg.Rounds; round++ {
+		for i, engine := range cfg.Engines {
+			res := &rep.Engines[i]
+			if round > 1 && res.Status != StatusOK {
+				continue
+			}
+			log := cfg.Log.WithFields(logrus.Fields{"engine": engine, "round": round})
+			err := runEngine(ctx, cfg, engine, round, res, log)
+			if ctx.Err() != nil {
+				res.Status, res.Reason = StatusInterrupted, ""
+				if round == 1 {
+					rep.Engines = rep.Engines[:i+1] // the others never started
+				}
+				return rep, ctx.Err()
+			}
+			var unavailable *UnavailableError
+			switch {
+			case errors.As(err, &unavailable):
+				log.WithField("reason", unavailable.Reason).Warn("engine unavailable")
+			case err != nil:
+				log.WithError(err).Error("engine failed")
+			}
 		}
 	}
 	return rep, nil
 }
 
-// runEngine measures one engine on two stacks: one with the supervisor's
-// default slots for latency and throughput, then one with MemInFlight slots
-// for memory, so that many executions can be in flight at once. Its error
-// is also recorded in the result.
-func runEngine(ctx context.Context, cfg Config, engine string, log *logrus.Entry) (res EngineResult, err error) {
-	res = EngineResult{Engine: engine, Status: StatusOK}
+// runEngine measures one round of one engine into res. The first round
+// measures every cell, on two stacks: one with the supervisor's default
+// slots for latency and throughput, then one with MemInFlight slots for
+// memory, so that many executions can be in flight at once. Later rounds
+// measure the throughput cells again, on a fresh stack. Its error is also
+// recorded in res.
+func runEngine(ctx context.Context, cfg Config, engine string, round int, res *EngineResult, log *logrus.Entry) (err error) {
+	if round == 1 {
+		*res = EngineResult{Engine: engine, Status: StatusOK}
+	}
 	defer func() {
 		var unavailable *UnavailableError
 		switch {
@@ -241,7 +260,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, log *logrus.Entry
 	sc := stackConfig{
 		BinDir: cfg.BinDir, Venv: cfg.Venv, Runner: cfg.Runner,
 		GatewayUser: cfg.GatewayUser, SandboxUser: cfg.SandboxUser,
-		Engine: engine, Name: fmt.Sprintf("pyexec-bench-%d-%s", os.Getpid(), engine),
+		Engine: engine, Name: fmt.Sprintf("pyexec-bench-%d-%s-%d", os.Getpid(), engine, round),
 		StartTimeout: cfg.StartTimeout, Log: log,
 	}
 	hello := newScript("hello", helloSource, helloResult)
@@ -264,14 +283,17 @@ func runEngine(ctx context.Context, cfg Config, engine string, log *logrus.Entry
 			}},
 			{"hello throughput", func() error {
 				c, err := measureThroughput(ctx, st.http, st.url, hello, cfg.Warmup, cfg.Concurrency, cfg.Duration)
-				res.HelloThroughput = &c
+				res.HelloThroughput = addRound(res.HelloThroughput, c)
 				return err
 			}},
 			{"pandas throughput", func() error {
 				c, err := measureThroughput(ctx, st.http, st.url, pandas, cfg.Warmup, cfg.Concurrency, cfg.Duration)
-				res.PandasThroughput = &c
+				res.PandasThroughput = addRound(res.PandasThroughput, c)
 				return err
 			}},
+		}
+		if round > 1 {
+			cells = cells[2:]
 		}
 		for _, c := range cells {
 			log.Infof("measuring %s", c.what)
@@ -281,13 +303,13 @@ func runEngine(ctx context.Context, cfg Config, engine string, log *logrus.Entry
 		}
 		return nil
 	})
-	if err != nil {
-		return res, err
+	if err != nil || round > 1 {
+		return err
 	}
 
 	sc.Name += "-mem"
 	sc.Slots = cfg.MemInFlight
-	return res, withStack(ctx, sc, log, func(st *stack) error {
+	return withStack(ctx, sc, log, func(st *stack) error {
 		log.Infof("measuring memory with %d executions in flight", cfg.MemInFlight)
 		c, err := measureMemory(ctx, st, pandas, holdingScript(cfg.MemHold), cfg.MemInFlight)
 		res.Memory = &c

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 )
@@ -221,6 +222,33 @@ type ThroughputCell struct {
 	PerSecond float64       `json:"per_second"`
 	// Latency is the per-request latency under this load.
 	Latency Percentiles `json:"latency"`
+	// Rounds are the rates of every round, in order. PerSecond is their
+	// median; Latency and Elapsed are the first round's; Tally and
+	// Completed sum every round.
+	Rounds []float64 `json:"rounds_per_second,omitempty"`
+}
+
+// addRound adds round c to cell (nil before the first round) and returns
+// the result.
+func addRound(cell *ThroughputCell, c ThroughputCell) *ThroughputCell {
+	if cell == nil {
+		c.Rounds = []float64{c.PerSecond}
+		return &c
+	}
+	sum := *cell
+	sum.Tally.merge(c.Tally)
+	sum.Completed += c.Completed
+	sum.Rounds = append(slices.Clone(cell.Rounds), c.PerSecond)
+	sum.PerSecond = medianRound(sum.Rounds)
+	return &sum
+}
+
+// medianRound is the median of rates: the middle one, the lower middle
+// with an even count, so that it is one of the measured rounds.
+func medianRound(rates []float64) float64 {
+	s := slices.Clone(rates)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }
 
 // measureThroughput keeps conc requests in flight: first warmup requests in

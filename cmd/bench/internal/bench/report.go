@@ -69,10 +69,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "machine: %s  \n", r.Machine)
 	s := r.Settings
+	rounds := ""
+	if s.Rounds > 1 {
+		rounds = fmt.Sprintf(", median of %d rounds with the engines taking turns (min-max in brackets)", s.Rounds)
+	}
 	fmt.Fprintf(&b, "settings: latency over %d requests one at a time (c=1) after %d of warm-up; "+
-		"throughput for %gs at c=%d after %d of warm-up; "+
+		"throughput for %gs at c=%d after %d of warm-up%s; "+
 		"memory with %d executions of the pandas example in flight, each sleeping %gs (supervisor -slots %d)\n\n",
-		s.Requests, s.Warmup, s.Duration, s.Concurrency, s.Warmup, s.MemInFlight, s.MemHold, s.MemInFlight)
+		s.Requests, s.Warmup, s.Duration, s.Concurrency, s.Warmup, rounds, s.MemInFlight, s.MemHold, s.MemInFlight)
 
 	base := r.baseline()
 	header := []string{"metric"}
@@ -124,6 +128,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		return metric{
 			show: func(e *EngineResult) string {
 				if c := cell(e); c != nil && c.Completed > 0 {
+					if len(c.Rounds) > 1 {
+						return fmt.Sprintf("%.1f req/s (%.1f-%.1f)", c.PerSecond, slices.Min(c.Rounds), slices.Max(c.Rounds))
+					}
 					return fmt.Sprintf("%.1f req/s", c.PerSecond)
 				}
 				return ""

@@ -187,3 +187,36 @@ func TestTailKeepsTheEndAndFindsTheError(t *testing.T) {
 		t.Errorf("lastError() = %q, want %q", got, want)
 	}
 }
+
+func TestThroughputRoundsReportTheMedian(t *testing.T) {
+	var cell *ThroughputCell
+	for i, rate := range []float64{140, 120, 131} {
+		c := ThroughputCell{Concurrency: 4, Completed: 10 * (i + 1), PerSecond: rate}
+		c.Requests = 10 * (i + 1)
+		if i == 1 {
+			c.Non200 = 1
+		}
+		cell = addRound(cell, c)
+	}
+	if cell.PerSecond != 131 || cell.Completed != 60 || cell.Requests != 60 || cell.Non200 != 1 {
+		t.Fatalf("after 3 rounds: %+v, want the median rate 131 and sums 60 completed, 60 requests, 1 non-200", cell)
+	}
+	if got := medianRound([]float64{3, 1, 4, 2}); got != 2 {
+		t.Errorf("median of an even count = %v, want the lower middle 2 (a measured round)", got)
+	}
+	rep := testReport()
+	rep.Settings.Rounds = 3
+	rep.Engines[1].PandasThroughput = cell
+	var b bytes.Buffer
+	if err := rep.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"median of 3 rounds with the engines taking turns",
+		"| pandas throughput (c=4) | 6.0 req/s | 131.0 req/s (120.0-140.0) | 21.8 |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
