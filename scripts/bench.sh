@@ -3,7 +3,9 @@
 # engine in turn, bin/bench starts the real stack (the supervisor as root, the
 # gateway as its own user on a loopback port), measures latency, throughput
 # and memory for the seed README's hello-world and pandas scripts, stops the
-# stack, and prints a Markdown table with the ratios on stdout.
+# stack, and prints a Markdown table with the ratios on stdout. The
+# throughput cells run again in later rounds (-rounds, default 3), the
+# engines taking turns on fresh stacks; the median round is reported.
 #
 #   scripts/bench.sh                       every engine (cold,warm)
 #   scripts/bench.sh -engines cold -n 50   arguments go to bin/bench (-help)
