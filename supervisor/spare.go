@@ -1,7 +1,11 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -22,6 +26,7 @@ import (
 // wait. A spare is single-use like every child; nothing of an execution
 // reaches it before it is taken.
 type spare struct {
+	zygote int // the zygote's host pid
 	child  *zygoteChild
 	files  *orderFiles
 	fields logrus.Fields // zygote and child, for the execution's log
@@ -61,11 +66,11 @@ func (e *warmEngine) takeSpare(lim jail.Limits) *spare {
 	for {
 		select {
 		case sp := <-e.spares:
-			if sp.alive() {
+			if sp.alive() && !exiting(sp.zygote) {
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
 				return sp
 			}
-			// Its zygote died, and it with it (PR_SET_PDEATHSIG).
+			// Its zygote died, and it with it.
 			e.discardSpare(sp)
 		default:
 			return nil
@@ -78,6 +83,28 @@ func (sp *spare) alive() bool {
 	fds := []unix.PollFd{{Fd: int32(sp.child.pidfd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n == 0
+}
+
+// exiting reports whether process pid is exiting or gone. A zygote is PID 1
+// of its jail's PID namespace: while it exits, the kernel kills its
+// descendants and waits for them, so for a moment a spare it forked is
+// dying but not dead yet; its zygote's PF_EXITING tells.
+func exiting(pid int) bool {
+	const pfExiting = 0x4
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return true
+	}
+	f := strings.Fields(string(b[i+1:])) // state, ppid, ..., flags (field 9)
+	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err != nil || flags&pfExiting != 0
 }
 
 // keepSpare offers one spare of slot's zygote at a time until the engine
@@ -139,6 +166,7 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 		if child, clog, err = e.launchOn(z, log, body, files, pending, true); err == nil {
 			clog.Debug("spare child ready")
 			return &spare{
+				zygote: z.pid,
 				child:  child,
 				files:  files,
 				fields: logrus.Fields{"zygote": child.zygote, "zygote_pid": z.pid, "child_pid": child.pid},
