@@ -849,6 +849,11 @@ func treeProcs(dir string) ([]int, error) {
 // rmdir fails with EBUSY while a dying task is still attached, so it
 // retries for a moment.
 func removeTree(dir string) error {
+	// The common case, an execution's cgroup with neither tasks nor child
+	// cgroups left, needs no listing of its (dozens of) control files.
+	if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	var subdirs []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
