@@ -119,7 +119,9 @@ func inPrivateMountNS(t *testing.T) bool {
 		t.Fatalf("test in private mount namespace: %v", err)
 	}
 	if bytes.Contains(out, []byte("--- SKIP: "+t.Name())) {
-		t.Skip("skipped in the private mount namespace")
+		// The child inherits CI, under which its helpers fail instead; this
+		// only passes a local skip on.
+		missing(t, "skipped in the private mount namespace")
 	}
 	return false
 }
