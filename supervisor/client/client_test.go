@@ -230,6 +230,20 @@ func await(t *testing.T, ch <-chan execResult) execResult {
 	}
 }
 
+// executeOnNewConn runs script through c while fs accepts the connection c
+// dials for it and answers it with the script as its result, and fails the
+// test unless the call returns that result.
+func executeOnNewConn(t *testing.T, c *Client, fs *fakeSupervisor, what, script string) {
+	t.Helper()
+	res := goExecute(t.Context(), c, wire.Execute{Script: script})
+	fc := fs.accept()
+	fc.greet()
+	fc.answer(fc.expect(wire.TypeExecute, nil).RequestID, "", script)
+	if r := await(t, res); r.err != nil || string(r.out.Result) != script {
+		t.Fatalf("%s = %+v, %v, want result %s", what, r.out, r.err, script)
+	}
+}
+
 // wantUnavailable checks that err is a transport failure.
 func wantUnavailable(t *testing.T, what string, out any, err error) {
 	t.Helper()
@@ -728,13 +742,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 	path := socketPath(t)
 	fs := startFake(t, path)
 	c, _ := newClient(t, path, Config{})
-	res := goExecute(t.Context(), c, wire.Execute{Script: "1"})
-	fc := fs.accept()
-	fc.greet()
-	fc.answer(fc.expect(wire.TypeExecute, nil).RequestID, "", "1")
-	if r := await(t, res); r.err != nil {
-		t.Fatalf("Execute() = %v, want nil", r.err)
-	}
+	executeOnNewConn(t, c, fs, "Execute()", "1")
 
 	// The supervisor goes away: calls fail as unavailable...
 	fs.stop()
@@ -742,14 +750,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 	wantUnavailable(t, "Execute while the supervisor is down", out, err)
 
 	// ...and heal once it is back on the same path.
-	fs2 := startFake(t, path)
-	res = goExecute(t.Context(), c, wire.Execute{Script: "3"})
-	fc2 := fs2.accept()
-	fc2.greet()
-	fc2.answer(fc2.expect(wire.TypeExecute, nil).RequestID, "", "3")
-	if r := await(t, res); r.err != nil || string(r.out.Result) != "3" {
-		t.Fatalf("Execute() after restart = %+v, %v, want result 3", r.out, r.err)
-	}
+	executeOnNewConn(t, c, startFake(t, path), "Execute() after restart", "3")
 }
 
 // TestRestartBetweenCalls checks that a restart between two calls costs the
@@ -758,21 +759,9 @@ func TestRestartBetweenCalls(t *testing.T) {
 	path := socketPath(t)
 	fs := startFake(t, path)
 	c, _ := newClient(t, path, Config{})
-	res := goExecute(t.Context(), c, wire.Execute{Script: "1"})
-	fc := fs.accept()
-	fc.greet()
-	fc.answer(fc.expect(wire.TypeExecute, nil).RequestID, "", "1")
-	await(t, res)
-
+	executeOnNewConn(t, c, fs, "Execute()", "1")
 	fs.stop()
-	fs2 := startFake(t, path)
-	res = goExecute(t.Context(), c, wire.Execute{Script: "2"})
-	fc2 := fs2.accept()
-	fc2.greet()
-	fc2.answer(fc2.expect(wire.TypeExecute, nil).RequestID, "", "2")
-	if r := await(t, res); r.err != nil || string(r.out.Result) != "2" {
-		t.Fatalf("Execute() after restart = %+v, %v, want result 2", r.out, r.err)
-	}
+	executeOnNewConn(t, c, startFake(t, path), "Execute() after restart", "2")
 }
 
 func TestServerProtocolViolation(t *testing.T) {
@@ -836,13 +825,7 @@ func TestServerProtocolViolation(t *testing.T) {
 			fc.expectClosed()
 
 			// The next call dials a fresh connection.
-			res = goExecute(t.Context(), c, wire.Execute{Script: "y"})
-			fc2 := fs.accept()
-			fc2.greet()
-			fc2.answer(fc2.expect(wire.TypeExecute, nil).RequestID, "", "true")
-			if r := await(t, res); r.err != nil || string(r.out.Result) != "true" {
-				t.Fatalf("Execute() on a new connection = %+v, %v, want result true", r.out, r.err)
-			}
+			executeOnNewConn(t, c, fs, "Execute() on a new connection", "true")
 		})
 	}
 }
