@@ -41,24 +41,9 @@ func DefaultLimits() LimitSet {
 
 // Validate reports a limit that is not positive.
 func (l LimitSet) Validate() error {
-	checks := []struct {
-		name string
-		v    int64
-	}{
-		{"timeout", int64(l.Timeout)},
-		{"memory", l.MemoryBytes},
-		{"pids", int64(l.Pids)},
-		{"cpu time", int64(l.CPUTime)},
-		{"file size", l.FileSizeBytes},
-		{"open files", int64(l.OpenFiles)},
-		{"tmp size", l.TmpBytes},
-		{"tmp inodes", int64(l.TmpInodes)},
-		{"output", l.OutputBytes},
-		{"result", l.ResultBytes},
-	}
-	for _, c := range checks {
-		if c.v <= 0 {
-			return fmt.Errorf("limit %s must be positive, got %d", c.name, c.v)
+	for i, v := range l.values() {
+		if v <= 0 {
+			return fmt.Errorf("limit %s must be positive, got %d", limitFields[i].name, v)
 		}
 	}
 	if l.Timeout < time.Millisecond {
