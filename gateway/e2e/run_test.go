@@ -95,8 +95,8 @@ func testRunScript(t *testing.T, engine string) {
 		t.Fatalf("seed example: %d %s", r.Status, r.Raw)
 	}
 
-	gw := processesOf(t, filepath.Join(bin, "gateway"))
-	sup := processesOf(t, filepath.Join(bin, "supervisor"))
+	gw := processesOf(filepath.Join(bin, "gateway"))
+	sup := processesOf(filepath.Join(bin, "supervisor"))
 	if len(gw) != 1 || len(sup) != 1 {
 		t.Fatalf("want one gateway and one supervisor, got %v and %v", gw, sup)
 	}
@@ -118,7 +118,7 @@ func testRunScript(t *testing.T, engine string) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("run.sh did not stop within 30s of SIGTERM:\n%s", logs.String())
 	}
-	if p := append(processesOf(t, filepath.Join(bin, "gateway")), processesOf(t, filepath.Join(bin, "supervisor"))...); len(p) > 0 {
+	if p := append(processesOf(filepath.Join(bin, "gateway")), processesOf(filepath.Join(bin, "supervisor"))...); len(p) > 0 {
 		t.Fatalf("processes left after SIGTERM: %v", p)
 	}
 	for _, p := range []string{socket, filepath.Dir(socket), filepath.Join(runDir, "stage")} {
@@ -145,20 +145,11 @@ func testRunScript(t *testing.T, engine string) {
 }
 
 // processesOf lists live processes whose executable is exe.
-func processesOf(t *testing.T, exe string) []int {
-	t.Helper()
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if target, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && target == exe {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+func processesOf(exe string) []int {
+	return supervisortest.Processes(func(pid int) bool {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		return err == nil && target == exe
+	})
 }
 
 func procStatus(t *testing.T, pid int) map[string]string {

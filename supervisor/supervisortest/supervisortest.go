@@ -386,23 +386,24 @@ func procStat(pid int) []string {
 func sandboxProcesses(t testing.TB) []int {
 	t.Helper()
 	uid, _ := LookupUser(t, SandboxUser)
+	return Processes(func(pid int) bool {
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st) != nil || int(st.Uid) != uid {
+			return false
+		}
+		f := procStat(pid)
+		return len(f) > 0 && f[0] != "Z"
+	})
+}
+
+// Processes lists the live host processes for which match is true.
+func Processes(match func(pid int) bool) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(pid) {
+			pids = append(pids, pid)
 		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join("/proc", e.Name()), &st) != nil || int(st.Uid) != uid {
-			continue
-		}
-		// /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces.
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			continue
-		}
-		pids = append(pids, pid)
 	}
 	return pids
 }
