@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/jail"
@@ -52,7 +53,7 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		if err != nil {
 			return Outcome{}, fmt.Errorf("create cgroup: %w", err)
 		}
-		defer removeCgroup(cg, x)
+		defer removeCgroup(cg, x.Log)
 		pol.Cgroup = cg.Placement()
 	}
 	cfg, err := jail.Render(pol)
@@ -103,12 +104,12 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 }
 
 // removeCgroup kills what is left in an execution's cgroup and removes it.
-func removeCgroup(cg *jail.ExecCgroup, x *Execution) {
+func removeCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
 	if err := cg.Kill(); err != nil {
-		x.Log.WithError(err).Warn("kill cgroup")
+		log.WithError(err).Warn("kill cgroup")
 	}
 	if err := cg.Remove(); err != nil {
-		x.Log.WithError(err).Warn("remove cgroup")
+		log.WithError(err).Warn("remove cgroup")
 	}
 }
 

@@ -26,10 +26,14 @@ import (
 // wait. A spare is single-use like every child; nothing of an execution
 // reaches it before it is taken.
 type spare struct {
-	zygote int // the zygote's host pid
+	zygote *zygoteProc // that forked it
 	child  *zygoteChild
 	files  *orderFiles
-	fields logrus.Fields // zygote and child, for the execution's log
+}
+
+// fields name the spare's zygote and child in a log.
+func (sp *spare) fields() logrus.Fields {
+	return logrus.Fields{"zygote": sp.zygote.slot, "zygote_pid": sp.zygote.pid, "child_pid": sp.child.pid}
 }
 
 // SparePolicy is the scheduling policy of a spare's child until an execution
@@ -66,7 +70,7 @@ func (e *warmEngine) takeSpare(lim jail.Limits) *spare {
 	for {
 		select {
 		case sp := <-e.spares:
-			if sp.alive() && !exiting(sp.zygote) {
+			if sp.alive() && !exiting(sp.zygote.pid) {
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
 				return sp
 			}
@@ -165,17 +169,12 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 		var clog *logrus.Entry
 		if child, clog, err = e.launchOn(z, log, body, files, pending, true); err == nil {
 			clog.Debug("spare child ready")
-			return &spare{
-				zygote: z.pid,
-				child:  child,
-				files:  files,
-				fields: logrus.Fields{"zygote": child.zygote, "zygote_pid": z.pid, "child_pid": child.pid},
-			}, nil
+			return &spare{zygote: z, child: child, files: files}, nil
 		}
 		files.closeAll()
 	}
 	if pending != nil {
-		e.removeSpareCgroup(pending.cg, log)
+		removeCgroup(pending.cg, log)
 	}
 	return nil, err
 }
@@ -188,17 +187,7 @@ func (e *warmEngine) discardSpare(sp *spare) {
 	sp.child.wait()
 	sp.child.close()
 	sp.files.closeAll()
-	e.removeSpareCgroup(sp.child.cg, e.log.WithFields(sp.fields))
-}
-
-func (e *warmEngine) removeSpareCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
-	if cg == nil {
-		return
-	}
-	if err := cg.Kill(); err != nil {
-		log.WithError(err).Warn("kill spare cgroup")
-	}
-	if err := cg.Remove(); err != nil {
-		log.WithError(err).Warn("remove spare cgroup")
+	if sp.child.cg != nil {
+		removeCgroup(sp.child.cg, e.log.WithFields(sp.fields()))
 	}
 }

@@ -232,9 +232,9 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		defer sp.files.closeAll()
 		defer sp.child.close()
 		if sp.child.cg != nil {
-			defer removeCgroup(sp.child.cg, x)
+			defer removeCgroup(sp.child.cg, x.Log)
 		}
-		log := x.Log.WithFields(sp.fields)
+		log := x.Log.WithFields(sp.fields())
 		log.Debug("execution took a spare child")
 		return supervise(ctx, x, sp.files.ours, sp.child, sp.child.cg, log)
 	}
@@ -249,7 +249,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		}()
 		defer func() {
 			if c, err := cg.get(); err == nil {
-				removeCgroup(c, x)
+				removeCgroup(c, x.Log)
 			}
 		}()
 	}
@@ -356,7 +356,6 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 	}
 	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync}
 	log = log.WithField("child_pid", pid)
-	child.zygote = z.slot
 	if spare {
 		setSchedPolicy(pid, SparePolicy)
 	}
@@ -388,11 +387,10 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 // zygoteChild is the single-use child of one order and the script's process
 // tree under it.
 type zygoteChild struct {
-	zygote int // the slot of the zygote that forked it
-	pid    int // host pid
-	pidfd  int // for signals that cannot reach a recycled pid
-	sync   *net.UnixConn
-	cg     *jail.ExecCgroup
+	pid   int // host pid
+	pidfd int // for signals that cannot reach a recycled pid
+	sync  *net.UnixConn
+	cg    *jail.ExecCgroup
 }
 
 // childReport is the child's last message.
