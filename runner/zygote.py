@@ -8,7 +8,8 @@ with a SOCK_SEQPACKET Unix socket on the fd named by PYEXEC_CONTROL_FD. Only the
 supervisor holds the other end. Messages are msgpack maps, one per packet:
 
     supervisor -> zygote  init   {"v": 1, "preload": [str], "seccomp": bytes}
-    zygote -> supervisor  ready  {"v": 1, "failed": [str], "warmed": [str], "threads": int}
+    zygote -> supervisor  ready  {"v": 1, "failed": [str], "warmed": [str], "huge_kb": int,
+                                  "threads": int}
     supervisor -> zygote  order  {"v": 1, "tmp_bytes", "tmp_inodes", "shm_inodes",
                                   "cpu_s", "fsize_bytes", "nofile", "nproc", "as_bytes",
                                   "stack_bytes": int}
@@ -393,10 +394,10 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
 # every execution redoes that work in its own copy of the zygote, about 2 ms of CPU
 # and a few hundred copied pages each time for the pandas example. Trusted code,
 # fixed here; a script never runs in the zygote. Each entry: (module it needs or "",
-# name, script); every script returns a value the runner must accept.
+# name, script, the error type it must end with or "" for a result).
 WARMUP = (
-    ("", "hello", "def main():\n    return {'message': 'Hello World', 'result': [1, 2.5, None, True]}\n"),
-    ("", "exception", "def main():\n    raise ValueError('warm-up')\n"),
+    ("", "hello", "def main():\n    return {'message': 'Hello World', 'result': [1, 2.5, None, True]}\n", ""),
+    ("", "exception", "def main():\n    raise ValueError('warm-up')\n", runner.ERR_EXCEPTION),
     (
         "numpy",
         "numpy",
@@ -406,6 +407,7 @@ WARMUP = (
         "    rng = np.random.default_rng(0)\n"
         "    return {'a': a, 'sum': a.sum(axis=0), 'mean': float(a.mean()), 'dot': a @ a.T,\n"
         "            'r': rng.random(3), 'i': np.int64(7), 'f': np.float32(0.5), 'b': np.bool_(True)}\n",
+        "",
     ),
     (
         "pandas",
@@ -418,6 +420,7 @@ WARMUP = (
         "    return {'shape': df.shape, 'sum': df.sum().to_dict(), 'mean': df.mean().to_dict(),\n"
         "            'describe': df.describe().to_dict(), 'group': s.groupby('k')['v'].sum().to_dict(),\n"
         "            'frame': s, 'series': df['A'] * 2, 'records': df.to_dict(orient='records')}\n",
+        "",
     ),
 )
 WARMUP_RESULT_BYTES = 1 << 20
@@ -431,12 +434,11 @@ def _warm_up(preloaded: set[str]) -> tuple[list[str], list[str]]:
     argv = sys.argv
     done: list[str] = []
     failed: list[str] = []
-    for module, name, script in WARMUP:
+    for module, name, script, error in WARMUP:
         if module and module not in preloaded:
             continue
         msg_type, body = runner.run_request(script, WARMUP_RESULT_BYTES)
-        expected = runner.MSG_ERROR if name == "exception" else runner.MSG_RESULT
-        if msg_type == expected and (name != "exception" or body.get("type") == runner.ERR_EXCEPTION):
+        if (msg_type, body.get("type", "")) == ((runner.MSG_ERROR, error) if error else (runner.MSG_RESULT, "")):
             done.append(name)
         else:
             failed.append(f"warm-up {name}: {body.get('type', '')} {body.get('message', '')}".strip())

@@ -326,3 +326,16 @@ func TestSpareChildren(t *testing.T) {
 		t.Errorf("200 MiB under a 64 MiB limit: %+v", out)
 	}
 }
+
+// Every zygote runs the warm-up workloads of the preloaded modules before it
+// says it is ready.
+func TestZygotesWarmUp(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "2")
+	logs := inst.Logs.String()
+	if n := strings.Count(logs, `"warmed":"hello,exception,numpy,pandas"`); n != 2 {
+		t.Fatalf("%d zygotes report the whole warm-up, want 2:\n%s", n, logs)
+	}
+	if strings.Contains(logs, "could not preload or warm up") {
+		t.Errorf("a warm-up failed:\n%s", logs)
+	}
+}

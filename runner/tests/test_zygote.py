@@ -52,9 +52,9 @@ def test_warm_up_reports_a_workload_that_fails(clean_argv, monkeypatch):
         zygote,
         "WARMUP",
         (
-            ("", "hello", "def main():\n    return 1\n"),
-            ("", "broken", "def main():\n    raise RuntimeError('no')\n"),
-            ("", "exception", "def main():\n    return 'did not raise'\n"),
+            ("", "hello", "def main():\n    return 1\n", ""),
+            ("", "broken", "def main():\n    raise RuntimeError('no')\n", ""),
+            ("", "exception", "def main():\n    return 'did not raise'\n", runner.ERR_EXCEPTION),
         ),
     )
     done, failed = zygote._warm_up(set())
