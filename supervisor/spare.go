@@ -1,11 +1,8 @@
 package supervisor
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -95,19 +92,11 @@ func (sp *spare) alive() bool {
 // dying but not dead yet; its zygote's PF_EXITING tells.
 func exiting(pid int) bool {
 	const pfExiting = 0x4
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f, err := procStat(pid)
+	if err != nil || f[0] == "Z" || f[0] == "X" {
 		return true
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return true
-	}
-	f := strings.Fields(string(b[i+1:])) // state, ppid, ..., flags (field 9)
-	if len(f) < 7 || f[0] == "Z" || f[0] == "X" {
-		return true
-	}
-	flags, err := strconv.ParseUint(f[6], 10, 64)
+	flags, err := strconv.ParseUint(f[6], 10, 64) // field 9
 	return err != nil || flags&pfExiting != 0
 }
 

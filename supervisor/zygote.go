@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -431,22 +432,31 @@ func readPacket(c *net.UnixConn, deadline time.Time) ([]byte, int, error) {
 
 // parentPid reads a process's parent pid from /proc.
 func parentPid(pid int) (int, error) {
-	if pid <= 0 {
-		return 0, fmt.Errorf("pid %d", pid)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procStat(pid)
 	if err != nil {
 		return 0, err
 	}
-	// "pid (comm) state ppid ...": comm may hold anything, so cut at the
-	// last ')'.
-	i := strings.LastIndexByte(string(b), ')')
+	return strconv.Atoi(f[1])
+}
+
+// procStat returns the fields of /proc/pid/stat after the command name,
+// which may hold anything: state, ppid, ... (field 3 of proc(5) first), at
+// least nine of them.
+func procStat(pid int) ([]string, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d", pid)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("malformed stat")
+		return nil, errors.New("malformed stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, errors.New("malformed stat")
+	if len(f) < 9 {
+		return nil, errors.New("malformed stat")
 	}
-	return strconv.Atoi(f[1])
+	return f, nil
 }
