@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
@@ -127,7 +126,7 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		uid, gid, err := peerCred(c)
+		uid, gid, err := wire.PeerCred(c)
 		log := s.log.WithFields(logrus.Fields{"peer_uid": uid, "peer_gid": gid})
 		if err != nil || !s.peerAllowed(uid, gid) {
 			log.WithError(err).Warn("rejected peer")
@@ -166,24 +165,6 @@ func (s *Server) peerAllowed(uid, gid int) bool {
 		return true
 	}
 	return s.cfg.GatewayUID >= 0 && uid == s.cfg.GatewayUID && gid == s.cfg.GatewayGID
-}
-
-func peerCred(c *net.UnixConn) (uid, gid int, err error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, -1, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return -1, -1, err
-	}
-	if cerr != nil {
-		return -1, -1, fmt.Errorf("SO_PEERCRED: %w", cerr)
-	}
-	return int(cred.Uid), int(cred.Gid), nil
 }
 
 // Status is what the server reports about itself.

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
@@ -724,22 +723,12 @@ func checkServer(nc net.Conn, uid int) error {
 	if !ok {
 		return errors.New("not a unix socket")
 	}
-	raw, err := uc.SyscallConn()
+	peer, _, err := wire.PeerCred(uc)
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return fmt.Errorf("SO_PEERCRED: %w", cerr)
-	}
-	if int(cred.Uid) != uid {
-		return fmt.Errorf("the socket's server runs as uid %d, want %d", cred.Uid, uid)
+	if peer != uid {
+		return fmt.Errorf("the socket's server runs as uid %d, want %d", peer, uid)
 	}
 	return nil
 }
