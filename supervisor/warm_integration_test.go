@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/supervisor/supervisortest"
 	"github.com/python-executor/python-executor/supervisor/wire"
@@ -337,5 +341,23 @@ func TestZygotesWarmUp(t *testing.T) {
 	}
 	if strings.Contains(logs, "could not preload or warm up") {
 		t.Errorf("a warm-up failed:\n%s", logs)
+	}
+	// And backs its heap with huge pages where the kernel can (MADV_COLLAPSE:
+	// Linux 6.1, any THP mode but "never").
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
+	thp, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if (major > 6 || major == 6 && minor >= 1) && len(thp) > 0 && !strings.Contains(string(thp), "[never]") {
+		reports := regexp.MustCompile(`"huge_kb":(\d+)`).FindAllStringSubmatch(logs, -1)
+		if len(reports) != 2 {
+			t.Errorf("%d zygotes report their huge pages, want 2", len(reports))
+		}
+		for _, m := range reports {
+			if kb, _ := strconv.Atoi(m[1]); kb < 2048 {
+				t.Errorf("a zygote reports %s KiB in huge pages, want at least one 2 MiB page", m[1])
+			}
+		}
 	}
 }
