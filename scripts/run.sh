@@ -55,10 +55,20 @@ gw_env+=(PORT="$PORT" PYEXEC_SUPERVISOR_SOCKET="$SOCKET")
 
 # setpriv drops to the gateway user with no supplementary groups beyond its
 # own and no capabilities of any kind; the gateway refuses to run as root.
+#
+# The checkout may sit where only root can traverse (a `mktemp -d`, /root):
+# the gateway user could not reach "$BIN/gateway" by its path. Root opens the
+# binary here and the dropped process executes the open file through
+# /proc/self/fd, so nothing has to be copied out of the checkout and its
+# permissions stay as the user left them. The kernel checks the file's own
+# execute bit, not the directories above it. The gateway closes the
+# descriptor at start-up.
+exec {gw_exe}<"$BIN/gateway" || die "cannot open $BIN/gateway"
 setpriv --reuid="$GATEWAY_USER" --regid="$GATEWAY_USER" --init-groups \
 	--inh-caps=-all --bounding-set=-all --no-new-privs \
-	env -i "${gw_env[@]}" "$BIN/gateway" &
+	env -i "${gw_env[@]}" PYEXEC_GATEWAY_EXE_FD="$gw_exe" "/proc/self/fd/$gw_exe" &
 gw_pid=$!
+exec {gw_exe}<&-
 
 # Whichever exits first takes the other down.
 set +e

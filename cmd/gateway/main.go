@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/python-executor/python-executor/gateway"
@@ -28,6 +29,7 @@ func main() {
 }
 
 func run() int {
+	closeExeFD()
 	cfg := gateway.DefaultConfig()
 	if err := cfg.BindFlags(flag.CommandLine, os.Getenv); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -62,4 +64,22 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// exeFDEnv names the descriptor of the gateway's own executable that
+// scripts/run.sh opened as root and exec'd through /proc/self/fd (so that a
+// checkout only root can traverse still works). The descriptor has done its
+// job once the program runs; it is closed so the process holds nothing it
+// does not use.
+const exeFDEnv = "PYEXEC_GATEWAY_EXE_FD"
+
+func closeExeFD() {
+	v, ok := os.LookupEnv(exeFDEnv)
+	if !ok {
+		return
+	}
+	os.Unsetenv(exeFDEnv)
+	if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
+		syscall.Close(fd)
+	}
 }

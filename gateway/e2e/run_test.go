@@ -29,7 +29,10 @@ func TestRunScript(t *testing.T) {
 func testRunScript(t *testing.T, engine string) {
 	supervisortest.RequireRoot(t)
 	root := supervisortest.RepoRoot(t)
-	bin := supervisortest.Binaries(t)
+	// The binaries sit in a directory only root may traverse, as in a
+	// checkout cloned into `mktemp -d` or /root: the gateway user cannot
+	// reach them by path, and run.sh must still start the gateway.
+	bin := privateBinaries(t, supervisortest.Binaries(t))
 	name := fmt.Sprintf("pyexec-it-run-%d-%s", os.Getpid(), engine)
 	runDir := filepath.Join("/run", name)
 	os.MkdirAll(runDir, 0o755)
@@ -80,7 +83,11 @@ func testRunScript(t *testing.T, engine string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("service did not become healthy on port %s:\n%s", port, logs.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("run.sh exited (%v) before the service was healthy:\n%s", err, logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	var health map[string]any
 	if resp, err := http.Get(base + "/health"); err == nil {
@@ -99,6 +106,16 @@ func testRunScript(t *testing.T, engine string) {
 	sup := processesOf(filepath.Join(bin, "supervisor"))
 	if len(gw) != 1 || len(sup) != 1 {
 		t.Fatalf("want one gateway and one supervisor, got %v and %v", gw, sup)
+	}
+	// The descriptor run.sh opened the gateway's binary with is closed.
+	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", gw[0])); err == nil {
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", gw[0], fd.Name())); target == filepath.Join(bin, "gateway") {
+				t.Errorf("gateway holds its own executable open as fd %s", fd.Name())
+			}
+		}
+	} else {
+		t.Errorf("list the gateway's fds: %v", err)
 	}
 	gwUID, _ := supervisortest.LookupUser(t, supervisortest.GatewayUser)
 	st := procStatus(t, gw[0])
@@ -165,4 +182,27 @@ func procStatus(t *testing.T, pid int) map[string]string {
 		}
 	}
 	return m
+}
+
+// privateBinaries copies the binaries of dir into a fresh directory of mode
+// 0700 (removed when the test ends) and returns it.
+func privateBinaries(t *testing.T, dir string) string {
+	t.Helper()
+	priv := filepath.Join(t.TempDir(), "checkout", "bin")
+	if err := os.MkdirAll(priv, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(priv), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"supervisor", "gateway"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(priv, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return priv
 }
