@@ -885,6 +885,19 @@ def _remove_runner_dir_from_path() -> None:
     sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != runner_dir]
 
 
+def _fresh_main_module() -> None:
+    # `import __main__` gives the script an empty module in both engines: not
+    # this file (run as __main__ by the cold engine), not a zygote's state.
+    # The old module stays referenced here: the runner's functions use its
+    # namespace.
+    global _OLD_MAIN
+    _OLD_MAIN = _sys_modules.get("__main__")
+    _sys_modules["__main__"] = _ModuleType("__main__")
+
+
+_OLD_MAIN = None
+
+
 def _flush_standard_streams() -> None:
     # So that everything the script printed is in the pipes before the answer is
     # written. The streams may have been replaced by the script (and its flush may
@@ -925,6 +938,7 @@ def main() -> None:
         _fail(EXIT_BAD_REQUEST, f"bad request: {exc}")
 
     _remove_runner_dir_from_path()
+    _fresh_main_module()
     runner_pid = _os_getpid()
     msg_type, body = run_request(script, max_result_bytes)
     _flush_standard_streams()

@@ -52,6 +52,7 @@ import select
 import signal
 import socket
 import sys
+import types
 from typing import Any, NoReturn
 
 import msgpack
@@ -241,6 +242,11 @@ def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lock
     sync socket, so that the supervisor tells it from anything a script can do.
     The zygote reports how it ended."""
     try:
+        # The zygote's bookkeeping of other executions: their sockets' fds are
+        # closed below (_place_fds); the objects go without closing anything.
+        for other in _executions.values():
+            other.detach()
+        _executions.clear()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         sync.sendall(b"hello")
         # The namespaces' set-up overlaps the supervisor's cgroup attach.
@@ -261,8 +267,35 @@ def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lock
             pass
         os._exit(125)
     sync.close()
-    runner.main()
-    os._exit(0)  # runner.main does not return
+    run, exit_ = runner.main, os._exit
+    # The script sees nothing of the zygote beyond the preloaded modules: not
+    # its globals (the zygote is __main__ here, and frames lead to them), not
+    # its locals (main and _serve have returned: see _Become).
+    del sync, order, fds, lockdown
+    _forget_zygote()
+    try:
+        run()  # does not return
+    finally:
+        exit_(125)
+
+
+def _forget_zygote() -> None:
+    """Empty the zygote module's namespace in an execution's process. Code of
+    this file still running afterwards uses only its locals."""
+    namespace = globals()
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    namespace.clear()
+
+
+class _Become(BaseException):
+    """Raised in a new execution's process to unwind the zygote's stack (the
+    frames of main and _serve, with the init message, the control socket and
+    the order loop's state) before the execution starts; caught at the
+    module's top level. A BaseException: nothing on the way catches it."""
+
+    def __init__(self, job: tuple) -> None:
+        super().__init__()
+        self.job = job
 
 
 # The zygote's own libc calls that must hold the GIL across a fork, as os.fork does.
@@ -378,9 +411,10 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 control.close()
-                _execution(sync, order, fds[:4], lockdown, uid, gid)
-            finally:
+                job = (sync, order, fds[:4], lockdown, uid, gid)
+            except BaseException:
                 os._exit(125)
+            raise _Become(job)
         _executions[pid] = sync
         for fd in fds[:4]:
             os.close(fd)
@@ -536,4 +570,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _job = None
+    try:
+        main()
+    except _Become as become:
+        _job, become.job = become.job, None
+    if _job is not None:
+        try:
+            _execution(*_job)
+        finally:
+            os._exit(125)
