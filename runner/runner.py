@@ -26,10 +26,15 @@ answer could not be written. The script itself can end the process any other way
 (os._exit, a signal); then nothing is written and the supervisor reports it.
 
 What this file trusts: nothing the script does. The script runs in this process, so
-it can replace any module (json, msgpack, even this one) or write forged bytes to the
-result fd; that spoils its own answer only, and the supervisor treats every byte it
-reads from here as hostile. The runner's job is to give an honest answer to honest
-scripts and a well-formed answer in every case it can still control.
+it can rebind builtins and module functions (json.dumps, os.write, msgpack.packb), or
+write forged bytes to the result fd. The runner takes private references to all it
+uses before any script runs (see "Private references") and puts the builtins back
+before it builds the answer, so such a script still gets its answer. What the runner
+cannot control (forged bytes, a runner module the script changed) spoils the script's
+own answer only: the supervisor treats every byte it reads from here as hostile, and
+never as a failure of the service (result_corrupted, not internal). The runner's job is
+to give an honest answer to honest scripts and a well-formed answer in every case it
+can still control.
 
 The work is in run_request(), which touches no fd, so that the "warm" engine (a
 forked child of a pre-imported zygote) can call it in-process. main() does the fd

@@ -236,17 +236,16 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
-def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown, uid: int, gid: int) -> NoReturn:
+def _execution(job: list) -> NoReturn:
     """The single-use process of one order, PID 1 of its namespaces: finish the
     set-up, run the script. A failure before the script runs is reported on the
     sync socket, so that the supervisor tells it from anything a script can do.
-    The zygote reports how it ended."""
+    The zygote reports how it ended. job is [sync, order, fds, lockdown, uid,
+    gid], emptied here so that the caller's reference keeps nothing alive."""
+    sync, order, fds, lockdown, uid, gid = job
+    job.clear()
     try:
-        # The zygote's bookkeeping of other executions: their sockets' fds are
-        # closed below (_place_fds); the objects go without closing anything.
-        for other in _executions.values():
-            other.detach()
-        _executions.clear()
+        _drop_other_executions()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         sync.sendall(b"hello")
         # The namespaces' set-up overlaps the supervisor's cgroup attach.
@@ -279,12 +278,24 @@ def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lock
         exit_(125)
 
 
+def _drop_other_executions() -> None:
+    # The zygote's bookkeeping of other executions: their sockets' fds are
+    # closed later (_place_fds); the objects go now, without closing anything.
+    for other in _executions.values():
+        other.detach()
+    _executions.clear()
+
+
 def _forget_zygote() -> None:
     """Empty the zygote module's namespace in an execution's process. Code of
     this file still running afterwards uses only its locals."""
-    namespace = globals()
+    namespace, collect = globals(), gc.collect
     sys.modules["__main__"] = types.ModuleType("__main__")
     namespace.clear()
+    # What only cycles kept (frames of the unwound stack and their locals)
+    # goes now. Only objects made since gc.freeze() are examined: a few, not
+    # the preloaded heap.
+    collect()
 
 
 class _Become(BaseException):
@@ -293,7 +304,7 @@ class _Become(BaseException):
     the order loop's state) before the execution starts; caught at the
     module's top level. A BaseException: nothing on the way catches it."""
 
-    def __init__(self, job: tuple) -> None:
+    def __init__(self, job: list) -> None:
         super().__init__()
         self.job = job
 
@@ -411,7 +422,7 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 control.close()
-                job = (sync, order, fds[:4], lockdown, uid, gid)
+                job = [sync, order, fds[:4], lockdown, uid, gid]
             except BaseException:
                 os._exit(125)
             raise _Become(job)
@@ -575,8 +586,9 @@ if __name__ == "__main__":
         main()
     except _Become as become:
         _job, become.job = become.job, None
+        become.__traceback__ = None
     if _job is not None:
         try:
-            _execution(*_job)
+            _execution(_job)
         finally:
             os._exit(125)

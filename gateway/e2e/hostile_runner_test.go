@@ -131,9 +131,15 @@ func TestHostileRunner(t *testing.T) {
 			if len(seen) < 6 || !strings.Contains(mustJSON(seen["mountinfo"]), "/opt/python-executor") {
 				t.Fatalf("the probe read too little: %.2000s", r.Raw)
 			}
-			for what, text := range seen {
-				if strings.Contains(mustJSON(text), repo) {
-					t.Errorf("%s shows the checkout path %s: %.3000s", what, repo, mustJSON(text))
+			for what, v := range seen {
+				text, _ := v.(string)
+				if text == "" {
+					text = mustJSON(v)
+				}
+				for _, line := range strings.Split(text, "\n") {
+					if strings.Contains(line, repo) {
+						t.Errorf("%s shows the checkout path %s: %.500s", what, repo, line)
+					}
 				}
 			}
 		})
