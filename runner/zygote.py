@@ -37,7 +37,10 @@ private tmpfs at /tmp and /dev/shm and a fresh /proc. After "go" it unshares a c
 namespace (rooted at its execution's cgroup), sets the rlimits, makes the pipes fds
 1-4, closes everything else, re-seeds the PRNGs, drops every capability, sets
 no_new_privs, installs the strict seccomp filter (compiled by the supervisor), and only
-then runs the runner on the script.
+then runs the runner on the script. Before that it forgets the zygote: the zygote's
+stack is unwound (_Become), its namespace emptied and `__main__` replaced, so the
+script finds nothing of the zygote's state (other executions, the control socket, the
+init message) beyond the preloaded modules.
 
 Standard library (ctypes on libc) plus msgpack only.
 """
