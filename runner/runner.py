@@ -95,7 +95,7 @@ _str_join = str.join
 # msgpack's and json's C encoders, built once: calling them reads no module
 # attribute that the script could have replaced. The JSON encoders get only
 # plain values (the converter below makes them), and cycles are refused before
-# encoding, so no circular check (markers None) and no default hook.
+# encoding, so no circular check (markers None), and the default hook refuses.
 _PACKER = msgpack.Packer(use_bin_type=True)
 _unpackb = msgpack.unpackb
 
