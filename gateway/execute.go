@@ -126,12 +126,15 @@ var defaultMessages = map[wire.ErrorType]string{
 	wire.ErrResultTooLarge: "main()'s result is larger than allowed",
 	wire.ErrException:      "the script raised an exception",
 	wire.ErrExited:         "the script exited without returning a result",
-	wire.ErrTimeout:        "the script ran longer than its time limit",
-	wire.ErrMemoryLimit:    "the script exceeded its memory limit",
-	wire.ErrResourceLimit:  "the script exceeded a resource limit",
-	wire.ErrBusy:           "the server is busy; retry",
-	wire.ErrInvalidRequest: "invalid request",
-	wire.ErrCancelled:      "the execution was cancelled",
+	// The supervisor's name for whatever a script did to its own result
+	// channel or runner: the script's fault, never the service's.
+	wire.ErrResultCorrupted: "the script spoilt its own answer",
+	wire.ErrTimeout:         "the script ran longer than its time limit",
+	wire.ErrMemoryLimit:     "the script exceeded its memory limit",
+	wire.ErrResourceLimit:   "the script exceeded a resource limit",
+	wire.ErrBusy:            "the server is busy; retry",
+	wire.ErrInvalidRequest:  "invalid request",
+	wire.ErrCancelled:       "the execution was cancelled",
 }
 
 // outcomeError converts a supervisor error for the client. Types meant for

@@ -283,6 +283,8 @@ func TestExecuteErrorOutcomes(t *testing.T) {
 			`{"error":{"type":"exception","message":"ZeroDivisionError: division by zero","traceback":"Traceback (most recent call last):\n  File \"<script>\", line 1, in main\nZeroDivisionError: division by zero\n"},"stdout":"out","stderr":"err"}`},
 		{"exited", &wire.Error{Type: wire.ErrExited, Message: "exit status 3"}, 500,
 			`{"error":{"type":"exited","message":"exit status 3"},"stdout":"out","stderr":"err"}`},
+		{"result_corrupted", &wire.Error{Type: wire.ErrResultCorrupted, Message: "garbage on the result channel"}, 500,
+			`{"error":{"type":"result_corrupted","message":"garbage on the result channel"},"stdout":"out","stderr":"err"}`},
 		{"timeout", &wire.Error{Type: wire.ErrTimeout, Message: "ran longer than 30s"}, 500,
 			`{"error":{"type":"timeout","message":"ran longer than 30s"},"stdout":"out","stderr":"err"}`},
 		{"memory_limit", &wire.Error{Type: wire.ErrMemoryLimit, Message: "over 512 MiB"}, 500,

@@ -42,8 +42,8 @@ func statusFor(t wire.ErrorType) int {
 	case wire.ErrBusy, errUnavailable:
 		return fasthttp.StatusServiceUnavailable
 	default:
-		// exception, exited, timeout, memory_limit, resource_limit,
-		// cancelled, internal, and anything unknown.
+		// exception, exited, result_corrupted, timeout, memory_limit,
+		// resource_limit, cancelled, internal, and anything unknown.
 		return fasthttp.StatusInternalServerError
 	}
 }

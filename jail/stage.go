@@ -56,14 +56,40 @@ func NeedsStaging(path string) bool {
 // makes that namespace's mounts private, so nothing propagates back to the
 // host. The supervisor re-executes itself with CLONE_NEWNS for this.
 func Stage(dir string, mounts []Mount) ([]Mount, error) {
-	out, err := stage(dir, mounts)
+	return StageNeutral(dir, mounts, nil)
+}
+
+// Neutral names a Bind mount (by its Dst) whose host path the jail must not
+// learn. A bind shows its source's path in /proc/self/mountinfo (the mount's
+// root within its filesystem), and a checkout's path is none of the script's
+// business. StageNeutral copies such a file into its tmpfs, and shows such a
+// directory through a read-only overlayfs whose layers have neutral paths
+// in the staging directory: the jail sees "/" and "overlay" and those paths.
+type Neutral struct {
+	Dst string
+	// Replace gives files of a directory (paths relative to it) other
+	// contents, for files that name host paths themselves (a venv's
+	// pyvenv.cfg). They are the overlay's upper layer.
+	Replace map[string][]byte
+}
+
+// maxNeutralFile bounds a file that StageNeutral copies (the staging tmpfs
+// is small).
+const maxNeutralFile = 256 << 10
+
+// StageNeutral is Stage, and also hides the host paths of the neutral
+// mounts (see Neutral). Where the kernel refuses an overlay (no overlayfs),
+// a directory falls back to a plain staged bind: the jail then works as
+// before and sees the path.
+func StageNeutral(dir string, mounts []Mount, neutral []Neutral) ([]Mount, error) {
+	out, err := stage(dir, mounts, neutral)
 	if err != nil {
 		return nil, fmt.Errorf("stage mounts in %s: %w", dir, err)
 	}
 	return out, nil
 }
 
-func stage(dir string, mounts []Mount) ([]Mount, error) {
+func stage(dir string, mounts []Mount, neutral []Neutral) ([]Mount, error) {
 	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
 		return nil, errors.New("want a clean absolute directory")
 	}
@@ -80,13 +106,28 @@ func stage(dir string, mounts []Mount) ([]Mount, error) {
 		return nil, fmt.Errorf("make mounts private: %w", err)
 	}
 	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
-		"mode=0755,size=65536,nr_inodes=4096"); err != nil {
+		"mode=0755,size=2m,nr_inodes=4096"); err != nil {
 		return nil, fmt.Errorf("mount tmpfs: %w", err)
+	}
+	hide := map[string]Neutral{}
+	for _, n := range neutral {
+		hide[n.Dst] = n
 	}
 	out := make([]Mount, len(mounts))
 	staged := map[string]string{} // source -> staged path
 	for i, m := range mounts {
 		out[i] = m
+		if n, ok := hide[m.Dst]; ok && m.Kind == Bind {
+			p, err := stageNeutral(dir, fmt.Sprintf("n%d", i), m.Src, n.Replace)
+			if err != nil {
+				_ = Unstage(dir)
+				return nil, err
+			}
+			if p != "" {
+				out[i].Src = p
+				continue
+			}
+		}
 		if m.Kind != Bind || !NeedsStaging(m.Src) {
 			continue
 		}
@@ -108,6 +149,58 @@ func stage(dir string, mounts []Mount) ([]Mount, error) {
 		return nil, fmt.Errorf("remount %s read-only: %w", dir, err)
 	}
 	return out, nil
+}
+
+// stageNeutral makes src appear under dir/name without its host path: a
+// file is copied; a directory becomes a read-only overlay of replace (upper
+// layer, dir/name.top) over a bind of src at dir/name.src. It returns ""
+// (and leaves nothing behind) when the kernel refuses the overlay.
+func stageNeutral(dir, name, src string, replace map[string][]byte) (string, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, name)
+	if !fi.IsDir() {
+		if fi.Size() > maxNeutralFile {
+			return "", fmt.Errorf("%s: %d bytes, too large to copy for staging", src, fi.Size())
+		}
+		data, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(p, data, 0o444)
+		}
+		if err != nil {
+			return "", fmt.Errorf("copy %s for staging: %w", src, err)
+		}
+		return p, nil
+	}
+	top, lower := p+".top", p+".src"
+	if err := os.Mkdir(top, 0o755); err != nil {
+		return "", fmt.Errorf("create overlay layer: %w", err)
+	}
+	for rel, data := range replace {
+		f := filepath.Join(top, filepath.Clean("/"+rel))
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			return "", fmt.Errorf("create overlay layer: %w", err)
+		}
+		if err := os.WriteFile(f, data, 0o444); err != nil {
+			return "", fmt.Errorf("create overlay layer: %w", err)
+		}
+	}
+	if err := bindReadOnly(src, lower); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(p, 0o755); err != nil {
+		return "", fmt.Errorf("create mount point: %w", err)
+	}
+	// Two lower layers and no upper one: a read-only overlay (some kernels
+	// refuse a single lower layer without an upper one).
+	opts := "lowerdir=" + top + ":" + lower
+	if err := unix.Mount("overlay", p, "overlay", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		_ = unix.Unmount(lower, unix.MNT_DETACH)
+		return "", nil
+	}
+	return p, nil
 }
 
 // bindReadOnly binds src at dst (created as a file or directory like src),

@@ -149,3 +149,61 @@ func TestUnstageNotMounted(t *testing.T) {
 		t.Errorf("Unstage(not a mount point) = %v, want nil", err)
 	}
 }
+
+// Neutral mounts reach the jail without their host paths: a file is copied,
+// a directory is an overlay whose layers are in the staging directory, with
+// replaced files on top.
+func TestStageNeutral(t *testing.T) {
+	requireRoot(t)
+	if !inPrivateMountNS(t) {
+		return
+	}
+	dir := reachableTempDir(t)
+	checkout := filepath.Join(t.TempDir(), "my-checkout")
+	venv := filepath.Join(checkout, ".venv")
+	if err := os.MkdirAll(filepath.Join(venv, "lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(venv, "lib", "mod.py"), "x = 1")
+	write(t, filepath.Join(venv, "pyvenv.cfg"), "home = /usr/bin\ncommand = python -m venv "+venv+"\n")
+	write(t, filepath.Join(checkout, "runner.py"), "print('runner')")
+	in := []Mount{
+		{Kind: Bind, Src: venv, Dst: "/opt/venv"},
+		{Kind: Bind, Src: filepath.Join(checkout, "runner.py"), Dst: "/opt/runner.py"},
+		{Kind: Bind, Src: "/usr/lib", Dst: "/usr/lib"},
+	}
+	out, err := StageNeutral(dir, in, []Neutral{
+		{Dst: "/opt/venv", Replace: map[string][]byte{"pyvenv.cfg": []byte("home = /usr/bin\n")}},
+		{Dst: "/opt/runner.py"},
+	})
+	if err != nil {
+		t.Fatalf("StageNeutral: %v", err)
+	}
+	defer Unstage(dir)
+	if out[0].Src != dir+"/n0" || out[1].Src != dir+"/n1" || out[2].Src != "/usr/lib" {
+		t.Fatalf("sources %q %q %q", out[0].Src, out[1].Src, out[2].Src)
+	}
+	for path, want := range map[string]string{
+		out[0].Src + "/lib/mod.py": "x = 1",
+		out[0].Src + "/pyvenv.cfg": "home = /usr/bin\n",
+		out[1].Src:                 "print('runner')",
+	} {
+		if b, err := os.ReadFile(path); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", path, b, err, want)
+		}
+	}
+	if err := os.WriteFile(out[0].Src+"/lib/new", nil, 0o644); err == nil {
+		t.Error("the overlay is writable")
+	}
+	// What a jail that binds these would see of them in its mountinfo.
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && (fields[4] == out[0].Src || fields[4] == out[1].Src) && strings.Contains(line, checkout) {
+			t.Errorf("a neutral mount names the checkout: %s", line)
+		}
+	}
+}

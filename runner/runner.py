@@ -26,10 +26,15 @@ answer could not be written. The script itself can end the process any other way
 (os._exit, a signal); then nothing is written and the supervisor reports it.
 
 What this file trusts: nothing the script does. The script runs in this process, so
-it can replace any module (json, msgpack, even this one) or write forged bytes to the
-result fd; that spoils its own answer only, and the supervisor treats every byte it
-reads from here as hostile. The runner's job is to give an honest answer to honest
-scripts and a well-formed answer in every case it can still control.
+it can rebind builtins and module functions (json.dumps, os.write, msgpack.packb), or
+write forged bytes to the result fd. The runner takes private references to all it
+uses before any script runs (see "Private references") and puts the builtins back
+before it builds the answer, so such a script still gets its answer. What the runner
+cannot control (forged bytes, a runner module the script changed) spoils the script's
+own answer only: the supervisor treats every byte it reads from here as hostile, and
+never as a failure of the service (result_corrupted, not internal). The runner's job is
+to give an honest answer to honest scripts and a well-formed answer in every case it
+can still control.
 
 The work is in run_request(), which touches no fd, so that the "warm" engine (a
 forked child of a pre-imported zygote) can call it in-process. main() does the fd
@@ -39,6 +44,7 @@ Standard library plus msgpack only. numpy and pandas are handled when, and only
 when, the script imported them itself (importing pandas costs ~300 ms).
 """
 
+import builtins
 import datetime
 import json
 import linecache
@@ -52,6 +58,82 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, BinaryIO, NoReturn
 
 import msgpack
+
+# ---------------------------------------------------------------------------
+# Private references
+# ---------------------------------------------------------------------------
+
+# The script runs in this process and may rebind anything it can reach: a
+# builtin (builtins.len = None), a module's function (json.dumps = None,
+# os.write = None, msgpack.packb = None), sys.stdout, sys.modules. The runner
+# must still answer, so everything it uses after the script started is taken
+# here, before any script runs, and only these names are used.
+#
+# Builtins first: a function's builtins are those of its module's globals when
+# the function is created, so every function below sees this private copy, not
+# the builtins module the script can change. (The script's own module gets the
+# real builtins module explicitly; see _run.)
+_REAL_BUILTINS = builtins.__dict__
+_BUILTINS_SNAPSHOT = dict(_REAL_BUILTINS)
+__builtins__ = dict(_BUILTINS_SNAPSHOT)
+
+_os_write = os.write
+_os_exit = os._exit
+_os_getpid = os.getpid
+_os_set_blocking = os.set_blocking
+_sys_modules = sys.modules
+_set_int_max_str_digits = sys.set_int_max_str_digits
+_get_int_max_str_digits = sys.get_int_max_str_digits
+_isfinite = math.isfinite
+_ModuleType = types.ModuleType
+_Coroutine = Coroutine
+_TracebackException = traceback.TracebackException
+_stack_from_list = traceback.StackSummary.from_list
+_format_exception_only = traceback.format_exception_only
+_linecache = linecache.cache
+_str_join = str.join
+# msgpack's and json's C encoders, built once: calling them reads no module
+# attribute that the script could have replaced. The JSON encoders get only
+# plain values (the converter below makes them), and cycles are refused before
+# encoding, so no circular check (markers None), and the default hook refuses.
+_PACKER = msgpack.Packer(use_bin_type=True)
+_unpackb = msgpack.unpackb
+
+
+def _c_json_encoder(ensure_ascii: bool, allow_nan: bool, separators: tuple[str, str]) -> Any:
+    def no_default(value: object) -> NoReturn:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    string = json.encoder.c_encode_basestring_ascii if ensure_ascii else json.encoder.c_encode_basestring
+    return json.encoder.c_make_encoder(None, no_default, string, None, separators[1], separators[0], False, False, allow_nan)
+
+
+_JSON_COMPACT = _c_json_encoder(False, False, (",", ":"))
+_JSON_COMPACT_ASCII = _c_json_encoder(True, False, (",", ":"))
+# What json.dumps(value) writes for a scalar dict key (allow_nan on: "NaN").
+_JSON_KEY = _c_json_encoder(False, True, (", ", ": "))
+# json.dumps(text, ensure_ascii=False) of a str, for messages.
+_json_quote = json.encoder.c_encode_basestring
+
+
+def _json_text(encoder: Any, value: object) -> str:
+    return _str_join("", encoder(value, 0))
+
+
+def _restore_builtins() -> None:
+    """Put back every builtin the script rebound or deleted.
+
+    The runner's own code does not need this (it has its private copy), but the
+    library code it calls to build the answer (json's and traceback's Python
+    parts, numpy and pandas while converting) looks builtins up in the real
+    module. Called once the script has finished, before the answer is built.
+    """
+    for name, value in _BUILTINS_SNAPSHOT.items():
+        if _REAL_BUILTINS.get(name, _MISSING) is not value:
+            _REAL_BUILTINS[name] = value
+
+
+_MISSING = object()
 
 # ---------------------------------------------------------------------------
 # Wire protocol (supervisor/wire/PROTOCOL.md)
@@ -97,7 +179,7 @@ def encode_frame(request_id: int, msg_type: int, body: dict, version: int = PROT
     Text is msgpack str and bytes are msgpack bin (use_bin_type=True); the map keeps
     the insertion order of `body`, which golden files depend on.
     """
-    payload = msgpack.packb(body, use_bin_type=True)
+    payload = _PACKER.pack(body)
     if len(payload) > 0xFFFFFFFF:
         raise FrameError(f"frame body is {len(payload)} bytes, too large for the header")
     return HEADER.pack(len(payload), request_id, msg_type, version) + payload
@@ -106,7 +188,7 @@ def encode_frame(request_id: int, msg_type: int, body: dict, version: int = PROT
 def _decode_body(payload: bytes) -> dict:
     """Decode a frame body, which must be exactly one msgpack map."""
     try:
-        body = msgpack.unpackb(payload, raw=False)
+        body = _unpackb(payload, raw=False)
     except Exception as exc:  # msgpack raises several types for bad input; all mean "malformed"
         detail = str(exc) or type(exc).__name__
         raise FrameError(f"frame body is not valid msgpack: {detail}") from None
@@ -184,7 +266,7 @@ def write_frame(fd: int, request_id: int, msg_type: int, body: dict) -> None:
     """Write one frame to `fd`, looping over partial writes."""
     data = memoryview(encode_frame(request_id, msg_type, body))
     while data:
-        written = os.write(fd, data)
+        written = _os_write(fd, data)
         data = data[written:]
 
 
@@ -218,7 +300,7 @@ class InvalidResult(Exception):
         if key.isascii() and key.isidentifier():
             self._segments.append(f".{key}")
         else:
-            self._segments.append(f"[{json.dumps(key, ensure_ascii=False)}]")
+            self._segments.append(f"[{_json_quote(key)}]")
 
     @property
     def path(self) -> str:
@@ -231,10 +313,12 @@ class InvalidResult(Exception):
 class ResultTooLarge(Exception):
     """The encoded result is over the limit."""
 
-    def __init__(self, size: int, limit: int, values: bool = False) -> None:
+    def __init__(self, size: int, limit: int, values: bool = False, digits: bool = False) -> None:
         if values:
             # Counted before encoding: every value takes at least two bytes.
             super().__init__(f"result holds more than {size} values, so it cannot fit the limit of {limit} bytes")
+        elif digits:
+            super().__init__(f"result holds an integer of at least {size} digits, over the limit of {limit} bytes")
         else:
             super().__init__(f"result is {size} bytes, over the limit of {limit} bytes")
         self.size = size
@@ -244,9 +328,13 @@ class ResultTooLarge(Exception):
 # Returned by _Converter.scalar for values that are not scalars under the policy.
 _NOT_SCALAR = object()
 
+# Integers past this size have their digits counted against the result cap.
+_BIG_INT = 10**18
+_LOG10_2 = 0.30102999566398120
+
 
 def _duplicate(label: str, name: str) -> str:
-    return f"duplicate {label} {json.dumps(name, ensure_ascii=False)} after conversion to a string"
+    return f"duplicate {label} {_json_quote(name)} after conversion to a string"
 
 
 class _Converter:
@@ -258,8 +346,8 @@ class _Converter:
     """
 
     def __init__(self, max_values: int = 0) -> None:
-        self.numpy = sys.modules.get("numpy")
-        self.pandas = sys.modules.get("pandas")
+        self.numpy = _sys_modules.get("numpy")
+        self.pandas = _sys_modules.get("pandas")
         # A value that shares references (a = [a0, a0]; a = [a, a]; ...) can be
         # tiny in memory and astronomically large as JSON: count the values
         # converted and stop once they alone could not fit the result cap
@@ -324,7 +412,7 @@ class _Converter:
             raise InvalidResult(f"{label} of type {type(key).__name__}")
         if isinstance(plain, str):
             return plain
-        return json.dumps(plain)  # None, bool, int or float; allow_nan is on for keys
+        return _json_text(_JSON_KEY, plain)  # None, bool, int or float; allow_nan is on for keys
 
     def convert(self, value: object, depth: int) -> object:
         """Convert `value`, which sits inside `depth` containers."""
@@ -334,15 +422,21 @@ class _Converter:
                 raise ResultTooLarge(self.max_values, 2 * self.max_values, values=True)
         # Fast path for the common exact types.
         kind = type(value)
-        if kind is str or kind is int or kind is bool or value is None:
+        if kind is str or kind is bool or value is None:
+            return value
+        if kind is int:
+            if value > _BIG_INT or value < -_BIG_INT:
+                self._count_digits(value)
             return value
         if kind is float:
-            return value if math.isfinite(value) else None
+            return value if _isfinite(value) else None
 
         plain = self.scalar(value)
         if plain is not _NOT_SCALAR:
-            if isinstance(plain, float) and not math.isfinite(plain):
+            if isinstance(plain, float) and not _isfinite(plain):
                 return None
+            if isinstance(plain, int) and (plain > _BIG_INT or plain < -_BIG_INT):
+                self._count_digits(plain)
             return plain
 
         if not self._is_container(value):
@@ -356,6 +450,23 @@ class _Converter:
             return self._convert_container(value, depth)
         finally:
             self.ancestors.discard(id(value))
+
+    def _count_digits(self, value: int) -> None:
+        """Account for a big integer's decimal digits before any is written.
+
+        Writing an integer's digits takes time quadratic in their number, so one
+        that cannot fit the result cap is refused from its bit length, and the
+        digits count against the cap like values do (two bytes each).
+        """
+        if not self.max_values:
+            return
+        digits = int((value.bit_length() - 1) * _LOG10_2) + 1  # never more than the real count
+        limit = 2 * self.max_values
+        if digits > limit:
+            raise ResultTooLarge(digits, limit, digits=True)
+        self.values += digits // 2
+        if self.values > self.max_values:
+            raise ResultTooLarge(self.max_values, limit, values=True)
 
     def _is_container(self, value: object) -> bool:
         if isinstance(value, (list, tuple, dict)):
@@ -463,17 +574,26 @@ def encode_result(value: object, max_result_bytes: int) -> bytes:
     Raises InvalidResult when the value is not JSON under the policy, and
     ResultTooLarge when the text is over max_result_bytes (0 means no limit).
     """
-    # Every value but the last is written with at least two bytes (itself and
-    # a separator), so more than max_result_bytes // 2 values cannot fit.
-    plain = to_json_value(value, (max_result_bytes + 1) // 2)
-    # allow_nan=False is a second guard: the conversion already replaced NaN/Infinity.
-    text = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    # Python refuses to write an int of more than 4300 digits (a guard against
+    # quadratic conversions of untrusted input); a result is no such input: its
+    # size is bounded by the cap, checked digit by digit in the conversion, and
+    # its time by the execution's timeout. The script's own setting is put back.
+    digits_limit = _get_int_max_str_digits()
+    _set_int_max_str_digits(0)
     try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate in some string cannot be UTF-8; write \udxxx escapes instead,
-        # so the bytes are always valid UTF-8.
-        data = json.dumps(plain, allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        # Every value but the last is written with at least two bytes (itself and
+        # a separator), so more than max_result_bytes // 2 values cannot fit.
+        plain = to_json_value(value, (max_result_bytes + 1) // 2)
+        # allow_nan=False is a second guard: the conversion already replaced NaN/Infinity.
+        text = _json_text(_JSON_COMPACT, plain)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate in some string cannot be UTF-8; write \udxxx escapes instead,
+            # so the bytes are always valid UTF-8.
+            data = _json_text(_JSON_COMPACT_ASCII, plain).encode("ascii")
+    finally:
+        _set_int_max_str_digits(digits_limit)
     if max_result_bytes > 0 and len(data) > max_result_bytes:
         raise ResultTooLarge(len(data), max_result_bytes)
     return data
@@ -517,18 +637,30 @@ def error_body(error_type: str, message: str, traceback_text: str = "") -> dict:
 
 
 def _safe_str(value: object) -> str:
-    # str() of a user object runs user code, which may raise anything (even SystemExit).
+    # str() of a user object runs user code, which may raise anything (even
+    # SystemExit), or return a str subclass with methods of its own: the text is
+    # copied into a plain str.
     try:
-        return str(value)
+        return str.__str__(str(value))
     except BaseException:
-        return f"<{type(value).__name__} object; str() failed>"
+        return f"<{_type_name(value)} object; str() failed>"
 
 
 def _safe_repr(value: object) -> str:
     try:
-        return repr(value)
+        return str.__str__(repr(value))
     except BaseException:
-        return f"<{type(value).__name__} object; repr() failed>"
+        return f"<{_type_name(value)} object; repr() failed>"
+
+
+def _type_name(value: object) -> str:
+    # type.__qualname__ read through type's own descriptor: a metaclass cannot
+    # substitute it.
+    return _TYPE_QUALNAME(type(value))
+
+
+_TYPE_QUALNAME = type.__dict__["__qualname__"].__get__
+_TYPE_MODULE = type.__dict__["__module__"].__get__
 
 
 def _exception_name(exc: BaseException) -> str:
@@ -538,10 +670,14 @@ def _exception_name(exc: BaseException) -> str:
     ("json.decoder.JSONDecodeError"), the script's own are bare ("MyError").
     """
     kind = type(exc)
-    module = getattr(kind, "__module__", None)
-    if module in (None, "builtins", "__main__", SCRIPT_MODULE):
-        return kind.__qualname__
-    return f"{module}.{kind.__qualname__}"
+    try:
+        module = _TYPE_MODULE(kind)
+    except BaseException:
+        module = None
+    name = _TYPE_QUALNAME(kind)
+    if type(module) is not str or module in ("builtins", "__main__", SCRIPT_MODULE):
+        return name
+    return f"{module}.{name}"
 
 
 def exception_message(exc: BaseException) -> str:
@@ -571,7 +707,7 @@ def script_traceback(exc: BaseException) -> str:
     Python's own, so an exception class defined by the script reads
     "__script__.MyError: ..." there (the error message says just "MyError: ...").
     """
-    summary = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+    summary = _TracebackException(type(exc), exc, exc.__traceback__, compact=True)
     pending = [summary]
     seen: set[int] = set()
     while pending:
@@ -580,7 +716,7 @@ def script_traceback(exc: BaseException) -> str:
             continue
         seen.add(id(current))
         kept = [frame for frame in current.stack if frame.filename == SCRIPT_FILENAME]
-        current.stack = traceback.StackSummary.from_list(kept)
+        current.stack = _stack_from_list(kept)
         for nested in (current.__cause__, current.__context__, *(current.exceptions or ())):
             if nested is not None:
                 pending.append(nested)
@@ -590,26 +726,40 @@ def script_traceback(exc: BaseException) -> str:
 def _script_failure(exc: BaseException) -> tuple[int, dict]:
     """The answer for an exception that escaped the script (at import, in main, or in
     script code called while encoding the result)."""
-    if isinstance(exc, SystemExit):
-        if exc.code is None:
-            call = "sys.exit()"
+    exited = isinstance(exc, SystemExit)
+    try:
+        if exited:
+            code = exc.code
+            call = "sys.exit()" if code is None else f"sys.exit({_safe_repr(code)})"
+            message = f"script called {call} before returning a result"
         else:
-            call = f"sys.exit({_safe_repr(exc.code)})"
-        message = f"script called {call} before returning a result"
-        return MSG_ERROR, error_body(ERR_EXITED, message, script_traceback(exc))
+            message = exception_message(exc)
+    except BaseException:
+        # The exception's own attributes run script code (a property, a
+        # metaclass); its type name cannot.
+        message = _exception_name(exc)
+    try:
+        # Formatting runs the traceback and linecache modules, which the script
+        # may have broken: then the answer goes without a traceback.
+        text = script_traceback(exc)
+    except BaseException:
+        text = ""
     # KeyboardInterrupt and other BaseExceptions are reported like exceptions.
-    return MSG_ERROR, error_body(ERR_EXCEPTION, exception_message(exc), script_traceback(exc))
+    return MSG_ERROR, error_body(ERR_EXITED if exited else ERR_EXCEPTION, message, text)
 
 
 def _internal_failure(exc: BaseException) -> tuple[int, dict]:
-    # A bug of the runner: name it, but keep the runner's own frames out of the answer.
+    # A failure of the runner's own code: name it, but keep the runner's frames out
+    # of the answer. Once the script has run, the script may be the cause (it can
+    # change anything in this process), so the supervisor never takes this for a
+    # failure of the service (it answers result_corrupted).
     return MSG_ERROR, error_body(ERR_INTERNAL, f"runner failed: {exception_message(exc)}")
 
 
 def _compile_script(script: str) -> types.CodeType:
     # Registered with linecache so that tracebacks (and inspect.getsource) show the
     # script's lines; mtime None marks it as not a file, so checkcache() keeps it.
-    linecache.cache[SCRIPT_FILENAME] = (len(script), None, script.splitlines(keepends=True), SCRIPT_FILENAME)
+    _linecache[SCRIPT_FILENAME] = (len(script), None, script.splitlines(keepends=True), SCRIPT_FILENAME)
     # dont_inherit: no __future__ flags of the runner leak into the script.
     return compile(script, SCRIPT_FILENAME, "exec", dont_inherit=True)
 
@@ -619,7 +769,7 @@ def _syntax_failure(exc: BaseException) -> tuple[int, dict]:
         text = exc.msg or _safe_str(exc)
         message = f"line {exc.lineno}: {text}" if exc.lineno else text
         # format_exception_only shows the file, line, the offending text and a caret.
-        detail = "".join(traceback.format_exception_only(type(exc), exc))
+        detail = "".join(_format_exception_only(type(exc), exc))
         return MSG_ERROR, error_body(ERR_SYNTAX, message, detail)
     if isinstance(exc, ValueError):  # e.g. null bytes, on Python versions that raise ValueError
         return MSG_ERROR, error_body(ERR_SYNTAX, _safe_str(exc), exception_message(exc) + "\n")
@@ -638,8 +788,11 @@ def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
     # A fresh module that is not __main__, so `if __name__ == "__main__": main()`
     # does not call main() a second time; in sys.modules so that pickle and
     # multiprocessing can find the script's functions and classes by module name.
-    module = types.ModuleType(SCRIPT_MODULE)
-    sys.modules[SCRIPT_MODULE] = module
+    module = _ModuleType(SCRIPT_MODULE)
+    # The real builtins module, not the runner's private copy (exec would hand the
+    # script the caller's builtins): the script's changes to builtins are its own.
+    module.__dict__["__builtins__"] = builtins
+    _sys_modules[SCRIPT_MODULE] = module
     sys.argv = [SCRIPT_FILENAME]
 
     try:
@@ -648,18 +801,20 @@ def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
         if main is None:
             return MSG_ERROR, error_body(ERR_MISSING_MAIN, "script does not define a callable main()")
         if not callable(main):
-            message = f"script does not define a callable main(): main is of type {type(main).__name__}"
+            message = f"script does not define a callable main(): main is of type {_type_name(main)}"
             return MSG_ERROR, error_body(ERR_MISSING_MAIN, message)
         value = main()
-        if isinstance(value, Coroutine):
+        if isinstance(value, _Coroutine):
             # `async def main()`: run it to completion. asyncio is imported only here,
             # as most scripts never need it.
             import asyncio
 
             value = asyncio.run(value)
     except BaseException as exc:  # every way out of the script is an outcome, even KeyboardInterrupt
+        _restore_builtins()
         return _script_failure(exc)
 
+    _restore_builtins()
     try:
         data = encode_result(value, max_result_bytes)
     except InvalidResult as exc:
@@ -688,7 +843,10 @@ def run_request(script: str, max_result_bytes: int) -> tuple[int, dict]:
     try:
         return _run(script, max_result_bytes)
     except BaseException as exc:
-        return _internal_failure(exc)
+        try:
+            return _internal_failure(exc)
+        except BaseException:
+            return MSG_ERROR, {"type": ERR_INTERNAL, "message": "runner failed", "traceback": ""}
 
 
 # ---------------------------------------------------------------------------
@@ -732,13 +890,26 @@ def _remove_runner_dir_from_path() -> None:
     sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or ".") != runner_dir]
 
 
+def _fresh_main_module() -> None:
+    # `import __main__` gives the script an empty module in both engines: not
+    # this file (run as __main__ by the cold engine), not a zygote's state.
+    # The old module stays referenced here: the runner's functions use its
+    # namespace.
+    global _OLD_MAIN
+    _OLD_MAIN = _sys_modules.get("__main__")
+    _sys_modules["__main__"] = _ModuleType("__main__")
+
+
+_OLD_MAIN = None
+
+
 def _flush_standard_streams() -> None:
     # So that everything the script printed is in the pipes before the answer is
     # written. The streams may have been replaced by the script (and its flush may
     # raise anything, even SystemExit); that must not stop the answer.
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    for name in ("stdout", "stderr", "__stdout__", "__stderr__"):
         try:
-            stream.flush()
+            getattr(sys, name).flush()
         except BaseException:
             pass
 
@@ -747,10 +918,10 @@ def _fail(status: int, message: str) -> NoReturn:
     # Before the script runs, and when the answer cannot be written, the only
     # channel left is stderr (which the supervisor logs).
     try:
-        os.write(2, f"python-executor runner: {message}\n".encode("utf-8", "backslashreplace"))
-    except OSError:
+        _os_write(2, f"python-executor runner: {message}\n".encode("utf-8", "backslashreplace"))
+    except BaseException:
         pass
-    os._exit(status)
+    _os_exit(status)
 
 
 def main() -> None:
@@ -772,24 +943,25 @@ def main() -> None:
         _fail(EXIT_BAD_REQUEST, f"bad request: {exc}")
 
     _remove_runner_dir_from_path()
-    runner_pid = os.getpid()
+    _fresh_main_module()
+    runner_pid = _os_getpid()
     msg_type, body = run_request(script, max_result_bytes)
     _flush_standard_streams()
 
-    if os.getpid() != runner_pid:
+    if _os_getpid() != runner_pid:
         # A child the script forked with os.fork() has returned from main() as well.
         # Only the process the supervisor started may answer: exactly one frame.
-        os._exit(0)
+        _os_exit(0)
 
     try:
         # The script may have made the fd non-blocking; a short write would lose the answer.
-        os.set_blocking(result_fd, True)
+        _os_set_blocking(result_fd, True)
         write_frame(result_fd, request_id, msg_type, body)
-    except Exception as exc:
+    except BaseException as exc:
         _fail(EXIT_WRITE_FAILED, f"cannot write the answer: {exception_message(exc)}")
     # os._exit, not sys.exit: no atexit handlers of the script, no waiting for its
     # non-daemon threads; the answer is complete.
-    os._exit(0)
+    _os_exit(0)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ private tmpfs at /tmp and /dev/shm and a fresh /proc. After "go" it unshares a c
 namespace (rooted at its execution's cgroup), sets the rlimits, makes the pipes fds
 1-4, closes everything else, re-seeds the PRNGs, drops every capability, sets
 no_new_privs, installs the strict seccomp filter (compiled by the supervisor), and only
-then runs the runner on the script.
+then runs the runner on the script. Before that it forgets the zygote: the zygote's
+stack is unwound (_Become), its namespace emptied and `__main__` replaced, so the
+script finds nothing of the zygote's state (other executions, the control socket, the
+init message) beyond the preloaded modules.
 
 Standard library (ctypes on libc) plus msgpack only.
 """
@@ -52,6 +55,7 @@ import select
 import signal
 import socket
 import sys
+import types
 from typing import Any, NoReturn
 
 import msgpack
@@ -235,12 +239,16 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
-def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lockdown, uid: int, gid: int) -> NoReturn:
+def _execution(job: list) -> NoReturn:
     """The single-use process of one order, PID 1 of its namespaces: finish the
     set-up, run the script. A failure before the script runs is reported on the
     sync socket, so that the supervisor tells it from anything a script can do.
-    The zygote reports how it ended."""
+    The zygote reports how it ended. job is [sync, order, fds, lockdown, uid,
+    gid], emptied here so that the caller's reference keeps nothing alive."""
+    sync, order, fds, lockdown, uid, gid = job
+    job.clear()
     try:
+        _drop_other_executions()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         sync.sendall(b"hello")
         # The namespaces' set-up overlaps the supervisor's cgroup attach.
@@ -261,8 +269,47 @@ def _execution(sync: socket.socket, order: Order, fds: list[int], lockdown: Lock
             pass
         os._exit(125)
     sync.close()
-    runner.main()
-    os._exit(0)  # runner.main does not return
+    run, exit_ = runner.main, os._exit
+    # The script sees nothing of the zygote beyond the preloaded modules: not
+    # its globals (the zygote is __main__ here, and frames lead to them), not
+    # its locals (main and _serve have returned: see _Become).
+    del sync, order, fds, lockdown
+    _forget_zygote()
+    try:
+        run()  # does not return
+    finally:
+        exit_(125)
+
+
+def _drop_other_executions() -> None:
+    # The zygote's bookkeeping of other executions: their sockets' fds are
+    # closed later (_place_fds); the objects go now, without closing anything.
+    for other in _executions.values():
+        other.detach()
+    _executions.clear()
+
+
+def _forget_zygote() -> None:
+    """Empty the zygote module's namespace in an execution's process. Code of
+    this file still running afterwards uses only its locals."""
+    namespace, collect = globals(), gc.collect
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    namespace.clear()
+    # What only cycles kept (frames of the unwound stack and their locals)
+    # goes now. Only objects made since gc.freeze() are examined: a few, not
+    # the preloaded heap.
+    collect()
+
+
+class _Become(BaseException):
+    """Raised in a new execution's process to unwind the zygote's stack (the
+    frames of main and _serve, with the init message, the control socket and
+    the order loop's state) before the execution starts; caught at the
+    module's top level. A BaseException: nothing on the way catches it."""
+
+    def __init__(self, job: list) -> None:
+        super().__init__()
+        self.job = job
 
 
 # The zygote's own libc calls that must hold the GIL across a fork, as os.fork does.
@@ -378,9 +425,10 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 control.close()
-                _execution(sync, order, fds[:4], lockdown, uid, gid)
-            finally:
+                job = [sync, order, fds[:4], lockdown, uid, gid]
+            except BaseException:
                 os._exit(125)
+            raise _Become(job)
         _executions[pid] = sync
         for fd in fds[:4]:
             os.close(fd)
@@ -536,4 +584,14 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _job = None
+    try:
+        main()
+    except _Become as become:
+        _job, become.job = become.job, None
+        become.__traceback__ = None
+    if _job is not None:
+        try:
+            _execution(_job)
+        finally:
+            os._exit(125)

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/python-executor/python-executor/supervisor/wire"
 )
 
 // LimitSet is one full set of per-execution limits.
@@ -116,7 +118,16 @@ type Config struct {
 
 	// MaxFrame bounds frames read from clients; 0 = wire.DefaultMaxFrame.
 	MaxFrame int
+	// ClientMaxFrame is the largest frame body the clients accept (the
+	// gateway's client.Config.MaxFrame); 0 = wire.DefaultMaxFrame, the Go
+	// client's default. A result frame must fit it, so Validate refuses a
+	// result limit that does not.
+	ClientMaxFrame int
 }
+
+// resultFrameEnvelope is what a result frame to a client carries besides the
+// result's JSON (the msgpack map and the bin header), rounded up generously.
+const resultFrameEnvelope = 1 << 10
 
 func (c *Config) applyDefaults() {
 	if c.StageDir == "" {
@@ -194,6 +205,20 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Defaults.within(c.Max); err != nil {
 		return fmt.Errorf("defaults above max: %w", err)
+	}
+	// Checked here, at start-up: a result over the clients' frame limit would
+	// otherwise be computed and then lost (the client drops the connection).
+	clientMax := c.ClientMaxFrame
+	if clientMax <= 0 {
+		clientMax = wire.DefaultMaxFrame
+	}
+	if room := int64(clientMax - resultFrameEnvelope); c.Max.ResultBytes > room {
+		return fmt.Errorf("the result limit of %d KiB (-result-kb) does not fit the largest frame the clients accept (%d KiB, %d KiB of it for the result): lower -result-kb to %d or less",
+			c.Max.ResultBytes>>10, clientMax>>10, room>>10, room>>10)
+	}
+	// An error's texts are capped (four bytes per character at most).
+	if maxError := 4*(MaxErrorMessageRunes+MaxErrorTracebackRunes+2*clipMarkerRoom) + resultFrameEnvelope; clientMax < maxError {
+		return fmt.Errorf("the clients' largest frame of %d bytes is smaller than an error frame may be (%d bytes)", clientMax, maxError)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -142,10 +143,20 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	// under /tmp would otherwise show up inside the jail's /tmp, and the
 	// host layout is none of the script's business. A venv finds its
 	// prefix from its pyvenv.cfg, so it runs from anywhere.
+	// Nor does the jail see the checkout's path elsewhere: the venv, the
+	// runner and the zygote are staged under neutral paths (so
+	// /proc/self/mountinfo names none of theirs), and the venv's pyvenv.cfg,
+	// whose "command" line names the venv's host path, is shown without it.
+	neutral := []jail.Neutral{{Dst: RunnerJailPath}, {Dst: ZygoteJailPath}}
 	if in.Prefix != in.BasePrefix {
 		for i := range mounts {
 			if mounts[i].Kind == jail.Bind && mounts[i].Dst == in.Prefix {
 				mounts[i].Dst = VenvJailPath
+				venv := jail.Neutral{Dst: VenvJailPath}
+				if cfgText, err := os.ReadFile(filepath.Join(mounts[i].Src, "pyvenv.cfg")); err == nil {
+					venv.Replace = map[string][]byte{"pyvenv.cfg": neutralPyvenvCfg(cfgText, mounts[i].Src, in.Prefix)}
+				}
+				neutral = append(neutral, venv)
 				in.Executable = filepath.Join(VenvJailPath, "bin", filepath.Base(python))
 				in.Prefix = VenvJailPath
 			}
@@ -158,7 +169,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create stage dir: %w", err)
 	}
-	staged, err := jail.Stage(cfg.StageDir, mounts)
+	staged, err := jail.StageNeutral(cfg.StageDir, mounts, neutral)
 	if err != nil {
 		return nil, fmt.Errorf("stage mounts: %w", err)
 	}
@@ -255,4 +266,23 @@ func describeInterpreter(python string) (jail.Interpreter, error) {
 		d.Executable = python
 	}
 	return jail.Interpreter{Executable: d.Executable, Prefix: d.Prefix, BasePrefix: d.BasePrefix}, nil
+}
+
+// neutralPyvenvCfg is a venv's pyvenv.cfg without the lines that name the
+// venv's own host path (venv 3.11 writes "command = ... -m venv <path>"):
+// Python reads only "home" and "include-system-site-packages" of it.
+func neutralPyvenvCfg(text []byte, paths ...string) []byte {
+	var out []byte
+	for _, line := range strings.SplitAfter(string(text), "\n") {
+		keep := true
+		for _, p := range paths {
+			if p != "" && p != "/" && strings.Contains(line, p) {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, line...)
+		}
+	}
+	return out
 }

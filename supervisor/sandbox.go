@@ -185,6 +185,9 @@ loop:
 		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
 	case answer.err == nil:
 		out.Result, out.Err = interpretAnswer(answer.frame, x.Limits.ResultBytes)
+		if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
+			log.WithField("detail", out.Err.Message).Warn("runner answer refused")
+		}
 		reason = wire.ExitOK
 		if out.Err != nil {
 			reason = wire.ExitError
@@ -210,10 +213,11 @@ loop:
 	case exit.failure != "":
 		return Outcome{}, errors.New(exit.failure)
 	case answer.err != io.EOF && !killed:
-		// The runner wrote garbage on its result fd: this execution's answer
-		// is spoilt, nothing else is.
+		// Garbage on the result fd: the script can write there (it runs in
+		// the runner's process), so the script spoilt its own answer;
+		// nothing else is affected and the service did not fail.
 		reason = wire.ExitError
-		out.Err = &wire.Error{Type: wire.ErrInternal, Message: "the runner sent a malformed answer"}
+		out.Err = corruptedAnswer("")
 		log.WithError(answer.err).Warn("malformed runner answer")
 	default:
 		reason = wire.ExitExited
@@ -267,7 +271,7 @@ func readRunnerAnswer(r io.Reader, max int) (wire.Frame, error) {
 // frame is hostile (user code can write to the result fd), so everything is
 // checked, and the JSON bytes are validated but never re-encoded.
 func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
-	bad := &wire.Error{Type: wire.ErrInternal, Message: "the runner sent a malformed answer"}
+	bad := corruptedAnswer("")
 	if f.Version != wire.Version {
 		return nil, bad
 	}
@@ -289,8 +293,15 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 		if err := wire.Unmarshal(f.Body, &e); err != nil {
 			return nil, bad
 		}
+		e.Message = clipText(strings.ToValidUTF8(e.Message, "\uFFFD"), MaxErrorMessageRunes)
+		e.Traceback = clipText(strings.ToValidUTF8(e.Traceback, "\uFFFD"), MaxErrorTracebackRunes)
 		switch e.Type {
-		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited, wire.ErrInternal:
+		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited:
+		case wire.ErrInternal:
+			// The runner reports a failure of its own code this way, but a
+			// frame from the jail is never the service's own failure: the
+			// script can forge it, or break the runner it runs in.
+			return nil, corruptedAnswer(e.Message)
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
 			// memory surfaces as MemoryError; it is still the limit.
@@ -300,12 +311,46 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 		default:
 			return nil, bad
 		}
-		e.Message = strings.ToValidUTF8(e.Message, "\uFFFD")
-		e.Traceback = strings.ToValidUTF8(e.Traceback, "\uFFFD")
 		return nil, &e
 	default:
 		return nil, bad
 	}
+}
+
+// The longest message and traceback of an error from the jail, in
+// characters; longer ones lose their middle. The runner cuts its own at the
+// same lengths (runner.MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS); these hold
+// whatever a forged frame carries, so an answer stays small however the
+// gateway escapes it (at most six bytes of JSON per character).
+const (
+	MaxErrorMessageRunes   = 8 << 10
+	MaxErrorTracebackRunes = 64 << 10
+	clipMarkerRoom         = 64
+)
+
+// corruptedAnswer is the error of an execution whose result channel carried
+// something no honest runner sends, or whose runner reported a failure of
+// its own (detail, clipped): the script's doing, never the service's.
+func corruptedAnswer(detail string) *wire.Error {
+	msg := "the script's process did not deliver a well-formed answer (the script wrote to the result channel or broke the runner)"
+	if detail != "" {
+		msg += ": " + clipText(detail, MaxErrorMessageRunes-len(msg)-2)
+	}
+	return &wire.Error{Type: wire.ErrResultCorrupted, Message: msg}
+}
+
+// clipText cuts s to at most limit characters by dropping its middle (the
+// start names the problem, the end holds the innermost frame), like the
+// runner's _clip. The runner's clipped text is its limit plus the marker,
+// so up to clipMarkerRoom characters over passes: an honest runner's text
+// is never cut twice.
+func clipText(s string, limit int) string {
+	if utf8.RuneCountInString(s) <= limit+clipMarkerRoom {
+		return s
+	}
+	r := []rune(s)
+	half := limit / 2
+	return fmt.Sprintf("%s\n... [%d characters omitted] ...\n%s", string(r[:half]), len(r)-2*half, string(r[len(r)-half:]))
 }
 
 // waitStatusExit decodes a wait status into an exit code and a signal.

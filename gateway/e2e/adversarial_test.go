@@ -405,7 +405,7 @@ def main():
 `), check: wantValue(`[1, "ok"]`)},
 
 		// Talking to the supervisor through the jail's own fds.
-		{name: "forged_garbage_on_every_fd", status: 500, typ: "internal", script: s(`
+		{name: "forged_garbage_on_every_fd", status: 500, typ: "result_corrupted", script: s(`
 def main():
     for fd in range(3, 64):
         try:

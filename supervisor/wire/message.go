@@ -74,6 +74,10 @@ const (
 	ErrVersionMismatch ErrorType = "version_mismatch"
 	ErrProtocol        ErrorType = "protocol_error"
 	ErrInternal        ErrorType = "internal"
+	// ErrResultCorrupted: the script's process sent something on the result
+	// channel that no honest runner sends (garbage, a malformed frame, a
+	// claim of an internal failure). Attributed to the script.
+	ErrResultCorrupted ErrorType = "result_corrupted"
 )
 
 // Error is an execution's failure (or a connection-level refusal on id 0).

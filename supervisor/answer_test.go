@@ -1,0 +1,113 @@
+package supervisor
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/python-executor/python-executor/supervisor/wire"
+)
+
+func errorFrame(t *testing.T, e wire.Error) wire.Frame {
+	t.Helper()
+	body, err := wire.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.Frame{RequestID: 1, Type: wire.TypeError, Version: wire.Version, Body: body}
+}
+
+// A frame from the jail that claims an internal error is the script's
+// doing (forged, or a runner the script broke), never the service's.
+func TestAnswerClaimingInternalIsResultCorrupted(t *testing.T) {
+	_, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), 1<<20)
+	if e == nil || e.Type != wire.ErrResultCorrupted || !strings.HasSuffix(e.Message, ": runner failed: TypeError: x") {
+		t.Fatalf("got %+v, want result_corrupted naming the runner's message", e)
+	}
+}
+
+func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
+	for name, f := range map[string]wire.Frame{
+		"unknown type":  {Type: wire.TypeExecute, Version: wire.Version, Body: []byte{0x80}},
+		"bad msgpack":   {Type: wire.TypeError, Version: wire.Version, Body: []byte{0xc1}},
+		"unknown error": errorFrame(t, wire.Error{Type: "made_up", Message: "x"}),
+		"busy claimed":  errorFrame(t, wire.Error{Type: wire.ErrBusy, Message: "x"}),
+	} {
+		if _, e := interpretAnswer(f, 1<<20); e == nil || e.Type != wire.ErrResultCorrupted {
+			t.Errorf("%s: got %+v, want result_corrupted", name, e)
+		}
+	}
+	// Garbage on the fd does not even make a header.
+	if _, err := readRunnerAnswer(bytes.NewReader(bytes.Repeat([]byte{0xff}, 64)), 1<<20); err != errMalformedAnswer {
+		t.Fatalf("garbage: %v", err)
+	}
+}
+
+// Whatever the jail sends, the message and traceback the client sees are
+// capped (a forged frame may carry megabytes of control characters, which
+// JSON escapes to six bytes each).
+func TestErrorTextFromTheJailIsCapped(t *testing.T) {
+	huge := strings.Repeat("\x01", 9<<20)
+	for _, typ := range []wire.ErrorType{wire.ErrException, wire.ErrSyntax, wire.ErrExited, wire.ErrInternal} {
+		_, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), 1<<20)
+		if e == nil {
+			t.Fatalf("%s: no error", typ)
+		}
+		if n := utf8.RuneCountInString(e.Message); n > MaxErrorMessageRunes+64 {
+			t.Errorf("%s: message of %d characters", typ, n)
+		}
+		if n := utf8.RuneCountInString(e.Traceback); n > MaxErrorTracebackRunes+64 {
+			t.Errorf("%s: traceback of %d characters", typ, n)
+		}
+		if typ != wire.ErrInternal && (!strings.HasPrefix(e.Message, "head") || !strings.HasSuffix(e.Message, "tail") || !strings.HasSuffix(e.Traceback, "bottom")) {
+			t.Errorf("%s: the clip must keep both ends", typ)
+		}
+	}
+	// An honest runner's texts (already within the caps) pass unchanged.
+	msg, tb := strings.Repeat("m", MaxErrorMessageRunes), strings.Repeat("é", MaxErrorTracebackRunes)
+	if _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), 1<<20); e.Message != msg || e.Traceback != tb {
+		t.Fatal("texts within the caps were changed")
+	}
+}
+
+// The runner clips at the same lengths; its clipped text is not cut again.
+func TestRunnerClippedTextIsNotCutAgain(t *testing.T) {
+	clipped := clipText(strings.Repeat("x", 1<<20), MaxErrorMessageRunes)
+	if again := clipText(clipped, MaxErrorMessageRunes); again != clipped {
+		t.Fatal("a clipped text was clipped again")
+	}
+	// What runner._clip makes of a 1 MiB message, with its own marker.
+	half := MaxErrorMessageRunes / 2
+	runner := strings.Repeat("x", half) + "\n... [1040384 characters omitted] ...\n" + strings.Repeat("x", half)
+	if clipText(runner, MaxErrorMessageRunes) != runner {
+		t.Fatal("the runner's clipped message was cut again")
+	}
+}
+
+// -result-kb and the clients' largest frame are checked against each other
+// at start-up, with a message that says what to do.
+func TestResultLimitMustFitTheClientsFrame(t *testing.T) {
+	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
+	c := base
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	c = base
+	c.Defaults = DefaultLimits()
+	c.Defaults.ResultBytes = 20 << 20 // over the 16 MiB frames of the Go client
+	c.Max = c.Defaults
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "-result-kb") || !strings.Contains(err.Error(), "lower -result-kb to 16383 or less") {
+		t.Fatalf("20 MiB results with 16 MiB frames: %v", err)
+	}
+	c.ClientMaxFrame = 32 << 20
+	if err := c.Validate(); err != nil {
+		t.Fatalf("20 MiB results with 32 MiB frames: %v", err)
+	}
+	c = base
+	c.ClientMaxFrame = 64 << 10
+	if err := c.Validate(); err == nil {
+		t.Fatal("8 MiB results with 64 KiB frames accepted")
+	}
+}
