@@ -103,6 +103,11 @@ func successBody(out *client.Outcome) []byte {
 	b = strconv.AppendInt(b, out.Done.CPUMS, 10)
 	b = append(b, `,"peak_memory_bytes":`...)
 	b = strconv.AppendInt(b, out.Done.PeakMemoryBytes, 10)
+	if out.Done.QueueMS > 0 {
+		// Optional: only an execution that waited for a slot says so.
+		b = append(b, `,"queue_ms":`...)
+		b = strconv.AppendInt(b, out.Done.QueueMS, 10)
+	}
 	b = append(b, `},"truncated":{"stdout":`...)
 	b = strconv.AppendBool(b, out.Done.StdoutTruncated)
 	b = append(b, `,"stderr":`...)

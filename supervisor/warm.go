@@ -56,6 +56,10 @@ type warmEngine struct {
 	spareLimits jail.Limits
 	spares      chan *spare
 	spareSeq    atomic.Uint64
+
+	// noneSince is when the last ready zygote went away (unix ns), 0 while
+	// one is ready; see notReady.
+	noneSince atomic.Int64
 }
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
