@@ -94,7 +94,6 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		Concurrency:                  cfg.MaxConns,
-		MaxConnsPerIP:                cfg.MaxConnsPerIP,
 		MaxRequestBodySize:           cfg.MaxBodyBytes,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
@@ -123,7 +122,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	g.log.WithField("addr", ln.Addr().String()).Info("gateway listening")
 	errc := make(chan error, 1)
-	go func() { errc <- g.srv.Serve(lingerListener{ln}) }()
+	go func() { errc <- g.srv.Serve(lingerListener{Listener: ln, perIP: newPerIPLimit(g.cfg.MaxConnsPerIP)}) }()
 	select {
 	case err := <-errc:
 		g.stopExec(errShuttingDown)
