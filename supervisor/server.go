@@ -42,6 +42,11 @@ type Server struct {
 	seq      atomic.Uint64 // execution ids
 	draining atomic.Bool   // set once Serve's context ended
 
+	// cgroupProbe, when set, creates and removes a throwaway execution
+	// cgroup: whether executions can get theirs. probe caches its verdict.
+	cgroupProbe func() error
+	probe       probeCache
+
 	mu    sync.Mutex // guards conns
 	conns map[*conn]struct{}
 }
@@ -232,10 +237,43 @@ func (s *Server) notReady() string {
 	if s.draining.Load() {
 		return "shutting down"
 	}
+	if s.cgroupProbe != nil {
+		if err := s.probe.get(s.cgroupProbe, s.log); err != nil {
+			// The detail (host paths) goes to the log only: /health is
+			// public.
+			return "cannot create execution cgroups"
+		}
+	}
 	if r, ok := s.engine.(readiness); ok {
 		return r.notReady(s.cfg.NotReadyAfter)
 	}
 	return ""
+}
+
+// probeEvery bounds how often status requests run the cgroup probe.
+const probeEvery = time.Second
+
+// probeCache runs a probe at most once per probeEvery and keeps its result.
+type probeCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last error
+}
+
+func (p *probeCache) get(probe func() error, log *logrus.Entry) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.at) >= probeEvery {
+		err := probe()
+		switch {
+		case err != nil && p.last == nil:
+			log.WithError(err).Error("not ready: cannot create execution cgroups")
+		case err == nil && p.last != nil:
+			log.Info("ready again: execution cgroups can be created")
+		}
+		p.last, p.at = err, time.Now()
+	}
+	return p.last
 }
 
 func (s *Server) newExecutionID() string {

@@ -563,3 +563,75 @@ func TestConnectionFloods(t *testing.T) {
 		}
 	})
 }
+
+// /health reflects whether executions can get their cgroups: with the
+// supervisor's parent cgroup gone (removed under it while idle), it turns
+// 503 within a couple of seconds, and recovers once the parent is back.
+// The cold engine: the warm one's zygotes keep the parent busy, and without
+// cgroups they cannot start, which TestHealthReflectsZygotes covers.
+func TestHealthReflectsCgroups(t *testing.T) {
+	st := supervisortest.StartStack(t, "cold")
+	base := st.Gateway.URL
+	if code, h := getHealth(base); code != 200 {
+		t.Fatalf("health %d %v before the cgroups go", code, h)
+	}
+	dirs := supervisortest.LeftoverCgroups(st.Supervisor.CgParent)
+	if len(dirs) == 0 {
+		t.Fatal("the supervisor has no parent cgroup")
+	}
+	// v2: what the parent delegates, to put it back as it was.
+	subtree, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", st.Supervisor.CgParent, "cgroup.subtree_control"))
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil {
+			t.Fatalf("remove %s: %v", d, err)
+		}
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		for _, d := range dirs {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Errorf("recreate %s: %v", d, err)
+			}
+		}
+		for _, c := range strings.Fields(string(subtree)) {
+			os.WriteFile(filepath.Join("/sys/fs/cgroup", st.Supervisor.CgParent, "cgroup.subtree_control"), []byte("+"+c), 0)
+		}
+	}
+	defer restore()
+	removed := time.Now()
+	for {
+		code, h := getHealth(base)
+		if code == 503 {
+			if h["status"] != "unhealthy" || !strings.Contains(fmt.Sprint(h["reason"]), "cgroup") {
+				t.Fatalf("unhealthy body %v: want a reason naming the cgroups", h)
+			}
+			if strings.Contains(fmt.Sprint(h), "/sys/fs") {
+				t.Fatalf("/health shows host paths: %v", h)
+			}
+			break
+		}
+		if time.Since(removed) > 10*time.Second {
+			t.Fatalf("/health still %d %v 10 s after the parent cgroup went", code, h)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	restore()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, h := getHealth(base)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/health did not recover: %d %v", code, h)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := execute(t, base, "def main(): return 4", nil).wantOK(t); v != 4.0 {
+		t.Fatalf("result %v after recovery", v)
+	}
+}
