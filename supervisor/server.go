@@ -440,6 +440,11 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		refuse(lerr)
 		return
 	}
+	if why := s.notReady(); why != "" && !s.draining.Load() {
+		// Fail fast, as /health says: a retry elsewhere beats a wait.
+		refuse(&wire.Error{Type: wire.ErrBusy, Message: "the service cannot run executions now (" + why + "); retry"})
+		return
+	}
 	maxWait := s.cfg.MaxQueueWait
 	if req.MaxQueueMS > 0 {
 		// The caller's deadline counts the wait: never start later than

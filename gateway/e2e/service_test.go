@@ -368,8 +368,17 @@ func TestHealthReflectsZygotes(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Meanwhile an execution is told to retry, at once: not internal, and
+	// not after waiting for a zygote that does not come.
+	begin := time.Now()
+	r := execute(t, base, "def main(): return 1", map[string]any{"timeout": 1})
+	took := time.Since(begin)
 	close(stop)
 	wg.Wait()
+	r.wantError(t, 503, "busy")
+	if took > 3*time.Second {
+		t.Fatalf("busy after %v without a zygote, want at once", took)
+	}
 	if d := time.Since(killing); d < 4*time.Second {
 		t.Fatalf("/health turned 503 after %v, before the 5 s window", d)
 	}
@@ -616,6 +625,8 @@ func TestHealthReflectsCgroups(t *testing.T) {
 			if strings.Contains(fmt.Sprint(h), "/sys/fs") {
 				t.Fatalf("/health shows host paths: %v", h)
 			}
+			// An execution now is told to retry, not answered internal.
+			execute(t, base, "def main(): return 1", nil).wantError(t, 503, "busy")
 			break
 		}
 		if time.Since(removed) > 10*time.Second {
