@@ -24,12 +24,15 @@ const (
 	DefaultMaxBodyBytes    = 2 << 20
 	DefaultReadTimeout     = 10 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
-	DefaultIdleTimeout     = 60 * time.Second
+	DefaultIdleTimeout     = 15 * time.Second
+	DefaultMaxConns        = 1024
+	DefaultMaxConnsPerIP   = 128
 	DefaultMaxTimeout      = 30 * time.Second
-	DefaultExecuteGrace    = 15 * time.Second
+	DefaultMaxQueueWait    = 5 * time.Second
+	DefaultExecuteGrace    = 5 * time.Second
 	DefaultHealthTimeout   = 2 * time.Second
 	DefaultDialTimeout     = 2 * time.Second
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultShutdownTimeout = 8 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 )
@@ -49,25 +52,40 @@ type Config struct {
 	// MaxBodyBytes is the largest request body accepted; larger bodies are
 	// refused with 413 before they are read.
 	MaxBodyBytes int
-	// ReadTimeout bounds reading one request (headers and body).
+	// ReadTimeout bounds reading one request, headers and body, from the
+	// moment the connection opens (or its next request's first byte): a
+	// client that trickles its headers is dropped when it runs out.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing one response.
 	WriteTimeout time.Duration
 	// IdleTimeout bounds how long a keep-alive connection waits for its next
 	// request.
 	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once; past it a new
+	// connection is answered 503 and closed.
+	MaxConns int
+	// MaxConnsPerIP caps the connections from one client address; past it
+	// a new one is answered 429 and closed. 0 = no cap (behind a proxy
+	// that funnels every client through a few addresses).
+	MaxConnsPerIP int
 	// MaxTimeout is the largest "timeout" a request may ask for. It should
 	// equal the supervisor's maximum wall time; a request without a timeout
 	// is assumed to run at most this long.
 	MaxTimeout time.Duration
-	// ExecuteGrace is how long past an execution's timeout the gateway waits
-	// for the supervisor's answer before giving up with an internal error.
-	// It covers queueing and the supervisor's own clean-up.
+	// MaxQueueWait is the longest an execution may wait for a supervisor
+	// slot; the supervisor answers busy past it. The gateway tells the
+	// supervisor and counts it in its own deadline.
+	MaxQueueWait time.Duration
+	// ExecuteGrace is how long past an execution's queue wait and timeout
+	// the gateway waits for the supervisor's answer before giving up with
+	// an internal error. It covers the supervisor's own clean-up.
 	ExecuteGrace time.Duration
 	// HealthTimeout bounds the supervisor status call behind GET /health.
 	HealthTimeout time.Duration
-	// ShutdownTimeout is how long in-flight requests may finish after Run's
-	// context is cancelled; executions still running then are cancelled.
+	// ShutdownTimeout is the drain limit: how long in-flight executions may
+	// finish after Run's context is cancelled (meanwhile /health answers 503
+	// and new executions get unavailable); executions still running then are
+	// cancelled. The default leaves a stop within Cloud Run's 10 s.
 	ShutdownTimeout time.Duration
 	// LogLevel is a logrus level name: trace, debug, info, warn, error.
 	LogLevel string
@@ -86,7 +104,10 @@ func DefaultConfig() Config {
 		ReadTimeout:     DefaultReadTimeout,
 		WriteTimeout:    DefaultWriteTimeout,
 		IdleTimeout:     DefaultIdleTimeout,
+		MaxConns:        DefaultMaxConns,
+		MaxConnsPerIP:   DefaultMaxConnsPerIP,
 		MaxTimeout:      DefaultMaxTimeout,
+		MaxQueueWait:    DefaultMaxQueueWait,
 		ExecuteGrace:    DefaultExecuteGrace,
 		HealthTimeout:   DefaultHealthTimeout,
 		ShutdownTimeout: DefaultShutdownTimeout,
@@ -108,6 +129,12 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes <= 0 {
 		return fmt.Errorf("max body bytes %d: must be positive", c.MaxBodyBytes)
 	}
+	if c.MaxConns <= 0 {
+		return fmt.Errorf("max conns %d: must be positive", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("max conns per ip %d: must not be negative", c.MaxConnsPerIP)
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -117,6 +144,7 @@ func (c Config) Validate() error {
 		{"write timeout", c.WriteTimeout},
 		{"idle timeout", c.IdleTimeout},
 		{"max timeout", c.MaxTimeout},
+		{"max queue wait", c.MaxQueueWait},
 		{"execute grace", c.ExecuteGrace},
 		{"health timeout", c.HealthTimeout},
 		{"shutdown timeout", c.ShutdownTimeout},
@@ -165,13 +193,16 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 // PYEXEC_SUPERVISOR_SOCKET, -dial-timeout PYEXEC_DIAL_TIMEOUT,
 // -max-body-bytes PYEXEC_MAX_BODY_BYTES, -read-timeout PYEXEC_READ_TIMEOUT,
 // -write-timeout PYEXEC_WRITE_TIMEOUT, -idle-timeout PYEXEC_IDLE_TIMEOUT,
-// -max-timeout PYEXEC_MAX_TIMEOUT, -execute-grace PYEXEC_EXECUTE_GRACE,
-// -health-timeout PYEXEC_HEALTH_TIMEOUT, -shutdown-timeout
-// PYEXEC_SHUTDOWN_TIMEOUT, -log-level PYEXEC_LOG_LEVEL, -log-format
+// -max-conns PYEXEC_MAX_CONNS, -max-conns-per-ip PYEXEC_MAX_CONNS_PER_IP,
+// -max-timeout PYEXEC_MAX_TIMEOUT, -max-queue-wait PYEXEC_MAX_QUEUE_WAIT,
+// -execute-grace PYEXEC_EXECUTE_GRACE, -health-timeout
+// PYEXEC_HEALTH_TIMEOUT, -drain-timeout PYEXEC_DRAIN_TIMEOUT (alias
+// -shutdown-timeout PYEXEC_SHUTDOWN_TIMEOUT), -log-level PYEXEC_LOG_LEVEL, -log-format
 // PYEXEC_LOG_FORMAT (else "text" when PYEXEC_LOG_TEXT=1, as for the
 // supervisor). Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
-// PYEXEC_LOG_LEVEL and PYEXEC_SUPERVISOR_SOCKET mean the same to the
-// supervisor, so one environment configures both.
+// PYEXEC_MAX_QUEUE_WAIT, PYEXEC_DRAIN_TIMEOUT, PYEXEC_LOG_LEVEL and
+// PYEXEC_SUPERVISOR_SOCKET mean the same to the supervisor, so one
+// environment configures both.
 func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 	env := func(name string) (string, bool) {
 		v := strings.TrimSpace(getenv(EnvPrefix + name))
@@ -201,22 +232,30 @@ func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 	str(&c.Addr, "listen", "LISTEN", "TCP listen address host:port (else :$PORT)")
 	str(&c.SocketPath, "socket", "SUPERVISOR_SOCKET", "supervisor Unix socket path")
 	dur(&c.DialTimeout, "dial-timeout", "DIAL_TIMEOUT", "timeout for connecting to the supervisor")
-	if v, ok := env("MAX_BODY_BYTES"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%sMAX_BODY_BYTES: %w", EnvPrefix, err))
-		} else {
-			c.MaxBodyBytes = n
+	num := func(p *int, flagName, envName, usage string) {
+		if v, ok := env(envName); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s%s: %w", EnvPrefix, envName, err))
+			} else {
+				*p = n
+			}
 		}
+		fs.IntVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
 	}
-	fs.IntVar(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest request body in bytes (env "+EnvPrefix+"MAX_BODY_BYTES)")
+	num(&c.MaxBodyBytes, "max-body-bytes", "MAX_BODY_BYTES", "largest request body in bytes")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "timeout for reading a request")
 	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "timeout for writing a response")
 	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "keep-alive idle timeout")
+	num(&c.MaxConns, "max-conns", "MAX_CONNS", "connections served at once; past it new ones get 503")
+	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MAX_CONNS_PER_IP", "connections from one client address; past it new ones get 429 (0 = no cap)")
 	dur(&c.MaxTimeout, "max-timeout", "MAX_TIMEOUT", "largest execution timeout a request may ask for")
-	dur(&c.ExecuteGrace, "execute-grace", "EXECUTE_GRACE", "how long past the execution timeout to wait for the supervisor")
+	dur(&c.MaxQueueWait, "max-queue-wait", "MAX_QUEUE_WAIT", "longest wait for an execution slot before busy")
+	dur(&c.ExecuteGrace, "execute-grace", "EXECUTE_GRACE", "how long past the queue wait and execution timeout to wait for the supervisor")
 	dur(&c.HealthTimeout, "health-timeout", "HEALTH_TIMEOUT", "timeout for the supervisor status call of /health")
-	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "grace period for in-flight requests at shutdown")
+	// The old name first, so the shared PYEXEC_DRAIN_TIMEOUT wins over it.
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "alias of -drain-timeout")
+	dur(&c.ShutdownTimeout, "drain-timeout", "DRAIN_TIMEOUT", "at shutdown, how long executions in flight may finish before they are cancelled")
 	str(&c.LogLevel, "log-level", "LOG_LEVEL", "log level: trace, debug, info, warn, error")
 	if v, _ := env("LOG_TEXT"); v == "1" {
 		c.LogFormat = "text" // the supervisor's switch, so one setting serves both

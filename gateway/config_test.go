@@ -94,6 +94,15 @@ func TestBindFlags(t *testing.T) {
 				t.Errorf("got %+v", c)
 			}
 		}, ""},
+		{"service env values", map[string]string{
+			"PYEXEC_MAX_CONNS": "50", "PYEXEC_MAX_CONNS_PER_IP": "0", "PYEXEC_MAX_QUEUE_WAIT": "2s",
+			"PYEXEC_SHUTDOWN_TIMEOUT": "1m", "PYEXEC_DRAIN_TIMEOUT": "3s",
+		}, nil, func(t *testing.T, c Config) {
+			if c.MaxConns != 50 || c.MaxConnsPerIP != 0 || c.MaxQueueWait != 2*time.Second || c.ShutdownTimeout != 3*time.Second {
+				t.Errorf("got %+v (PYEXEC_DRAIN_TIMEOUT must win over its old name)", c)
+			}
+		}, ""},
+		{"bad env conns", map[string]string{"PYEXEC_MAX_CONNS_PER_IP": "many"}, nil, nil, "PYEXEC_MAX_CONNS_PER_IP"},
 		{"PYEXEC_LOG_TEXT", map[string]string{"PYEXEC_LOG_TEXT": "1"}, nil, func(t *testing.T, c Config) {
 			if c.LogFormat != "text" {
 				t.Errorf("LogFormat = %q, want text", c.LogFormat)

@@ -155,15 +155,15 @@ func expectResult(t *testing.T, br *bufio.Reader, result string) {
 // plus the grace period.
 func TestSupervisorLateIsInternal(t *testing.T) {
 	f, _, ended := blockingExec()
-	ts := start(t, f, func(c *Config) { c.ExecuteGrace = 200 * time.Millisecond })
+	ts := start(t, f, func(c *Config) { c.ExecuteGrace = 200 * time.Millisecond; c.MaxQueueWait = 100 * time.Millisecond })
 	begin := time.Now()
 	r := postJSON(t, ts, `{"script":"x","timeout":0.1}`)
 	checkError(t, r, 500, "internal")
 	if err := <-ended; !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("ctx.Err() = %v, want DeadlineExceeded", err)
 	}
-	if d := time.Since(begin); d < 300*time.Millisecond || d > 3*time.Second {
-		t.Errorf("answered after %v, want about 300ms", d)
+	if d := time.Since(begin); d < 400*time.Millisecond || d > 3*time.Second {
+		t.Errorf("answered after %v, want about 400ms", d)
 	}
 }
 

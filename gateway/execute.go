@@ -25,17 +25,25 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req.TraceID = r.id
+	if g.draining.Load() {
+		g.refuse(ctx, r, &apiError{Type: errUnavailable, Message: "the server is shutting down; retry"})
+		return
+	}
 
 	g.running.Add(1)
 	defer g.running.Add(-1)
 
+	// The supervisor answers busy when no slot frees within the queue wait,
+	// so the answer is due by queue wait + timeout + clean-up; the grace is
+	// the backstop for a supervisor that failed.
+	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
 	wait := g.cfg.MaxTimeout
 	if req.Limits.TimeoutMS > 0 {
 		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
 	}
 	runCtx, cancel := context.WithCancelCause(g.base)
 	defer cancel(nil)
-	runCtx, cancelLate := context.WithTimeoutCause(runCtx, wait+g.cfg.ExecuteGrace, errSupervisorLate)
+	runCtx, cancelLate := context.WithTimeoutCause(runCtx, g.cfg.MaxQueueWait+wait+g.cfg.ExecuteGrace, errSupervisorLate)
 	defer cancelLate()
 	stop := watchDisconnect(ctx, func() { cancel(errClientGone) })
 	defer stop()
@@ -98,6 +106,7 @@ func (g *Gateway) answer(ctx *fasthttp.RequestCtx, r *request, out *client.Outco
 	r.fields["wall_ms"] = out.Done.WallMS
 	r.fields["cpu_ms"] = out.Done.CPUMS
 	r.fields["peak_memory_bytes"] = out.Done.PeakMemoryBytes
+	r.fields["queue_ms"] = out.Done.QueueMS
 	var e *apiError
 	switch {
 	case out.Err != nil:

@@ -44,9 +44,11 @@ type Gateway struct {
 	// when the shutdown grace period is over.
 	base     context.Context
 	stopExec context.CancelCauseFunc
-	// running counts in-flight executions, so shutdown can wait for the
-	// cancelled ones to answer.
+	// running counts in-flight executions, so shutdown can wait for them.
 	running atomic.Int64
+	// draining is set when shutdown begins: /health answers 503 and new
+	// executions are refused while the running ones finish.
+	draining atomic.Bool
 }
 
 // Causes of an execution's context ending, other than the execution's own
@@ -91,6 +93,7 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
+		Concurrency:                  cfg.MaxConns,
 		MaxRequestBodySize:           cfg.MaxBodyBytes,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
@@ -110,15 +113,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Serve(ctx, ln)
 }
 
-// Serve serves HTTP on ln until ctx is cancelled, then shuts down
-// gracefully: it stops accepting, lets in-flight requests finish for up to
-// Config.ShutdownTimeout, then cancels the executions still running. It
-// returns nil after a clean shutdown, and an error when serving failed or
-// the grace period ran out.
+// Serve serves HTTP on ln until ctx is cancelled, then drains: /health
+// answers 503 at once and new executions get unavailable, while the
+// executions in flight may finish for up to Config.ShutdownTimeout; then it
+// cancels those still running, stops listening and closes the connections.
+// It returns nil after a clean shutdown, and an error when serving failed or
+// the drain limit ran out.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	g.log.WithField("addr", ln.Addr().String()).Info("gateway listening")
 	errc := make(chan error, 1)
-	go func() { errc <- g.srv.Serve(lingerListener{ln}) }()
+	go func() { errc <- g.srv.Serve(lingerListener{Listener: ln, perIP: newPerIPLimit(g.cfg.MaxConnsPerIP)}) }()
 	select {
 	case err := <-errc:
 		g.stopExec(errShuttingDown)
@@ -128,24 +132,48 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("serve: stopped unexpectedly")
 	case <-ctx.Done():
 	}
+	g.draining.Store(true)
+	g.log.WithFields(logrus.Fields{"running": g.running.Load(), "drain_timeout": g.cfg.ShutdownTimeout.String()}).Info("gateway draining")
+	// Still listening: a load balancer's health check sees 503, and a
+	// request that arrives now gets a clear unavailable rather than a
+	// refused connection.
+	drained := g.waitRunning(g.cfg.ShutdownTimeout)
+	var drainErr error
+	if !drained {
+		drainErr = fmt.Errorf("shutdown: %d executions still running after the drain limit %v; cancelled", g.running.Load(), g.cfg.ShutdownTimeout)
+		g.log.WithField("running", g.running.Load()).Warn("drain limit reached: cancelling the executions in flight")
+		g.stopExec(errShuttingDown)
+		// Give the cancelled executions a moment to answer.
+		g.waitRunning(time.Second)
+	}
 	g.log.Info("gateway shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownLinger)
 	defer cancel()
 	err := g.srv.ShutdownWithContext(sctx)
 	g.stopExec(errShuttingDown)
+	if drainErr != nil {
+		return drainErr
+	}
 	if err != nil {
-		// Give the cancelled executions a moment to answer.
-		g.waitRunning(time.Second)
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
 }
 
-// waitRunning waits up to d for the in-flight executions to end.
-func (g *Gateway) waitRunning(d time.Duration) {
-	for end := time.Now().Add(d); g.running.Load() > 0 && time.Now().Before(end); {
+// shutdownLinger bounds closing the connections once the executions are
+// over: answers being written, keep-alive connections to close.
+const shutdownLinger = time.Second
+
+// waitRunning waits up to d for the in-flight executions to end and reports
+// whether they did.
+func (g *Gateway) waitRunning(d time.Duration) bool {
+	for end := time.Now().Add(d); g.running.Load() > 0; {
+		if !time.Now().Before(end) {
+			return false
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return true
 }
 
 // request is the per-request state the middleware keeps in the RequestCtx.
@@ -174,6 +202,10 @@ func (g *Gateway) serveHTTP(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set(HeaderRequestID, id)
 	r := &request{id: id, log: g.log.WithField("request_id", id), fields: logrus.Fields{}}
 	ctx.SetUserValue(requestKey{}, r)
+	if g.draining.Load() {
+		// The listener goes away soon: no keep-alive past this answer.
+		ctx.SetConnectionClose()
+	}
 
 	g.router.Handler(ctx)
 

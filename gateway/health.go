@@ -8,9 +8,14 @@ import (
 
 // handleHealth serves GET /health: 200 with the supervisor's engine,
 // isolation level and cgroup mode when it answers its status request within
-// Config.HealthTimeout, else 503.
+// Config.HealthTimeout and can run executions; else 503 with the reason.
+// While the gateway drains it answers 503 at once.
 func (g *Gateway) handleHealth(ctx *fasthttp.RequestCtx) {
 	r := g.req(ctx)
+	if g.draining.Load() {
+		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"unhealthy","reason":"shutting down"}`))
+		return
+	}
 	sctx, cancel := context.WithTimeout(g.base, g.cfg.HealthTimeout)
 	defer cancel()
 	st, err := g.exec.Status(sctx)
@@ -19,13 +24,24 @@ func (g *Gateway) handleHealth(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusServiceUnavailable, []byte(`{"status":"unhealthy","supervisor":"unreachable"}`))
 		return
 	}
-	b := make([]byte, 0, 128)
-	b = append(b, `{"status":"healthy","supervisor":"reachable","engine":`...)
+	status, code := "healthy", fasthttp.StatusOK
+	if st.NotReady != "" {
+		status, code = "unhealthy", fasthttp.StatusServiceUnavailable
+		r.log.WithField("reason", st.NotReady).Warn("health: the supervisor cannot run executions")
+	}
+	b := make([]byte, 0, 160)
+	b = append(b, `{"status":"`...)
+	b = append(b, status...)
+	b = append(b, `","supervisor":"reachable","engine":`...)
 	b = appendString(b, []byte(st.Engine))
 	b = append(b, `,"isolation":`...)
 	b = appendString(b, []byte(st.Isolation))
 	b = append(b, `,"cgroups":`...)
 	b = appendString(b, []byte(st.Cgroups))
+	if st.NotReady != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, []byte(st.NotReady))
+	}
 	b = append(b, '}')
-	writeJSON(ctx, fasthttp.StatusOK, b)
+	writeJSON(ctx, code, b)
 }

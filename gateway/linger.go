@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -20,23 +21,42 @@ const lingerTimeout = time.Second
 // lingerOnClose therefore closes like net/http does: it sends FIN, discards
 // what the client still sends (nothing is buffered) for up to lingerTimeout,
 // then closes.
+//
+// It also enforces the per-address connection cap (perIP, nil = none).
 type lingerListener struct {
 	net.Listener
+	perIP *perIPLimit
 }
 
 func (l lingerListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+	for {
+		c, err := l.Listener.Accept()
+		tc, ok := c.(*net.TCPConn)
+		if !ok || err != nil {
+			return c, err
+		}
 		// Embedding keeps every *net.TCPConn method (SyscallConn for the
 		// disconnect watcher, SetKeepAlive for fasthttp).
-		return &lingerConn{TCPConn: tc}, nil
+		lc := &lingerConn{TCPConn: tc}
+		if l.perIP != nil {
+			ip := remoteIP(tc)
+			if !l.perIP.acquire(ip) {
+				refuseConn(tc)
+				continue
+			}
+			lc.release = func() { l.perIP.release(ip) }
+		}
+		return lc, nil
 	}
-	return c, err
 }
 
 type lingerConn struct {
 	*net.TCPConn
 	linger atomic.Bool
+	// release, when set, frees the connection's per-address count on the
+	// first Close.
+	release func()
+	once    sync.Once
 }
 
 // lingerOnClose marks c, if it is a lingerConn, to close gracefully.
@@ -47,6 +67,9 @@ func lingerOnClose(c net.Conn) {
 }
 
 func (c *lingerConn) Close() error {
+	if c.release != nil {
+		c.once.Do(c.release)
+	}
 	if !c.linger.Load() {
 		return c.TCPConn.Close()
 	}

@@ -18,6 +18,7 @@ const (
 	errMethodNotAllowed wire.ErrorType = "method_not_allowed"
 	errHeadersTooLarge  wire.ErrorType = "headers_too_large"
 	errRequestTimeout   wire.ErrorType = "request_timeout"
+	errTooManyConns     wire.ErrorType = "too_many_connections"
 )
 
 // statusFor is the one place that maps an error type to an HTTP status.
@@ -35,6 +36,9 @@ func statusFor(t wire.ErrorType) int {
 		return fasthttp.StatusMethodNotAllowed
 	case errRequestTimeout:
 		return fasthttp.StatusRequestTimeout
+	case errTooManyConns:
+		// Written by the listener (conncap.go), before any request.
+		return fasthttp.StatusTooManyRequests
 	case errBodyTooLarge:
 		return fasthttp.StatusRequestEntityTooLarge
 	case errHeadersTooLarge:
@@ -103,6 +107,11 @@ func successBody(out *client.Outcome) []byte {
 	b = strconv.AppendInt(b, out.Done.CPUMS, 10)
 	b = append(b, `,"peak_memory_bytes":`...)
 	b = strconv.AppendInt(b, out.Done.PeakMemoryBytes, 10)
+	if out.Done.QueueMS > 0 {
+		// Optional: only an execution that waited for a slot says so.
+		b = append(b, `,"queue_ms":`...)
+		b = strconv.AppendInt(b, out.Done.QueueMS, 10)
+	}
 	b = append(b, `},"truncated":{"stdout":`...)
 	b = strconv.AppendBool(b, out.Done.StdoutTruncated)
 	b = append(b, `,"stderr":`...)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: start the whole service in the foreground: the supervisor as root,
 # then the gateway as its own unprivileged user, on $PORT (default 8080).
-# Ctrl-C or SIGTERM stops both; the supervisor removes its socket and cgroups
-# on the way out, and its staging mounts die with its mount namespace.
+# Ctrl-C or SIGTERM drains and stops both: the gateway first (it lets the
+# executions in flight finish, up to PYEXEC_DRAIN_TIMEOUT), then the
+# supervisor, which removes its socket and cgroups on the way out; its
+# staging mounts die with its mount namespace.
 #
 # Environment: PORT, ENGINE (warm or cold; default warm, which falls back to
 # cold where the host refuses nested namespaces), GATEWAY_USER (pyexec-gw), SANDBOX_USER
@@ -31,8 +33,16 @@ getent passwd "$GATEWAY_USER" >/dev/null || die "no user $GATEWAY_USER: run make
 sup_pid=""
 gw_pid=""
 stop() {
-	trap - INT TERM
-	[ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null || true
+	# One stop at a time; a second signal does not cut the drain short
+	# (SIGKILL does, as a container runtime's deadline would).
+	trap '' INT TERM
+	# The gateway first: it drains (health 503 at once, new requests get
+	# unavailable, executions in flight finish for up to the drain limit,
+	# PYEXEC_DRAIN_TIMEOUT) and exits. Only then the supervisor, which has
+	# nothing left to cancel.
+	if [ -n "$gw_pid" ] && kill -TERM "$gw_pid" 2>/dev/null; then
+		wait "$gw_pid" 2>/dev/null || true
+	fi
 	[ -n "$sup_pid" ] && kill -TERM "$sup_pid" 2>/dev/null || true
 	wait 2>/dev/null || true
 }

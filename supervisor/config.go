@@ -110,6 +110,18 @@ type Config struct {
 	// QueueSize is how many admitted executions may wait for a slot; past it
 	// requests get a busy error at once. 0 = 64.
 	QueueSize int
+	// MaxQueueWait is the longest an execution waits for a slot; past it
+	// the request gets busy (retry) rather than a start so late that its
+	// caller has given up. 0 = DefaultMaxQueueWait.
+	MaxQueueWait time.Duration
+	// DrainTimeout is how long, after the server's context ends, the
+	// executions in flight may finish before they are cancelled; new ones
+	// are refused meanwhile. 0 = DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// NotReadyAfter is how long the warm engine may have no ready zygote
+	// before the status says executions cannot run. 0 =
+	// DefaultNotReadyAfter.
+	NotReadyAfter time.Duration
 
 	// Defaults apply when a request leaves a limit at zero; Max bounds what a
 	// request may ask for. Zero LimitSets mean DefaultLimits().
@@ -157,6 +169,15 @@ func (c *Config) applyDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
 	}
+	if c.MaxQueueWait == 0 {
+		c.MaxQueueWait = DefaultMaxQueueWait
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.NotReadyAfter == 0 {
+		c.NotReadyAfter = DefaultNotReadyAfter
+	}
 	if c.Defaults == (LimitSet{}) {
 		c.Defaults = DefaultLimits()
 	}
@@ -197,6 +218,9 @@ func (c *Config) Validate() error {
 	if c.Slots < 0 || c.QueueSize < 0 {
 		return errors.New("slots and queue size must not be negative")
 	}
+	if c.MaxQueueWait < 0 || c.DrainTimeout < 0 || c.NotReadyAfter < 0 {
+		return errors.New("max queue wait, drain timeout and not-ready window must not be negative")
+	}
 	if err := c.Defaults.Validate(); err != nil {
 		return fmt.Errorf("defaults: %w", err)
 	}
@@ -222,6 +246,15 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// Service defaults. A request is answered within its timeout plus
+// DefaultMaxQueueWait plus the clean-up after it (well under a second);
+// DefaultDrainTimeout leaves a stop within Cloud Run's 10 s window.
+const (
+	DefaultMaxQueueWait  = 5 * time.Second
+	DefaultDrainTimeout  = 8 * time.Second
+	DefaultNotReadyAfter = 5 * time.Second
+)
 
 // Engine names.
 const (

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 )
@@ -57,6 +58,18 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		os.Remove(filepath.Dir(cfg.SocketPath))
 	}()
 	srv := NewServer(cfg, engine, host.Isolation, host.CgroupMode(), log)
+	if host.Cgroups != nil {
+		// /health must say when executions cannot get their cgroups (the
+		// parent removed, the hierarchy unmounted, out of cgroup ids).
+		var n atomic.Uint64
+		srv.cgroupProbe = func() error {
+			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), cfg.Defaults.jailLimits())
+			if err != nil {
+				return err
+			}
+			return cg.Remove()
+		}
+	}
 	log.WithFields(logrus.Fields{
 		"socket": cfg.SocketPath, "engine": engine.Name(), "isolation": host.Isolation,
 		"cgroups": host.CgroupMode(), "slots": cfg.Slots, "queue": cfg.QueueSize,

@@ -39,7 +39,13 @@ type Server struct {
 	log       *logrus.Entry
 	admit     *admission
 
-	seq atomic.Uint64 // execution ids
+	seq      atomic.Uint64 // execution ids
+	draining atomic.Bool   // set once Serve's context ended
+
+	// cgroupProbe, when set, creates and removes a throwaway execution
+	// cgroup: whether executions can get theirs. probe caches its verdict.
+	cgroupProbe func() error
+	probe       probeCache
 
 	mu    sync.Mutex // guards conns
 	conns map[*conn]struct{}
@@ -104,16 +110,50 @@ func Listen(cfg Config) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// Serve accepts connections until ctx is done, then closes the listener and
-// every connection (cancelling their executions) and waits for them.
+// Serve accepts connections until ctx is done, then drains: it stops
+// accepting connections and executions, lets the executions in flight finish
+// for up to Config.DrainTimeout (status requests are still answered, saying
+// "shutting down"), then closes every connection, cancelling what is left,
+// and waits for them.
 func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
+	// Connections outlive ctx by the drain; base ends them after it.
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer s.closeAll()
+	err := s.accept(ctx, base, l, &wg)
+	s.drain()
+	cancelBase()
+	s.closeAll()
+	wg.Wait()
+	return err
+}
+
+// drain refuses new executions and waits, up to Config.DrainTimeout, for
+// the running and queued ones to end.
+func (s *Server) drain() {
+	s.draining.Store(true)
+	s.admit.close()
+	running, queued := s.admit.counts()
+	if running+queued == 0 {
+		return
+	}
+	s.log.WithFields(logrus.Fields{"running": running, "queued": queued, "drain_timeout": s.cfg.DrainTimeout.String()}).Info("draining: waiting for the executions in flight")
+	for end := time.Now().Add(s.cfg.DrainTimeout); time.Now().Before(end); {
+		if running, queued = s.admit.counts(); running+queued == 0 {
+			s.log.Info("drained")
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.log.WithFields(logrus.Fields{"running": running, "queued": queued}).Warn("drain timeout: cancelling the executions still in flight")
+}
+
+// accept serves connections on l, each under base, until ctx is done.
+func (s *Server) accept(ctx, base context.Context, l *net.UnixListener, wg *sync.WaitGroup) error {
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -140,7 +180,7 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := cn.serve(ctx); err != nil {
+			if err := cn.serve(base); err != nil {
 				log.WithError(err).Info("connection closed")
 			}
 			s.mu.Lock()
@@ -171,15 +211,69 @@ func (s *Server) peerAllowed(uid, gid int) bool {
 func (s *Server) Status() wire.Status {
 	running, queued := s.admit.counts()
 	return wire.Status{
-		Software:  Software,
-		Engine:    s.engine.Name(),
-		Isolation: s.isolation,
-		Cgroups:   s.cgroups,
-		Running:   running,
-		Queued:    queued,
-		Slots:     s.cfg.Slots,
-		QueueSize: s.cfg.QueueSize,
+		Software:   Software,
+		Engine:     s.engine.Name(),
+		Isolation:  s.isolation,
+		Cgroups:    s.cgroups,
+		Running:    running,
+		Queued:     queued,
+		Slots:      s.cfg.Slots,
+		QueueSize:  s.cfg.QueueSize,
+		NotReady:   s.notReady(),
+		MaxQueueMS: s.cfg.MaxQueueWait.Milliseconds(),
 	}
+}
+
+// readiness is implemented by engines that can lose the ability to run
+// executions while the supervisor is up (the warm engine without zygotes).
+type readiness interface {
+	// notReady says why executions cannot run, once that has been so for
+	// longer than window; "" while they can.
+	notReady(window time.Duration) string
+}
+
+// notReady says why executions cannot run now; "" when they can.
+func (s *Server) notReady() string {
+	if s.draining.Load() {
+		return "shutting down"
+	}
+	if s.cgroupProbe != nil {
+		if err := s.probe.get(s.cgroupProbe, s.log); err != nil {
+			// The detail (host paths) goes to the log only: /health is
+			// public.
+			return "cannot create execution cgroups"
+		}
+	}
+	if r, ok := s.engine.(readiness); ok {
+		return r.notReady(s.cfg.NotReadyAfter)
+	}
+	return ""
+}
+
+// probeEvery bounds how often status requests run the cgroup probe.
+const probeEvery = time.Second
+
+// probeCache runs a probe at most once per probeEvery and keeps its result.
+type probeCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	last error
+}
+
+func (p *probeCache) get(probe func() error, log *logrus.Entry) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.at) >= probeEvery {
+		err := probe()
+		switch {
+		case err != nil && p.last == nil:
+			log.WithError(err).Error("not ready: cannot create execution cgroups")
+		case err == nil && p.last != nil:
+			log.Info("ready again: execution cgroups can be created")
+		}
+		p.last, p.at = err, time.Now()
+	}
+	return p.last
 }
 
 func (s *Server) newExecutionID() string {
@@ -346,16 +440,37 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		refuse(lerr)
 		return
 	}
-	release, ok := s.admit.enter(ctx)
-	if !ok {
-		if ctx.Err() != nil {
-			refuse(&wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled while queued"})
-		} else {
-			refuse(&wire.Error{Type: wire.ErrBusy, Message: "the server is at capacity; retry shortly"})
+	if why := s.notReady(); why != "" && !s.draining.Load() {
+		// Fail fast, as /health says: a retry elsewhere beats a wait.
+		refuse(&wire.Error{Type: wire.ErrBusy, Message: "the service cannot run executions now (" + why + "); retry"})
+		return
+	}
+	maxWait := s.cfg.MaxQueueWait
+	if req.MaxQueueMS > 0 {
+		// The caller's deadline counts the wait: never start later than
+		// it will wait for the answer.
+		maxWait = min(maxWait, time.Duration(req.MaxQueueMS)*time.Millisecond)
+	}
+	release, waited, why := s.admit.enter(ctx, maxWait)
+	queueMS := waited.Milliseconds()
+	if why != admitted {
+		var e *wire.Error
+		switch why {
+		case ctxDone:
+			e = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled while queued"}
+		case waitedTooLong:
+			e = &wire.Error{Type: wire.ErrBusy, Message: fmt.Sprintf("no execution slot came free within %v; retry shortly", maxWait)}
+		case draining:
+			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is shutting down; retry"}
+		default:
+			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is at capacity; retry shortly"}
 		}
+		log = log.WithField("queue_ms", queueMS)
+		finish(Outcome{Err: e, Done: wire.Done{ExitReason: wire.ExitError, ExitCode: -1, QueueMS: queueMS}})
 		return
 	}
 	defer release()
+	log = log.WithField("queue_ms", queueMS)
 	log.WithField("script_bytes", len(req.Script)).Info("execution started")
 	x := &Execution{
 		ID:     xid,
@@ -365,5 +480,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		Stdout: func(b []byte) { cn.send(id, wire.TypeStdout, wire.Chunk{Data: b}) },
 		Stderr: func(b []byte) { cn.send(id, wire.TypeStderr, wire.Chunk{Data: b}) },
 	}
-	finish(s.engine.Run(ctx, x))
+	out := s.engine.Run(ctx, x)
+	out.Done.QueueMS = queueMS
+	finish(out)
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/jail"
+	"github.com/python-executor/python-executor/supervisor/wire"
 )
 
 const (
@@ -24,8 +25,9 @@ const (
 	// considered hung and replaced.
 	childHelloTimeout = 10 * time.Second
 	// zygoteWait bounds how long an execution waits for a ready zygote
-	// (all of them restarting).
-	zygoteWait = 30 * time.Second
+	// (all of them restarting): about a restart with the preload, and short
+	// enough that the caller, whose deadline counts it, gets busy in time.
+	zygoteWait = DefaultNotReadyAfter
 	// childStackBytes is RLIMIT_STACK of an execution, as in the cold jail.
 	childStackBytes = 8 << 20
 )
@@ -56,6 +58,10 @@ type warmEngine struct {
 	spareLimits jail.Limits
 	spares      chan *spare
 	spareSeq    atomic.Uint64
+
+	// noneSince is when the last ready zygote went away (unix ns), 0 while
+	// one is ready; see notReady.
+	noneSince atomic.Int64
 }
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
@@ -118,7 +124,7 @@ func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.New("no zygote is ready")
+			return nil, errNoZygote
 		}
 		select {
 		case <-ctx.Done():
@@ -128,8 +134,21 @@ func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
 	}
 }
 
+// errNoZygote: every zygote has been restarting for zygoteWait.
+var errNoZygote = errors.New("no zygote is ready")
+
 func (e *warmEngine) Run(ctx context.Context, x *Execution) Outcome {
-	return timedRun(ctx, x, e.run)
+	return timedRun(ctx, x, func(ctx context.Context, x *Execution) (Outcome, error) {
+		out, err := e.run(ctx, x)
+		if errors.Is(err, errNoZygote) {
+			// Nothing of the script ran and /health says not ready:
+			// the caller should retry (elsewhere), not count a failure.
+			x.Log.WithError(err).Warn("execution refused: no zygote")
+			return Outcome{Err: &wire.Error{Type: wire.ErrBusy, Message: "no execution sandbox is ready; retry"},
+				Done: wire.Done{ExitReason: wire.ExitError, ExitCode: -1}}, nil
+		}
+		return out, err
+	})
 }
 
 // zygoteOrder is the order message: the execution's limits as the child
@@ -269,8 +288,8 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		if err != nil {
 			files.closeAll()
 			lastErr = err
-			if ctx.Err() != nil {
-				break
+			if ctx.Err() != nil || errors.Is(err, errNoZygote) {
+				break // another attempt would wait for the same zygotes
 			}
 			if cg != nil {
 				if _, cerr := cg.get(); cerr != nil {

@@ -150,10 +150,12 @@ func (e *warmEngine) keep(s *zygoteSlot, stop <-chan struct{}, first chan<- erro
 			continue
 		}
 		s.set(z)
+		e.noteZygotes()
 		select {
 		case <-z.dead:
 			log.WithField("zygote_pid", z.pid).Warn("zygote exited; starting a new one")
 			s.set(nil)
+			e.noteZygotes()
 			e.cleanupZygote(z)
 			delay = zygoteRestartDelay
 		case <-stop:

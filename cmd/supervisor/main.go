@@ -53,6 +53,9 @@ func run() int {
 	preload := flag.String("preload", env("PYEXEC_PRELOAD", "numpy,pandas"), "comma-separated modules each zygote imports before forking (\"\" = none)")
 	flag.IntVar(&cfg.Slots, "slots", int(envInt("PYEXEC_SLOTS", 0)), "executions at once (0 = number of CPUs)")
 	flag.IntVar(&cfg.QueueSize, "queue", int(envInt("PYEXEC_QUEUE", 0)), "executions waiting for a slot before busy (0 = 64)")
+	flag.DurationVar(&cfg.MaxQueueWait, "max-queue-wait", envDuration("PYEXEC_MAX_QUEUE_WAIT", supervisor.DefaultMaxQueueWait), "longest an execution waits for a slot before busy")
+	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("PYEXEC_DRAIN_TIMEOUT", supervisor.DefaultDrainTimeout), "at SIGTERM, how long executions in flight may finish before they are cancelled")
+	flag.DurationVar(&cfg.NotReadyAfter, "not-ready-after", envDuration("PYEXEC_NOT_READY_AFTER", supervisor.DefaultNotReadyAfter), "how long the warm engine may have no ready zygote before the status (and /health) says executions cannot run")
 	flag.Parse()
 
 	cfg.Preload = []string{}

@@ -34,6 +34,11 @@ type Execute struct {
 	// TraceID is the caller's request id (e.g. HTTP X-Request-Id); "" = none.
 	TraceID string `msgpack:"trace_id"`
 	Limits  Limits `msgpack:"limits"`
+	// MaxQueueMS is the longest the caller will wait for the execution to
+	// start (optional, 0 = the supervisor's own bound): a caller whose
+	// deadline counts queueing says so, and gets busy instead of a late
+	// start. The supervisor uses the smaller of this and its own bound.
+	MaxQueueMS int64 `msgpack:"max_queue_ms,omitempty"`
 }
 
 // RunnerRequest is the one message the supervisor sends a jailed runner.
@@ -113,6 +118,9 @@ type Done struct {
 	StderrTruncated bool       `msgpack:"stderr_truncated"`
 	ExitCode        int        `msgpack:"exit_code"`
 	Signal          int        `msgpack:"signal"`
+	// QueueMS is how long the execution waited for a slot (optional:
+	// omitted when it did not wait).
+	QueueMS int64 `msgpack:"queue_ms,omitempty"`
 }
 
 // Status describes the supervisor, for health checks.
@@ -125,6 +133,11 @@ type Status struct {
 	Queued    int    `msgpack:"queued"`
 	Slots     int    `msgpack:"slots"`
 	QueueSize int    `msgpack:"queue_size"`
+	// NotReady says why executions cannot run now (no zygote for a while,
+	// shutting down); omitted while they can.
+	NotReady string `msgpack:"not_ready,omitempty"`
+	// MaxQueueMS is the longest an execution waits for a slot before busy.
+	MaxQueueMS int64 `msgpack:"max_queue_ms,omitempty"`
 }
 
 // Marshal encodes v as a msgpack body with the smallest integer encodings, so
