@@ -783,6 +783,9 @@ func (e *ExecCgroup) Remove() error {
 // killTree SIGKILLs every process of the cgroup dir and its descendants,
 // repeating until they are gone (a process may fork while the first
 // signals are sent). In v2 cgroup.kill (Linux 5.14+) does it atomically.
+// Every signal goes through a pidfd to a process confirmed to be a member
+// (killMembers), never to a bare pid that may have been reaped and reused
+// since cgroup.procs was read.
 func killTree(dir string, mode CgroupMode) error {
 	deadline := time.Now().Add(killTimeout)
 	if mode == CgroupV2 {
@@ -793,29 +796,82 @@ func killTree(dir string, mode CgroupMode) error {
 		}
 	}
 	for {
-		pids, err := treeProcs(dir)
+		groups, err := treeProcsByDir(dir)
 		if err != nil {
 			return err
 		}
-		if len(pids) == 0 {
+		n := 0
+		for _, g := range groups {
+			n += len(g.pids)
+		}
+		if n == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes still in %s after %v", len(pids), dir, killTimeout)
+			return fmt.Errorf("%d processes still in %s after %v", n, dir, killTimeout)
 		}
-		for _, pid := range pids {
-			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("kill pid %d of %s: %w", pid, dir, err)
+		for _, g := range groups {
+			if err := killMembers(g.dir, g.pids); err != nil {
+				return err
 			}
 		}
 		time.Sleep(pollInterval)
 	}
 }
 
-// treeProcs lists the pids in the cgroup dir and its descendants. A cgroup
-// removed meanwhile counts as empty.
-func treeProcs(dir string) ([]int, error) {
-	var pids []int
+// killMembers SIGKILLs those of pids (read from dir's cgroup.procs) that
+// are still members of dir. It opens a pidfd for each, then reads
+// cgroup.procs again: a pid listed there now belonged to a member at that
+// moment, and if the pidfd's process has not been reaped by the time the
+// signal is sent, it held that pid all along, so it is that member. If it
+// has been reaped, the signal fails with ESRCH and reaches nobody, whoever
+// holds the pid now.
+func killMembers(dir string, pids []int) error {
+	fds := make(map[int]int, len(pids))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // gone already
+		}
+		if err != nil {
+			return fmt.Errorf("pidfd of pid %d of %s: %w", pid, dir, err)
+		}
+		fds[pid] = fd
+	}
+	if len(fds) == 0 {
+		return nil
+	}
+	now, err := readProcs(dir)
+	if err != nil {
+		return err
+	}
+	for _, pid := range now {
+		fd, ok := fds[pid]
+		if !ok {
+			continue
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("kill pid %d of %s: %w", pid, dir, err)
+		}
+	}
+	return nil
+}
+
+// cgroupProcs is the pids of one cgroup directory.
+type cgroupProcs struct {
+	dir  string
+	pids []int
+}
+
+// treeProcsByDir lists the pids in the cgroup dir and its descendants, per
+// directory. A cgroup removed meanwhile counts as empty.
+func treeProcsByDir(dir string) ([]cgroupProcs, error) {
+	var out []cgroupProcs
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -826,23 +882,47 @@ func treeProcs(dir string) ([]int, error) {
 		if !d.IsDir() {
 			return nil
 		}
-		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
+		pids, err := readProcs(p)
 		if err != nil {
 			return err
 		}
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil {
-				return fmt.Errorf("parse %s/cgroup.procs: %w", p, err)
-			}
-			pids = append(pids, pid)
+		if len(pids) > 0 {
+			out = append(out, cgroupProcs{dir: p, pids: pids})
 		}
 		return nil
 	})
+	return out, err
+}
+
+// treeProcs lists the pids in the cgroup dir and its descendants.
+func treeProcs(dir string) ([]int, error) {
+	groups, err := treeProcsByDir(dir)
+	var pids []int
+	for _, g := range groups {
+		pids = append(pids, g.pids...)
+	}
 	return pids, err
+}
+
+// readProcs reads the cgroup dir's cgroup.procs; a cgroup removed
+// meanwhile has none.
+func readProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s/cgroup.procs: %w", dir, err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // removeTree removes the cgroup dir and its descendants, deepest first.
