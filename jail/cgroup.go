@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,9 @@ type Cgroups struct {
 
 	// v1: mount points of the memory and pids hierarchies ("" when absent).
 	memory, pids string
+	// v1: mount point of the cpu hierarchy ("" when absent), for a fair
+	// CPU share per execution.
+	cpu string
 	// v2: the controllers Setup enables for the execution cgroups.
 	v2controllers []string
 
@@ -125,6 +129,8 @@ func detectCgroups(root string, mountinfo []byte) (*Cgroups, error) {
 					c.memory = m.point
 				case "pids":
 					c.pids = m.point
+				case "cpu":
+					c.cpu = m.point
 				}
 			}
 		}
@@ -286,14 +292,32 @@ func checkRelCgroup(p string) error {
 }
 
 // v1Hierarchies lists the v1 hierarchies in which executions get a cgroup:
-// memory and pids (the same directory when co-mounted). Not cpuacct: nsjail
-// 3.6 only joins a cpu hierarchy when it also sets a CPU quota.
+// memory, pids and, when mounted, cpu (each once when co-mounted). Not
+// cpuacct on its own: nsjail 3.6 joins no cpuacct hierarchy.
 func (c *Cgroups) v1Hierarchies() []string {
-	if c.memory == c.pids {
-		return []string{c.memory}
+	out := []string{c.memory}
+	for _, h := range []string{c.pids, c.cpu} {
+		if h != "" && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
 	}
-	return []string{c.memory, c.pids}
+	return out
 }
+
+// v1Dir is the execution's directory in the v1 hierarchy mounted at mount.
+func (e *ExecCgroup) v1Dir(mount string) string {
+	return filepath.Join(mount, e.cg.parent, e.id)
+}
+
+// cpuShares is every v1 execution cgroup's cpu.shares, and cpuWeight the
+// v2 cpu.weight: the same for all, so that the CPU is shared per execution
+// rather than per process, and 60 busy processes of one execution get no
+// more of it than the one process of its neighbour. They are the kernel's
+// defaults, written anyway so that a changed default cannot skew it.
+const (
+	cpuShares = 1024
+	cpuWeight = 100
+)
 
 // enableControllers makes the v2 controllers available to dir's children.
 // EvacuationLeaf is the cgroup, under a container's cgroup root, that the
@@ -523,7 +547,12 @@ func (e *ExecCgroup) setLimits() error {
 	pids := strconv.Itoa(l.Pids)
 	switch c.mode {
 	case CgroupV1:
-		md, pd := e.dirs[0], e.dirs[len(e.dirs)-1]
+		md, pd := e.v1Dir(c.memory), e.v1Dir(c.pids)
+		if c.cpu != "" {
+			if err := c.write(filepath.Join(e.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(cpuShares)); err != nil {
+				return err
+			}
+		}
 		if err := c.write(filepath.Join(md, "memory.limit_in_bytes"), mem); err != nil {
 			return err
 		}
@@ -563,6 +592,12 @@ func (e *ExecCgroup) setLimits() error {
 		}
 		if err := c.write(filepath.Join(d, "pids.max"), pids); err != nil {
 			return err
+		}
+		// Only when the cpu controller is enabled here (see DetectCgroups).
+		if w := filepath.Join(d, "cpu.weight"); exists(w) {
+			if err := c.write(w, strconv.Itoa(cpuWeight)); err != nil {
+				return err
+			}
 		}
 		// nsjail would otherwise enable them itself, moving itself into a
 		// NSJAIL_SELF.<pid> cgroup here when this one has processes.
@@ -613,6 +648,7 @@ func (e *ExecCgroup) Placement() *Placement {
 	case CgroupV1:
 		p.MemoryMount = e.cg.memory
 		p.PidsMount = e.cg.pids
+		p.CPUMount = e.cg.cpu
 		p.Parent = e.cg.parent + "/" + e.id
 	case CgroupV2:
 		p.Dir = e.dirs[0]
@@ -654,7 +690,7 @@ func (e *ExecCgroup) stats() (Stats, error) {
 	var s Stats
 	switch e.cg.mode {
 	case CgroupV1:
-		md, pd := e.dirs[0], e.dirs[len(e.dirs)-1]
+		md, pd := e.v1Dir(e.cg.memory), e.v1Dir(e.cg.pids)
 		peak, err := readInt(filepath.Join(md, "memory.max_usage_in_bytes"))
 		if err != nil {
 			return s, err
@@ -1047,6 +1083,13 @@ type Placement struct {
 	// <Dir>/NSJAIL.<pid> (it names its cgroup after cgroupv2_mount).
 	// Empty in v1.
 	Dir string
+	// CPUMount is the v1 cpu hierarchy's mount point ("" when absent):
+	// nsjail puts the jail in <CPUMount>/<Parent>/NSJAIL.<pid>, so that it
+	// gets the execution cgroup's fair share. nsjail 3.6 joins a cpu
+	// cgroup only along with a CFS quota; it gets one of all the host's
+	// CPUs, which never throttles. Empty in v2, where the execution cgroup
+	// itself shares the CPU fairly.
+	CPUMount string
 	// MemoryMax (bytes) and PidsMax are nsjail's limits: positive, and
 	// looser than the execution cgroup's.
 	MemoryMax int64
@@ -1065,6 +1108,11 @@ func (p *Placement) validate() error {
 		if err := checkPath("pids mount", p.PidsMount); err != nil {
 			return err
 		}
+		if p.CPUMount != "" {
+			if err := checkPath("cpu mount", p.CPUMount); err != nil {
+				return err
+			}
+		}
 		if err := checkRelCgroup(p.Parent); err != nil {
 			return err
 		}
@@ -1075,7 +1123,7 @@ func (p *Placement) validate() error {
 		if err := checkPath("cgroup dir", p.Dir); err != nil {
 			return err
 		}
-		if p.MemoryMount != "" || p.PidsMount != "" || p.Parent != "" {
+		if p.MemoryMount != "" || p.PidsMount != "" || p.CPUMount != "" || p.Parent != "" {
 			return errors.New("v2 placement with v1 fields")
 		}
 	default:
@@ -1096,6 +1144,11 @@ func (p *Placement) render(w *textWriter) {
 		w.uint("cgroup_pids_max", uint64(p.PidsMax))
 		w.str("cgroup_pids_mount", p.PidsMount)
 		w.str("cgroup_pids_parent", p.Parent)
+		if p.CPUMount != "" {
+			w.uint("cgroup_cpu_ms_per_sec", uint64(1000*runtime.NumCPU()))
+			w.str("cgroup_cpu_mount", p.CPUMount)
+			w.str("cgroup_cpu_parent", p.Parent)
+		}
 	case CgroupV2:
 		w.uint("cgroup_pids_max", uint64(p.PidsMax))
 		w.str("cgroupv2_mount", p.Dir)
