@@ -1,4 +1,4 @@
-// Command soak runs a bounded soak test against the real stack (make soak):
+// Package main is the soak command: it runs a bounded soak test against the real stack (make soak):
 // for each engine it starts the supervisor as root and the gateway as its own
 // user, as make run does, and sends a mix of benign requests with exact
 // expected answers and hostile ones (timeouts, memory and fork bombs, output
