@@ -253,8 +253,8 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 	if err := st.stop(); err != nil {
 		fail("stop: %v", err)
 	}
-	if len(rep.Failures) > 0 && (st.sup != nil) {
-		logf("%s: supervisor log tail:\n%s", sc.Engine, lastLines(st.sup.log.String(), 40))
+	if len(rep.Failures) > 0 {
+		logf("%s: the supervisor's last errors:\n%s", sc.Engine, errorLines(st.sup.log.String(), 20))
 	}
 	return rep
 }
@@ -295,8 +295,14 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(stderr, "soak: "+format+"\n", args...)
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+// errorLines is the last n lines of a JSON log logged at error level.
+func errorLines(s string, n int) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, `"level":"error"`) {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
