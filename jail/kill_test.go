@@ -3,7 +3,9 @@ package jail
 import (
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -51,5 +53,37 @@ func TestKillMembersOnlyMembers(t *testing.T) {
 	}
 	if err := outsider.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Errorf("killMembers on a removed cgroup killed a process: %v", err)
+	}
+}
+
+// In v1 nsjail must put the jail in the execution's cpu cgroup, which only
+// happens along with a CFS quota: one of every CPU, which never throttles.
+func TestPlacementV1CPU(t *testing.T) {
+	c := &Cgroups{mode: CgroupV1, memory: "/cg/memory", pids: "/cg/pids", cpu: "/cg/cpu", parent: "pe"}
+	e := &ExecCgroup{cg: c, id: "x1", limits: Limits{MemoryBytes: 64 << 20, Pids: 8}}
+	p := e.Placement()
+	if err := p.validate(); err != nil {
+		t.Fatal(err)
+	}
+	w := &textWriter{}
+	p.render(w)
+	got := w.b.String()
+	for _, want := range []string{
+		"cgroup_cpu_ms_per_sec: " + strconv.Itoa(1000*runtime.NumCPU()) + "\n",
+		`cgroup_cpu_mount: "/cg/cpu"` + "\n",
+		`cgroup_cpu_parent: "pe/x1"` + "\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rendered placement lacks %q:\n%s", want, got)
+		}
+	}
+	c.cpu = ""
+	w = &textWriter{}
+	e.Placement().render(w)
+	if strings.Contains(w.b.String(), "cgroup_cpu") {
+		t.Errorf("without a cpu hierarchy the placement names one:\n%s", w.b.String())
+	}
+	if hs := c.v1Hierarchies(); len(hs) != 2 {
+		t.Errorf("v1Hierarchies() without cpu = %q, want memory and pids", hs)
 	}
 }
