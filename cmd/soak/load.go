@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -254,7 +253,7 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 		fail("stop: %v", err)
 	}
 	if len(rep.Failures) > 0 {
-		logf("%s: the supervisor's last errors:\n%s", sc.Engine, errorLines(st.sup.log.String(), 20))
+		logf("%s: the supervisor's last errors:\n%s", sc.Engine, st.sup.log.errorLines())
 	}
 	return rep
 }
@@ -293,20 +292,6 @@ func (r *report) writeText(w io.Writer) {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(stderr, "soak: "+format+"\n", args...)
-}
-
-// errorLines is the last n lines of a JSON log logged at error level.
-func errorLines(s string, n int) string {
-	var lines []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, `"level":"error"`) {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 var stderr io.Writer = os.Stderr

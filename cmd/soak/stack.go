@@ -336,10 +336,13 @@ func lookupUser(name string) (uid, gid int, err error) {
 	return uid, gid, nil
 }
 
-// logTail keeps the last 64 KiB of a process's log.
+// logTail keeps the last 64 KiB of a process's log, and apart from that
+// its last 20 lines logged at error level, which a busy log would push out.
 type logTail struct {
-	mu sync.Mutex
-	b  []byte
+	mu      sync.Mutex
+	b       []byte
+	partial []byte   // an unfinished line
+	errs    []string // the last error lines
 }
 
 func (t *logTail) Write(p []byte) (int, error) {
@@ -349,6 +352,23 @@ func (t *logTail) Write(p []byte) (int, error) {
 	if over := len(t.b) - 64<<10; over > 0 {
 		t.b = append(t.b[:0], t.b[over:]...)
 	}
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if line := string(t.partial[:i]); strings.Contains(line, `"level":"error"`) {
+			t.errs = append(t.errs, line)
+			if len(t.errs) > 20 {
+				t.errs = t.errs[1:]
+			}
+		}
+		t.partial = t.partial[i+1:]
+	}
+	if len(t.partial) > 64<<10 {
+		t.partial = t.partial[:0] // a line that long is no log line
+	}
 	return len(p), nil
 }
 
@@ -356,4 +376,11 @@ func (t *logTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
+}
+
+// errorLines returns the last lines logged at error level.
+func (t *logTail) errorLines() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.errs, "\n")
 }
