@@ -382,5 +382,8 @@ func (t *logTail) String() string {
 func (t *logTail) errorLines() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if len(t.errs) == 0 {
+		return "(none)"
+	}
 	return strings.Join(t.errs, "\n")
 }
