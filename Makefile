@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up whatever is missing first.
-.PHONY: all setup build run test test-go test-python lint bench clean
+.PHONY: all setup build run test test-go test-python lint bench soak clean
 
 all: build
 
@@ -17,6 +17,11 @@ test: setup
 # Starts the service with each engine in turn and compares them in one run.
 bench: setup
 	@scripts/bench.sh
+
+# A bounded soak of the real stack with benign and hostile traffic, each
+# engine in turn (SOAK_SECONDS per engine, default 180).
+soak: setup
+	@scripts/soak.sh
 
 lint:
 	@scripts/test.sh lint

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,9 @@ type Cgroups struct {
 
 	// v1: mount points of the memory and pids hierarchies ("" when absent).
 	memory, pids string
+	// v1: mount point of the cpu hierarchy ("" when absent), for a fair
+	// CPU share per execution.
+	cpu string
 	// v2: the controllers Setup enables for the execution cgroups.
 	v2controllers []string
 
@@ -125,6 +129,8 @@ func detectCgroups(root string, mountinfo []byte) (*Cgroups, error) {
 					c.memory = m.point
 				case "pids":
 					c.pids = m.point
+				case "cpu":
+					c.cpu = m.point
 				}
 			}
 		}
@@ -286,14 +292,32 @@ func checkRelCgroup(p string) error {
 }
 
 // v1Hierarchies lists the v1 hierarchies in which executions get a cgroup:
-// memory and pids (the same directory when co-mounted). Not cpuacct: nsjail
-// 3.6 only joins a cpu hierarchy when it also sets a CPU quota.
+// memory, pids and, when mounted, cpu (each once when co-mounted). Not
+// cpuacct on its own: nsjail 3.6 joins no cpuacct hierarchy.
 func (c *Cgroups) v1Hierarchies() []string {
-	if c.memory == c.pids {
-		return []string{c.memory}
+	out := []string{c.memory}
+	for _, h := range []string{c.pids, c.cpu} {
+		if h != "" && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
 	}
-	return []string{c.memory, c.pids}
+	return out
 }
+
+// v1Dir is the execution's directory in the v1 hierarchy mounted at mount.
+func (e *ExecCgroup) v1Dir(mount string) string {
+	return filepath.Join(mount, e.cg.parent, e.id)
+}
+
+// cpuShares is every v1 execution cgroup's cpu.shares, and cpuWeight the
+// v2 cpu.weight: the same for all, so that the CPU is shared per execution
+// rather than per process, and 60 busy processes of one execution get no
+// more of it than the one process of its neighbour. They are the kernel's
+// defaults, written anyway so that a changed default cannot skew it.
+const (
+	cpuShares = 1024
+	cpuWeight = 100
+)
 
 // enableControllers makes the v2 controllers available to dir's children.
 // EvacuationLeaf is the cgroup, under a container's cgroup root, that the
@@ -523,7 +547,12 @@ func (e *ExecCgroup) setLimits() error {
 	pids := strconv.Itoa(l.Pids)
 	switch c.mode {
 	case CgroupV1:
-		md, pd := e.dirs[0], e.dirs[len(e.dirs)-1]
+		md, pd := e.v1Dir(c.memory), e.v1Dir(c.pids)
+		if c.cpu != "" {
+			if err := c.write(filepath.Join(e.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(cpuShares)); err != nil {
+				return err
+			}
+		}
 		if err := c.write(filepath.Join(md, "memory.limit_in_bytes"), mem); err != nil {
 			return err
 		}
@@ -563,6 +592,12 @@ func (e *ExecCgroup) setLimits() error {
 		}
 		if err := c.write(filepath.Join(d, "pids.max"), pids); err != nil {
 			return err
+		}
+		// Only when the cpu controller is enabled here (see DetectCgroups).
+		if w := filepath.Join(d, "cpu.weight"); exists(w) {
+			if err := c.write(w, strconv.Itoa(cpuWeight)); err != nil {
+				return err
+			}
 		}
 		// nsjail would otherwise enable them itself, moving itself into a
 		// NSJAIL_SELF.<pid> cgroup here when this one has processes.
@@ -613,6 +648,7 @@ func (e *ExecCgroup) Placement() *Placement {
 	case CgroupV1:
 		p.MemoryMount = e.cg.memory
 		p.PidsMount = e.cg.pids
+		p.CPUMount = e.cg.cpu
 		p.Parent = e.cg.parent + "/" + e.id
 	case CgroupV2:
 		p.Dir = e.dirs[0]
@@ -654,7 +690,7 @@ func (e *ExecCgroup) stats() (Stats, error) {
 	var s Stats
 	switch e.cg.mode {
 	case CgroupV1:
-		md, pd := e.dirs[0], e.dirs[len(e.dirs)-1]
+		md, pd := e.v1Dir(e.cg.memory), e.v1Dir(e.cg.pids)
 		peak, err := readInt(filepath.Join(md, "memory.max_usage_in_bytes"))
 		if err != nil {
 			return s, err
@@ -783,6 +819,9 @@ func (e *ExecCgroup) Remove() error {
 // killTree SIGKILLs every process of the cgroup dir and its descendants,
 // repeating until they are gone (a process may fork while the first
 // signals are sent). In v2 cgroup.kill (Linux 5.14+) does it atomically.
+// Every signal goes through a pidfd to a process confirmed to be a member
+// (killMembers), never to a bare pid that may have been reaped and reused
+// since cgroup.procs was read.
 func killTree(dir string, mode CgroupMode) error {
 	deadline := time.Now().Add(killTimeout)
 	if mode == CgroupV2 {
@@ -793,29 +832,82 @@ func killTree(dir string, mode CgroupMode) error {
 		}
 	}
 	for {
-		pids, err := treeProcs(dir)
+		groups, err := treeProcsByDir(dir)
 		if err != nil {
 			return err
 		}
-		if len(pids) == 0 {
+		n := 0
+		for _, g := range groups {
+			n += len(g.pids)
+		}
+		if n == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes still in %s after %v", len(pids), dir, killTimeout)
+			return fmt.Errorf("%d processes still in %s after %v", n, dir, killTimeout)
 		}
-		for _, pid := range pids {
-			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("kill pid %d of %s: %w", pid, dir, err)
+		for _, g := range groups {
+			if err := killMembers(g.dir, g.pids); err != nil {
+				return err
 			}
 		}
 		time.Sleep(pollInterval)
 	}
 }
 
-// treeProcs lists the pids in the cgroup dir and its descendants. A cgroup
-// removed meanwhile counts as empty.
-func treeProcs(dir string) ([]int, error) {
-	var pids []int
+// killMembers SIGKILLs those of pids (read from dir's cgroup.procs) that
+// are still members of dir. It opens a pidfd for each, then reads
+// cgroup.procs again: a pid listed there now belonged to a member at that
+// moment, and if the pidfd's process has not been reaped by the time the
+// signal is sent, it held that pid all along, so it is that member. If it
+// has been reaped, the signal fails with ESRCH and reaches nobody, whoever
+// holds the pid now.
+func killMembers(dir string, pids []int) error {
+	fds := make(map[int]int, len(pids))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if errors.Is(err, unix.ESRCH) {
+			continue // gone already
+		}
+		if err != nil {
+			return fmt.Errorf("pidfd of pid %d of %s: %w", pid, dir, err)
+		}
+		fds[pid] = fd
+	}
+	if len(fds) == 0 {
+		return nil
+	}
+	now, err := readProcs(dir)
+	if err != nil {
+		return err
+	}
+	for _, pid := range now {
+		fd, ok := fds[pid]
+		if !ok {
+			continue
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("kill pid %d of %s: %w", pid, dir, err)
+		}
+	}
+	return nil
+}
+
+// cgroupProcs is the pids of one cgroup directory.
+type cgroupProcs struct {
+	dir  string
+	pids []int
+}
+
+// treeProcsByDir lists the pids in the cgroup dir and its descendants, per
+// directory. A cgroup removed meanwhile counts as empty.
+func treeProcsByDir(dir string) ([]cgroupProcs, error) {
+	var out []cgroupProcs
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -826,23 +918,47 @@ func treeProcs(dir string) ([]int, error) {
 		if !d.IsDir() {
 			return nil
 		}
-		b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
+		pids, err := readProcs(p)
 		if err != nil {
 			return err
 		}
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil {
-				return fmt.Errorf("parse %s/cgroup.procs: %w", p, err)
-			}
-			pids = append(pids, pid)
+		if len(pids) > 0 {
+			out = append(out, cgroupProcs{dir: p, pids: pids})
 		}
 		return nil
 	})
+	return out, err
+}
+
+// treeProcs lists the pids in the cgroup dir and its descendants.
+func treeProcs(dir string) ([]int, error) {
+	groups, err := treeProcsByDir(dir)
+	var pids []int
+	for _, g := range groups {
+		pids = append(pids, g.pids...)
+	}
 	return pids, err
+}
+
+// readProcs reads the cgroup dir's cgroup.procs; a cgroup removed
+// meanwhile has none.
+func readProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s/cgroup.procs: %w", dir, err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // removeTree removes the cgroup dir and its descendants, deepest first.
@@ -967,6 +1083,13 @@ type Placement struct {
 	// <Dir>/NSJAIL.<pid> (it names its cgroup after cgroupv2_mount).
 	// Empty in v1.
 	Dir string
+	// CPUMount is the v1 cpu hierarchy's mount point ("" when absent):
+	// nsjail puts the jail in <CPUMount>/<Parent>/NSJAIL.<pid>, so that it
+	// gets the execution cgroup's fair share. nsjail 3.6 joins a cpu
+	// cgroup only along with a CFS quota; it gets one of all the host's
+	// CPUs, which never throttles. Empty in v2, where the execution cgroup
+	// itself shares the CPU fairly.
+	CPUMount string
 	// MemoryMax (bytes) and PidsMax are nsjail's limits: positive, and
 	// looser than the execution cgroup's.
 	MemoryMax int64
@@ -985,6 +1108,11 @@ func (p *Placement) validate() error {
 		if err := checkPath("pids mount", p.PidsMount); err != nil {
 			return err
 		}
+		if p.CPUMount != "" {
+			if err := checkPath("cpu mount", p.CPUMount); err != nil {
+				return err
+			}
+		}
 		if err := checkRelCgroup(p.Parent); err != nil {
 			return err
 		}
@@ -995,7 +1123,7 @@ func (p *Placement) validate() error {
 		if err := checkPath("cgroup dir", p.Dir); err != nil {
 			return err
 		}
-		if p.MemoryMount != "" || p.PidsMount != "" || p.Parent != "" {
+		if p.MemoryMount != "" || p.PidsMount != "" || p.CPUMount != "" || p.Parent != "" {
 			return errors.New("v2 placement with v1 fields")
 		}
 	default:
@@ -1016,6 +1144,11 @@ func (p *Placement) render(w *textWriter) {
 		w.uint("cgroup_pids_max", uint64(p.PidsMax))
 		w.str("cgroup_pids_mount", p.PidsMount)
 		w.str("cgroup_pids_parent", p.Parent)
+		if p.CPUMount != "" {
+			w.uint("cgroup_cpu_ms_per_sec", uint64(1000*runtime.NumCPU()))
+			w.str("cgroup_cpu_mount", p.CPUMount)
+			w.str("cgroup_cpu_parent", p.Parent)
+		}
 	case CgroupV2:
 		w.uint("cgroup_pids_max", uint64(p.PidsMax))
 		w.str("cgroupv2_mount", p.Dir)

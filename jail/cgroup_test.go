@@ -75,8 +75,8 @@ func TestDetectCgroups(t *testing.T) {
 			},
 			wantMode: CgroupV1,
 			check: func(t *testing.T, c *Cgroups, root string) {
-				if c.memory != root+"/memory" || c.pids != root+"/pids" {
-					t.Errorf("v1 hierarchies = %q, %q; want %s/{memory,pids}", c.memory, c.pids, root)
+				if c.memory != root+"/memory" || c.pids != root+"/pids" || c.cpu != root+"/cpu" {
+					t.Errorf("v1 hierarchies = %q, %q, %q; want %s/{memory,pids,cpu}", c.memory, c.pids, c.cpu, root)
 				}
 			},
 		},
@@ -91,8 +91,8 @@ func TestDetectCgroups(t *testing.T) {
 				if want := root + "/mem ory,pids"; c.memory != want || c.pids != want {
 					t.Errorf("v1 memory, pids = %q, %q; want both %q", c.memory, c.pids, want)
 				}
-				if hs := c.v1Hierarchies(); len(hs) != 1 {
-					t.Errorf("v1Hierarchies() = %q, want one (co-mounted)", hs)
+				if hs := c.v1Hierarchies(); len(hs) != 2 || hs[1] != root+"/cpu,cpuacct" {
+					t.Errorf("v1Hierarchies() = %q, want memory and pids as one (co-mounted), then cpu", hs)
 				}
 			},
 		},

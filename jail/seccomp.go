@@ -76,6 +76,9 @@ func kafelPolicy(allowed []string, cloneNamespaces bool) (string, error) {
 		fmt.Fprintf(&b, "  ERRNO(1) {\n    clone(flags) { (flags & %#x) != 0 }\n  },\n", cloneNewMask)
 	}
 	b.WriteString("  ERRNO(38) {\n    clone3\n  }")
+	if sysSocket != 0 {
+		b.WriteString(",\n" + kafelSocketRules())
+	}
 	if len(foreignABISyscalls) > 0 {
 		// Another ABI sharing this architecture's audit value (x32 on
 		// amd64) numbers its syscalls differently; a default-allow policy
@@ -92,6 +95,43 @@ func kafelPolicy(allowed []string, cloneNamespaces bool) (string, error) {
 	}
 	fmt.Fprintf(&b, "\n}\nUSE %s DEFAULT ALLOW\n", seccompName)
 	return b.String(), nil
+}
+
+// Socket families a script may create: what Python and its C library
+// use (unix sockets, IPv4 and IPv6 in the jail's empty network namespace,
+// and route netlink, which getaddrinfo and if_nameindex query). Every other
+// family fails with EAFNOSUPPORT, as on a kernel built without it: AF_VSOCK
+// would reach a VM host's hypervisor from outside every network namespace,
+// and AF_ALG, RDS, TIPC and friends are kernel attack surface no script
+// needs. socketpair only works for unix sockets in the first place (and
+// TIPC), so it is limited to AF_UNIX.
+const (
+	afUnix       = 1  // AF_UNIX
+	afInet       = 2  // AF_INET
+	afInet6      = 10 // AF_INET6
+	afNetlink    = 16 // AF_NETLINK
+	netlinkRoute = 0  // NETLINK_ROUTE, the only netlink protocol allowed
+
+	errnoEAFNOSUPPORT = 97
+)
+
+// SocketFamilies are the families socket(2) accepts in the jail; netlink
+// only with protocol NETLINK_ROUTE.
+var SocketFamilies = []int{afUnix, afInet, afInet6, afNetlink}
+
+// kafelSocketRules is the policy's socket and socketpair block. kafel
+// compares whole 64-bit arguments, so a family with stray high bits is
+// refused too (it is not one of the allowed values).
+func kafelSocketRules() string {
+	var allowed []string
+	for _, f := range SocketFamilies {
+		allowed = append(allowed, fmt.Sprintf("family != %d", f))
+	}
+	return fmt.Sprintf("  ERRNO(%d) {\n"+
+		"    socket(family, type, protocol) { (%s) || (family == %d && protocol != %d) },\n"+
+		"    socketpair(family) { family != %d }\n"+
+		"  }",
+		errnoEAFNOSUPPORT, strings.Join(allowed, " && "), afNetlink, netlinkRoute, afUnix)
 }
 
 func sortedUintptrs(s []uintptr) []uintptr {

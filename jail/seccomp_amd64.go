@@ -78,6 +78,8 @@ func x32Numbers() []uintptr {
 	}
 	nrs = append(nrs,
 		x32Bit|unix.SYS_CLONE, x32Bit|unix.SYS_CLONE3,
+		// The family check below is for the native ABI only.
+		x32Bit|unix.SYS_SOCKET, x32Bit|unix.SYS_SOCKETPAIR,
 		x32Bit|521, // x32 ptrace
 		x32Bit|539, // x32 process_vm_readv
 		x32Bit|540, // x32 process_vm_writev
@@ -88,7 +90,9 @@ func x32Numbers() []uintptr {
 // auditArch is seccomp_data.arch of the native ABI; the syscall numbers
 // below are clone's and clone3's.
 const (
-	auditArch = unix.AUDIT_ARCH_X86_64
-	sysClone  = unix.SYS_CLONE
-	sysClone3 = unix.SYS_CLONE3
+	auditArch     = unix.AUDIT_ARCH_X86_64
+	sysClone      = unix.SYS_CLONE
+	sysClone3     = unix.SYS_CLONE3
+	sysSocket     = unix.SYS_SOCKET
+	sysSocketpair = unix.SYS_SOCKETPAIR
 )

@@ -21,6 +21,7 @@ const (
 	seccompDataNr   = 0
 	seccompDataArch = 4
 	seccompDataArg0 = 16 // low 32 bits on little-endian architectures
+	seccompDataArgs = 16 // args[i] at seccompDataArgs + 8*i
 
 	errnoEPERM  = 1
 	errnoENOSYS = 38
@@ -78,6 +79,9 @@ func seccompProgram() ([]bpfInsn, error) {
 	// clone3's flags live in memory seccomp cannot read: ENOSYS makes the
 	// C library fall back to clone, whose flags it can.
 	deny(sysClone3, errnoENOSYS)
+	if sysSocket != 0 {
+		prog = append(prog, socketRules()...)
+	}
 	prog = append(prog,
 		bpfInsn{code: bpfJeqK, jf: 3, k: uint32(sysClone)},
 		bpfInsn{code: bpfLdWAbs, k: seccompDataArg0},
@@ -86,4 +90,108 @@ func seccompProgram() ([]bpfInsn, error) {
 		bpfInsn{code: bpfRetK, k: seccompRetAllow},
 	)
 	return prog, nil
+}
+
+// socketRules is the filter's version of kafelSocketRules. It starts and
+// ends with the syscall number in the accumulator. Arguments are compared
+// as whole 64-bit values, as kafel does: high word 0, low word allowed.
+func socketRules() []bpfInsn {
+	const deny, allow = "deny", "allow"
+	a := &bpfAsm{}
+	// socket(family, type, protocol)
+	a.jeq(uint32(sysSocket), "", "socketpair")
+	a.ldArg(0, true)
+	a.jeq(0, "", deny)
+	a.ldArg(0, false)
+	for _, f := range SocketFamilies {
+		if f == afNetlink {
+			a.jeq(afNetlink, "netlink", "")
+			continue
+		}
+		a.jeq(uint32(f), allow, "")
+	}
+	a.jmp(deny)
+	a.label("netlink")
+	a.ldArg(2, true)
+	a.jeq(0, "", deny)
+	a.ldArg(2, false)
+	a.jeq(netlinkRoute, allow, deny)
+	// socketpair(family, ...)
+	a.label("socketpair")
+	a.jeq(uint32(sysSocketpair), "", "next")
+	a.ldArg(0, true)
+	a.jeq(0, "", deny)
+	a.ldArg(0, false)
+	a.jeq(afUnix, allow, deny)
+	a.label(deny)
+	a.ret(seccompRetErrno | errnoEAFNOSUPPORT)
+	a.label(allow)
+	a.ret(seccompRetAllow)
+	// Neither: reload the number for the rules that follow.
+	a.label("next")
+	a.ld(seccompDataNr)
+	return a.assemble()
+}
+
+// bpfAsm assembles a straight run of classic BPF with forward jumps to
+// labels; "" as a jump target means the next instruction.
+type bpfAsm struct {
+	prog   []bpfInsn
+	jumps  []bpfJump
+	labels map[string]int
+}
+
+type bpfJump struct {
+	at     int
+	jt, jf string
+}
+
+func (a *bpfAsm) ld(off uint32) { a.prog = append(a.prog, bpfInsn{code: bpfLdWAbs, k: off}) }
+
+// ldArg loads the high or low 32-bit word of argument i (little-endian
+// layout: amd64 is the only architecture with a filter).
+func (a *bpfAsm) ldArg(i int, high bool) {
+	off := uint32(seccompDataArgs + 8*i)
+	if high {
+		off += 4
+	}
+	a.ld(off)
+}
+
+func (a *bpfAsm) jeq(k uint32, jt, jf string) {
+	a.jumps = append(a.jumps, bpfJump{at: len(a.prog), jt: jt, jf: jf})
+	a.prog = append(a.prog, bpfInsn{code: bpfJeqK, k: k})
+}
+
+// jmp jumps unconditionally (a JEQ whose both branches go to the label).
+func (a *bpfAsm) jmp(to string) { a.jeq(0, to, to) }
+
+func (a *bpfAsm) ret(k uint32) { a.prog = append(a.prog, bpfInsn{code: bpfRetK, k: k}) }
+
+func (a *bpfAsm) label(name string) {
+	if a.labels == nil {
+		a.labels = map[string]int{}
+	}
+	a.labels[name] = len(a.prog)
+}
+
+// assemble resolves the jumps; it panics on a backward or too long jump or
+// an unknown label, which are bugs in the code above, caught by the tests.
+func (a *bpfAsm) assemble() []bpfInsn {
+	off := func(from int, to string) uint8 {
+		if to == "" {
+			return 0
+		}
+		at, ok := a.labels[to]
+		d := at - from - 1
+		if !ok || d < 0 || d > 255 {
+			panic(fmt.Sprintf("bpf jump from %d to %q (%d, %v)", from, to, at, ok))
+		}
+		return uint8(d)
+	}
+	for _, j := range a.jumps {
+		a.prog[j.at].jt = off(j.at, j.jt)
+		a.prog[j.at].jf = off(j.at, j.jf)
+	}
+	return a.prog
 }

@@ -14,10 +14,18 @@ import (
 // on one struct seccomp_data (nr, arch, args[0]).
 func runFilter(t *testing.T, prog []byte, nr, arch uint32, arg0 uint64) uint32 {
 	t.Helper()
+	return runFilterArgs(t, prog, nr, arch, arg0)
+}
+
+// runFilterArgs is runFilter with more arguments.
+func runFilterArgs(t *testing.T, prog []byte, nr, arch uint32, args ...uint64) uint32 {
+	t.Helper()
 	var data [64]byte
 	binary.NativeEndian.PutUint32(data[seccompDataNr:], nr)
 	binary.NativeEndian.PutUint32(data[seccompDataArch:], arch)
-	binary.NativeEndian.PutUint64(data[seccompDataArg0:], arg0)
+	for i, a := range args {
+		binary.NativeEndian.PutUint64(data[seccompDataArgs+8*i:], a)
+	}
 	var acc uint32
 	for pc := 0; ; pc++ {
 		if (pc+1)*bpfInsnLen > len(prog) {
@@ -89,6 +97,71 @@ func TestSeccompFilter(t *testing.T) {
 	for _, c := range cases {
 		if got := runFilter(t, prog, c.nr, c.arch, c.arg0); got != c.want {
 			t.Errorf("%s: %#x, want %#x", c.name, got, c.want)
+		}
+	}
+}
+
+func TestSeccompFilterSocketFamilies(t *testing.T) {
+	prog, err := SeccompFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const arch = unix.AUDIT_ARCH_X86_64
+	refused := uint32(seccompRetErrno | unix.EAFNOSUPPORT)
+	cases := []struct {
+		name    string
+		nr      uint32
+		args    []uint64
+		allowed bool
+	}{
+		{"unix", unix.SYS_SOCKET, []uint64{unix.AF_UNIX, unix.SOCK_STREAM, 0}, true},
+		{"inet", unix.SYS_SOCKET, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, true},
+		{"inet6 udp", unix.SYS_SOCKET, []uint64{unix.AF_INET6, unix.SOCK_DGRAM, 17}, true},
+		{"route netlink", unix.SYS_SOCKET, []uint64{unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE}, true},
+		{"audit netlink", unix.SYS_SOCKET, []uint64{unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_AUDIT}, false},
+		{"netlink protocol high bits", unix.SYS_SOCKET, []uint64{unix.AF_NETLINK, unix.SOCK_RAW, 1 << 32}, false},
+		{"vsock", unix.SYS_SOCKET, []uint64{unix.AF_VSOCK, unix.SOCK_STREAM, 0}, false},
+		{"alg", unix.SYS_SOCKET, []uint64{unix.AF_ALG, unix.SOCK_SEQPACKET, 0}, false},
+		{"rds", unix.SYS_SOCKET, []uint64{unix.AF_RDS, unix.SOCK_SEQPACKET, 0}, false},
+		{"tipc", unix.SYS_SOCKET, []uint64{unix.AF_TIPC, unix.SOCK_RDM, 0}, false},
+		{"packet", unix.SYS_SOCKET, []uint64{unix.AF_PACKET, unix.SOCK_RAW, 0}, false},
+		{"bluetooth", unix.SYS_SOCKET, []uint64{unix.AF_BLUETOOTH, unix.SOCK_RAW, 0}, false},
+		{"inet with high bits", unix.SYS_SOCKET, []uint64{1<<32 | unix.AF_INET, unix.SOCK_STREAM, 0}, false},
+		{"socketpair unix", unix.SYS_SOCKETPAIR, []uint64{unix.AF_UNIX, unix.SOCK_STREAM, 0}, true},
+		{"socketpair tipc", unix.SYS_SOCKETPAIR, []uint64{unix.AF_TIPC, unix.SOCK_STREAM, 0}, false},
+		{"socketpair inet", unix.SYS_SOCKETPAIR, []uint64{unix.AF_INET, unix.SOCK_STREAM, 0}, false},
+		{"x32 socket", x32Bit | unix.SYS_SOCKET, []uint64{unix.AF_VSOCK, 0, 0}, false},
+	}
+	for _, c := range cases {
+		want := refused
+		if c.allowed {
+			want = seccompRetAllow
+		} else if c.nr&x32Bit != 0 {
+			want = seccompRetErrno | errnoEPERM
+		}
+		if got := runFilterArgs(t, prog, c.nr, arch, c.args...); got != want {
+			t.Errorf("%s: %#x, want %#x", c.name, got, want)
+		}
+	}
+	// The rules after the socket block still see the syscall number.
+	if got := runFilter(t, prog, unix.SYS_CLONE, arch, unix.CLONE_NEWNET); got != seccompRetErrno|errnoEPERM {
+		t.Errorf("clone newnet after the socket rules: %#x", got)
+	}
+	if got := runFilter(t, prog, unix.SYS_CONNECT, arch, 3); got != seccompRetAllow {
+		t.Errorf("connect: %#x, want allow", got)
+	}
+}
+
+func TestSeccompPolicySocketFamilies(t *testing.T) {
+	for _, f := range []func() (string, error){SeccompPolicy, ZygoteSeccompPolicy} {
+		p, err := f()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ERRNO(97)", "socket(family, type, protocol)", "family != 10", "socketpair(family) { family != 1 }"} {
+			if !contains(p, want) {
+				t.Errorf("policy lacks %q:\n%s", want, p)
+			}
 		}
 	}
 }

@@ -6,10 +6,12 @@ package jail
 // and only amd64's are checked against nsjail. SeccompPolicy and
 // SeccompFilter fail.
 const (
-	cloneNewMask = 0
-	auditArch    = 0
-	sysClone     = 0
-	sysClone3    = 0
+	cloneNewMask  = 0
+	auditArch     = 0
+	sysClone      = 0
+	sysClone3     = 0
+	sysSocket     = 0
+	sysSocketpair = 0
 )
 
 var (

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -80,13 +81,14 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		// takes the jail with it.
 		Pdeathsig: syscall.SIGKILL,
 	}
+	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), pidfd: -1}
+	cmd.SysProcAttr.PidFD = &sb.pidfd
 	if err := e.reaper.start(cmd); err != nil {
 		return Outcome{}, fmt.Errorf("start nsjail: %w", err)
 	}
 	files.closeChildEnds()
 	log := x.Log.WithField("nsjail_pid", cmd.Process.Pid)
 
-	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{})}
 	go func() {
 		defer close(sb.logDone)
 		sc := bufio.NewScanner(io.LimitReader(files.logR, 64<<10))
@@ -120,12 +122,21 @@ type nsjailSandbox struct {
 	reaper  *reaper
 	log     strings.Builder // nsjail's log, capped; written until logDone
 	logDone chan struct{}
+
+	mu    sync.Mutex // guards pidfd: kill may run while wait reaps
+	pidfd int        // nsjail's pidfd; -1 once nsjail has been reaped
 }
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {
 	<-s.logDone
 	err := s.cmd.Wait()
 	s.reaper.forget(s.cmd.Process.Pid)
+	s.mu.Lock()
+	if s.pidfd >= 0 {
+		unix.Close(s.pidfd)
+		s.pidfd = -1
+	}
+	s.mu.Unlock()
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
 		return sandboxExit{}, fmt.Errorf("wait nsjail: %w", err)
 	}
@@ -152,12 +163,16 @@ const nsjailGrace = 2 * time.Second
 // then reaps it, removes its own cgroup and exits. The cgroup kill is a
 // second line for anything that escaped. nsjail itself is killed only if it
 // does not exit soon after; the jail then dies by nsjail's parent-death
-// signal, and the supervisor, a subreaper, reaps what is left.
+// signal, and the supervisor, a subreaper, reaps what is left. Every signal
+// goes through a pidfd (os.Process uses one too): nsjail's pid, and its
+// child's, may belong to another process once they have been reaped.
 func (s *nsjailSandbox) kill() {
 	proc := s.cmd.Process
-	for _, c := range childrenOf(proc.Pid) {
-		syscall.Kill(c, syscall.SIGKILL)
+	s.mu.Lock()
+	if s.pidfd >= 0 {
+		killChildren(proc.Pid, s.pidfd)
 	}
+	s.mu.Unlock()
 	if s.cg != nil {
 		s.cg.Kill()
 	}

@@ -207,7 +207,7 @@ loop:
 	case oom:
 		reason = wire.ExitMemoryLimit
 		out.Err = &wire.Error{Type: wire.ErrMemoryLimit, Message: fmt.Sprintf("the script used more than the memory limit of %d MiB", x.Limits.MemoryBytes>>20)}
-	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()):
+	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && out.Done.CPUMS+cpuLimitSlack.Milliseconds() >= x.Limits.CPUTime.Milliseconds()):
 		reason = wire.ExitKilled
 		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
 	case exit.failure != "":
@@ -230,6 +230,13 @@ loop:
 // timedRun runs one execution through run and stamps its wall time; an
 // error of the engine itself (not of the script) is logged and answered as
 // internal. Both engines' Run methods are this.
+// cpuLimitSlack: the kernel kills at RLIMIT_CPU the moment the scheduler's
+// clock reaches it, while the rusage read after the exit can come out a
+// hair lower (rounded down to whole milliseconds, and exactly at the limit
+// when the jail's cpu cgroup has CFS bandwidth accounting, which samples
+// the clock more often): 999 ms of a 1 s limit is that limit.
+const cpuLimitSlack = 10 * time.Millisecond
+
 func timedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
 	start := time.Now()
 	out, err := run(ctx, x)

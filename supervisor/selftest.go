@@ -30,6 +30,13 @@ def writable(path):
     except OSError:
         return False
 
+def sock(family, type):
+    try:
+        socket.socket(family, type).close()
+        return "ok"
+    except OSError as e:
+        return "errno %d" % e.errno
+
 def main():
     try:
         ifaces = sorted(name for _, name in socket.if_nameindex())
@@ -54,6 +61,11 @@ def main():
         "seccomp": st.get("Seccomp", "").strip(),
         "cgroup": open("/proc/self/cgroup").read(),
         "environ": sorted(os.environ),
+        "sockets": {
+            "unix": sock(1, socket.SOCK_STREAM), "inet": sock(2, socket.SOCK_STREAM),
+            "inet6": sock(10, socket.SOCK_STREAM), "vsock": sock(40, socket.SOCK_STREAM),
+            "alg": sock(38, socket.SOCK_SEQPACKET), "tipc": sock(30, socket.SOCK_RDM),
+        },
     }
 `
 
@@ -115,6 +127,7 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 		NoNewPrivs    string   `json:"no_new_privs"`
 		Seccomp       string
 		Environ       []string
+		Sockets       map[string]string
 	}
 	if err := json.Unmarshal(out.Result, &got); err != nil {
 		return "", fmt.Errorf("probe result: %w", err)
@@ -140,6 +153,16 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	check(got.CapEff == "0000000000000000" && got.CapBnd == "0000000000000000", "capabilities left: effective %s, bounding %s", got.CapEff, got.CapBnd)
 	check(got.NoNewPrivs == "1", "no_new_privs is %q, want 1", got.NoNewPrivs)
 	check(!host.Policy.Seccomp || got.Seccomp == "2", "seccomp mode %q, want 2 (filter)", got.Seccomp)
+	if host.Policy.Seccomp {
+		// The policy's socket-family allowlist: what Python needs works,
+		// AF_VSOCK (a VM host's hypervisor) and the rest do not.
+		for _, f := range []string{"unix", "inet", "inet6"} {
+			check(got.Sockets[f] == "ok", "creating an %s socket in the jail: %s, want ok", f, got.Sockets[f])
+		}
+		for _, f := range []string{"vsock", "alg", "tipc"} {
+			check(got.Sockets[f] == "errno 97", "creating an %s socket in the jail: %q, want refused with EAFNOSUPPORT by the seccomp policy", f, got.Sockets[f])
+		}
+	}
 	for _, e := range got.Environ {
 		check(!strings.HasPrefix(e, "PYEXEC_") || e == "PYEXEC_REQUEST_FD" || e == "PYEXEC_RESULT_FD", "supervisor variable %s leaked into the jail", e)
 		check(e != "USER" && e != "SUDO_USER" && e != "PWD", "supervisor variable %s leaked into the jail", e)

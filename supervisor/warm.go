@@ -364,14 +364,10 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 		z.kill()
 		return nil, nil, fmt.Errorf("zygote %d did not start a child (%q): %w", z.slot, msg, err)
 	}
-	if ppid, err := parentPid(pid); err != nil || ppid != z.pid {
-		z.kill()
-		return nil, nil, fmt.Errorf("hello from pid %d, not a child of zygote %d (parent %d, %v)", pid, z.pid, ppid, err)
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	pidfd, err := pidfdOfChild(pid, z.pid, z.pidfd)
 	if err != nil {
 		z.kill()
-		return nil, nil, fmt.Errorf("pidfd of child %d: %w", pid, err)
+		return nil, nil, fmt.Errorf("hello from pid %d, not a child of zygote %d: %w", pid, z.pid, err)
 	}
 	child := &zygoteChild{pid: pid, pidfd: pidfd, sync: files.sync}
 	log = log.WithField("child_pid", pid)

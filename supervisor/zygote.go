@@ -75,16 +75,17 @@ type zygoteReady struct {
 // zygoteProc is one running zygote: nsjail, the zygote inside it, and the
 // supervisor's end of its control socket.
 type zygoteProc struct {
-	slot    int
-	cmd     *exec.Cmd
-	pid     int // the zygote's host pid (nsjail's child)
-	pidfd   int // the zygote's pidfd, -1 until it is ready
-	conn    *net.UnixConn
-	cg      *jail.ExecCgroup // nil without cgroups
-	dead    chan struct{}    // closed when nsjail has exited and been reaped
-	broken  atomic.Bool      // set when it must not get orders any more
-	sendMu  sync.Mutex       // guards conn writes: one order at a time
-	logDone chan struct{}
+	slot     int
+	cmd      *exec.Cmd
+	pid      int // the zygote's host pid (nsjail's child)
+	pidfd    int // the zygote's pidfd, -1 until it is ready
+	nsjailFD int // nsjail's pidfd, closed by cleanupZygote
+	conn     *net.UnixConn
+	cg       *jail.ExecCgroup // nil without cgroups
+	dead     chan struct{}    // closed when nsjail has exited and been reaped
+	broken   atomic.Bool      // set when it must not get orders any more
+	sendMu   sync.Mutex       // guards conn writes: one order at a time
+	logDone  chan struct{}
 }
 
 // order hands one execution to the zygote: the order message and its fds
@@ -99,10 +100,12 @@ func (z *zygoteProc) order(body []byte, fds []int) error {
 
 // kill ends the zygote and everything in its PID namespace (its children's
 // executions included); the keeper then starts a new one.
+// Signals go through pidfds: the zygote's pid may have been reaped by
+// nsjail and given to another process.
 func (z *zygoteProc) kill() {
 	z.broken.Store(true)
-	if z.pid > 0 {
-		unix.Kill(z.pid, unix.SIGKILL)
+	if z.pidfd >= 0 {
+		unix.PidfdSendSignal(z.pidfd, unix.SIGKILL, nil, 0)
 	}
 	if z.cmd.Process != nil {
 		z.cmd.Process.Kill()
@@ -170,6 +173,10 @@ func (e *warmEngine) keep(s *zygoteSlot, stop <-chan struct{}, first chan<- erro
 
 func (e *warmEngine) cleanupZygote(z *zygoteProc) {
 	z.conn.Close()
+	if z.nsjailFD >= 0 {
+		unix.Close(z.nsjailFD)
+		z.nsjailFD = -1
+	}
 	if z.pidfd >= 0 {
 		// nsjail may be reaped before the zygote, its PID 1, has finished
 		// exiting; without cgroups nothing else waits for it.
@@ -270,7 +277,8 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	cmd.Stdout = logW
 	cmd.Stderr = logW
 	cmd.ExtraFiles = []*os.File{theirs, conf}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	nsjailFD := -1
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &nsjailFD}
 	err = e.reaper.start(cmd)
 	logW.Close()
 	if err != nil {
@@ -279,7 +287,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		cleanupCg()
 		return nil, fmt.Errorf("start nsjail: %w", err)
 	}
-	z = &zygoteProc{slot: slot, pidfd: -1, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
+	z = &zygoteProc{slot: slot, pidfd: -1, nsjailFD: nsjailFD, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
 	log := e.log.WithFields(logrus.Fields{"zygote": slot, "zygote_nsjail_pid": cmd.Process.Pid})
 	go func() {
 		defer close(z.logDone)
@@ -332,14 +340,10 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	if err := msgpack.Unmarshal(msg, &ready); err != nil || ready.V != zygoteProtocol {
 		return z, fmt.Errorf("malformed ready message (%v)", err)
 	}
-	if ppid, err := parentPid(pid); err != nil || ppid != cmd.Process.Pid {
-		return z, fmt.Errorf("ready message from pid %d, not nsjail's child (parent %d, %v)", pid, ppid, err)
+	if z.pidfd, err = pidfdOfChild(pid, cmd.Process.Pid, nsjailFD); err != nil {
+		return z, fmt.Errorf("ready message from pid %d, not nsjail's child: %w", pid, err)
 	}
 	z.pid = pid
-	if z.pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
-		z.pidfd = -1
-		return z, fmt.Errorf("pidfd of zygote %d: %w", pid, err)
-	}
 	if ready.Threads != 1 {
 		return z, fmt.Errorf("zygote has %d threads after the preload; fork is only safe with one", ready.Threads)
 	}
