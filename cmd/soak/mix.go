@@ -77,7 +77,7 @@ func failsWith(types ...string) func(a *answer) string {
 // hostile script may get when the exact one is not pinned down (the service
 // may not blame itself for what a script did).
 var scriptAttributed = []string{"syntax_error", "missing_main", "invalid_result", "result_too_large",
-	"exception", "exited", "timeout", "memory_limit", "resource_limit"}
+	"exception", "exited", "timeout", "memory_limit", "resource_limit", "result_corrupted"}
 
 // scriptFault accepts any answer that blames the script, or a 200.
 func scriptFault(a *answer) string {
@@ -210,7 +210,7 @@ def main():
         except OSError:
             pass
     return "wrote"
-`, accept: scriptFault},
+`, accept: failsWith("result_corrupted")},
 		{name: "forged_frame", hostile: true, script: `
 import os, struct, msgpack
 def main():
@@ -221,7 +221,7 @@ def main():
         except OSError:
             pass
     return "forged"
-`, accept: scriptFault},
+`, accept: failsWith("result_corrupted")},
 		{name: "monkeypatch", hostile: true, script: `
 import json, builtins
 json.dumps = None
