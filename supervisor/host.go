@@ -66,7 +66,10 @@ type Host struct {
 	Nsjail    string
 	Cgroups   *jail.Cgroups // nil when none are usable
 	Isolation string
-	stageDir  string
+	// UIDs are the per-execution host uids, nil where cgroups limit the
+	// executions (they then all run as the sandbox user).
+	UIDs     *uidPool
+	stageDir string
 	// zygoteMount binds zygote.py beside the runner, for the warm engine's
 	// zygote jails only.
 	zygoteMount jail.Mount
@@ -92,7 +95,7 @@ func (h *Host) Close() error {
 
 // ColdEngine returns the cold engine for this host. r may be nil.
 func (h *Host) ColdEngine(r *reaper) Engine {
-	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, reaper: r}
+	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, reaper: r}
 }
 
 // CgroupMode names the cgroup mode for status reports.
@@ -184,8 +187,13 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			h.Close()
 			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
 		}
+		if rerr := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount); rerr != nil {
+			h.Close()
+			return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", rerr)
+		}
+		h.UIDs = newUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount)
 		h.Isolation = "degraded: no cgroups, rlimits only"
-		log.WithError(err).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and processes by rlimit_nproc only")
+		log.WithError(err).WithField("uids", fmt.Sprintf("%d-%d", cfg.SandboxUIDBase, cfg.SandboxUIDBase+cfg.SandboxUIDCount-1)).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and the supervisor's memory watch, processes by rlimit_nproc under a uid per execution")
 	}
 
 	h.Policy = jail.Policy{

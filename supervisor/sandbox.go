@@ -41,6 +41,14 @@ type sandbox interface {
 	kill()
 }
 
+// watchedSandbox is a sandbox whose memory the supervisor watches itself
+// (see memWatch) because no memory cgroup limits it.
+type watchedSandbox interface {
+	sandbox
+	// processes lists every live process of the execution.
+	processes() []int
+}
+
 // sandboxExit is how the execution's main process (the runner) ended.
 type sandboxExit struct {
 	code, sig int           // exit code, or the signal that killed it (code -1)
@@ -118,6 +126,20 @@ func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *ja
 		close(processExited)
 	}()
 
+	// Without a memory cgroup the supervisor enforces the memory limit.
+	var (
+		watch   *memWatch
+		memOver <-chan struct{}
+		memHit  bool
+		// tasksAtAnswer is the most tasks the execution held up to its
+		// answer, counted only where no cgroup counts them.
+		tasksAtAnswer int64
+	)
+	if ws, ok := sb.(watchedSandbox); ok && cg == nil {
+		watch = startMemWatch(x.Limits.MemoryBytes, ws.processes)
+		memOver = watch.over
+	}
+
 	deadline := time.NewTimer(x.Limits.Timeout)
 	defer deadline.Stop()
 	var (
@@ -135,6 +157,12 @@ loop:
 		case a := <-answerIn:
 			answerIn = nil
 			answer = &a
+			if watch != nil {
+				// What the execution holds when it answers tells a
+				// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
+				// from any other EAGAIN; there is no pids cgroup to ask.
+				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).processes())), watch.peakTasks.Load())
+			}
 			if a.err == nil {
 				graceC = time.After(resultGrace)
 			}
@@ -150,6 +178,10 @@ loop:
 			cancelled = nil
 			reason = wire.ExitCancelled
 			killAll()
+		case <-memOver:
+			memOver = nil
+			memHit = true
+			killAll()
 		case <-processExited:
 			break loop
 		}
@@ -157,6 +189,10 @@ loop:
 	if answer == nil { // the reader finished before the process was reaped
 		a := <-answerCh
 		answer = &a
+	}
+	var watchPeak int64
+	if watch != nil {
+		watchPeak = watch.finish()
 	}
 	if waitErr != nil {
 		return Outcome{}, waitErr
@@ -175,9 +211,15 @@ loop:
 		}
 	}
 	fillStats(&out.Done, exit, st)
+	out.Done.PeakMemoryBytes = max(out.Done.PeakMemoryBytes, watchPeak)
 	code, sig := exit.code, exit.sig
 	out.Done.ExitCode, out.Done.Signal = code, sig
-	oom, pidsHit := st.OOMKilled, st.PidsLimitHit
+	oom, pidsHit := st.OOMKilled || memHit, st.PidsLimitHit
+	if watch != nil && tasksAtAnswer >= int64(x.Limits.Pids/2) {
+		// No cgroup: a failed fork while the execution held at least half
+		// of its process limit is that limit.
+		pidsHit = answer != nil && answer.err == nil && answerIsBlockingIO(answer.frame)
+	}
 	switch {
 	case reason == wire.ExitCancelled:
 		out.Err = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled"}
@@ -335,4 +377,15 @@ func fillStats(d *wire.Done, exit sandboxExit, st jail.Stats) {
 	if st.CPUTime > 0 {
 		d.CPUMS = st.CPUTime.Milliseconds()
 	}
+}
+
+// answerIsBlockingIO reports whether the runner's answer is an uncaught
+// BlockingIOError (EAGAIN), what a failed fork or thread start raises.
+func answerIsBlockingIO(f wire.Frame) bool {
+	if f.Type != wire.TypeError {
+		return false
+	}
+	var e wire.Error
+	return wire.Unmarshal(f.Body, &e) == nil && e.Type == wire.ErrException &&
+		(strings.HasPrefix(e.Message, "BlockingIOError") || strings.HasPrefix(e.Message, "RuntimeError: can't start new thread"))
 }

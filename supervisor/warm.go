@@ -56,6 +56,10 @@ type warmEngine struct {
 	spareLimits jail.Limits
 	spares      chan *spare
 	spareSeq    atomic.Uint64
+
+	// zygoteVM is the largest address space (bytes) a zygote had when it
+	// became ready.
+	zygoteVM atomic.Int64
 }
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
@@ -168,6 +172,19 @@ func newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
 	return o
 }
 
+// newOrder is newOrder for this engine: without a cgroup, a child's
+// RLIMIT_AS also leaves room for the address space it inherits from its
+// zygote (the preloaded modules, hundreds of MiB of mostly shared mappings
+// that cost the execution nothing), so the limit bounds what the script
+// adds. The supervisor's memory watch enforces the limit on the sum.
+func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
+	o := newOrder(l, withCgroup)
+	if o.ASBytes > 0 {
+		o.ASBytes += e.zygoteVM.Load()
+	}
+	return o
+}
+
 // orderFiles are one execution's pipes and sync socket: the supervisor's
 // ends and the child's.
 type orderFiles struct {
@@ -253,7 +270,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 			}
 		}()
 	}
-	body, err := msgpack.Marshal(newOrder(lim, cg != nil))
+	body, err := msgpack.Marshal(e.newOrder(lim, cg != nil))
 	if err != nil {
 		return Outcome{}, fmt.Errorf("encode order: %w", err)
 	}
@@ -457,6 +474,12 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 		exit.failure = "the zygote child ended without a report"
 	}
 	return exit, nil
+}
+
+// processes lists the execution's processes: the child, PID 1 of its
+// namespace, and its descendants.
+func (c *zygoteChild) processes() []int {
+	return descendants(c.pid)
 }
 
 func (c *zygoteChild) kill() {

@@ -48,6 +48,8 @@ func run() int {
 	flag.StringVar(&cfg.CgroupRoot, "cgroup-root", env("PYEXEC_CGROUP_ROOT", "/sys/fs/cgroup"), "cgroup filesystem root")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", env("PYEXEC_CGROUP_PARENT", "python-executor"), "parent cgroup of the per-execution cgroups")
 	flag.BoolVar(&cfg.Degraded, "degraded", os.Getenv("PYEXEC_DEGRADED") == "1", "start even without cgroups (rlimits only); reported by /health")
+	flag.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", int(envInt("PYEXEC_SANDBOX_UID_BASE", supervisor.DefaultSandboxUIDBase)), "first of the host uids/gids executions run as, one each, where no cgroup limits them; nothing else may use the range")
+	flag.IntVar(&cfg.SandboxUIDCount, "sandbox-uid-count", int(envInt("PYEXEC_SANDBOX_UID_COUNT", supervisor.DefaultSandboxUIDCount)), "size of the -sandbox-uid-base range")
 	flag.StringVar(&cfg.Engine, "engine", env("PYEXEC_ENGINE", supervisor.EngineWarm), "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
 	flag.IntVar(&cfg.Zygotes, "zygotes", int(envInt("PYEXEC_ZYGOTES", 0)), "zygotes of the warm engine (0 = number of CPUs)")
 	preload := flag.String("preload", env("PYEXEC_PRELOAD", "numpy,pandas"), "comma-separated modules each zygote imports before forking (\"\" = none)")
