@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 )
@@ -57,9 +58,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		os.Remove(filepath.Dir(cfg.SocketPath))
 	}()
 	srv := NewServer(cfg, engine, host.Isolation, host.CgroupMode(), log)
+	prot := protectionsOf(host, engine.Name())
+	srv.SetProtections(prot)
 	log.WithFields(logrus.Fields{
 		"socket": cfg.SocketPath, "engine": engine.Name(), "isolation": host.Isolation,
 		"cgroups": host.CgroupMode(), "slots": cfg.Slots, "queue": cfg.QueueSize,
+		"tier": prot.Tier, "protections": strings.Join(prot.Active, ","), "missing": strings.Join(prot.Missing, ","),
 	}).Info("supervisor ready")
 	return srv.Serve(ctx, l)
 }

@@ -36,6 +36,7 @@ type Server struct {
 	engine    Engine
 	isolation string // "full" or "degraded: <why>"
 	cgroups   string // "v1", "v2" or "none"
+	prot      Protections
 	log       *logrus.Entry
 	admit     *admission
 
@@ -167,6 +168,10 @@ func (s *Server) peerAllowed(uid, gid int) bool {
 	return s.cfg.GatewayUID >= 0 && uid == s.cfg.GatewayUID && gid == s.cfg.GatewayGID
 }
 
+// SetProtections sets the tier and protections status answers report.
+// Call it before Serve.
+func (s *Server) SetProtections(p Protections) { s.prot = p }
+
 // Status is what the server reports about itself.
 func (s *Server) Status() wire.Status {
 	running, queued := s.admit.counts()
@@ -179,6 +184,10 @@ func (s *Server) Status() wire.Status {
 		Queued:    queued,
 		Slots:     s.cfg.Slots,
 		QueueSize: s.cfg.QueueSize,
+
+		Tier:        s.prot.Tier,
+		Protections: s.prot.Active,
+		Missing:     s.prot.Missing,
 	}
 }
 

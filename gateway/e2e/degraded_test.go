@@ -93,7 +93,11 @@ func TestDegradedHealthNamesProtections(t *testing.T) {
 		if h.Status != "healthy" || h.Engine != engine || h.Cgroups != "none" || h.Isolation != "degraded: no cgroups, rlimits only" || h.Tier != "full" {
 			t.Fatalf("health %+v", h)
 		}
-		for _, want := range []string{"memory_watch", "uid_per_execution", "rlimits", "seccomp", "pid_namespace", "network_namespace"} {
+		want := []string{"memory_watch", "process_limit_per_execution", "rlimits", "seccomp", "pid_namespace", "network_namespace"}
+		if engine == "cold" {
+			want = append(want, "uid_per_execution")
+		}
+		for _, want := range want {
 			if !slices.Contains(h.Protections, want) {
 				t.Errorf("protections %v lack %s", h.Protections, want)
 			}

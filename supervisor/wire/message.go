@@ -121,6 +121,12 @@ type Status struct {
 	Queued    int    `msgpack:"queued"`
 	Slots     int    `msgpack:"slots"`
 	QueueSize int    `msgpack:"queue_size"`
+	// Tier, Protections and Missing are optional (absent from older
+	// supervisors): the isolation tier, the protections every execution
+	// gets, and those the tier lacks on this host.
+	Tier        string   `msgpack:"tier,omitempty"`
+	Protections []string `msgpack:"protections,omitempty"`
+	Missing     []string `msgpack:"missing,omitempty"`
 }
 
 // Marshal encodes v as a msgpack body with the smallest integer encodings, so
