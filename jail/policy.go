@@ -145,6 +145,14 @@ type Policy struct {
 	// set, is ZygoteSeccompPolicy. False, the zero value, is the ordinary
 	// jail.
 	Zygote bool
+	// NoNamespaces renders the container tier's jail (see
+	// renderNoNamespaces): no namespaces, no mounts, no cgroup; the script
+	// runs as OutsideUID:OutsideGID in Cwd. False, the zero value, is the
+	// full jail.
+	NoNamespaces bool
+	// Cwd is the working directory of a NoNamespaces jail (absolute, the
+	// execution's own); unused otherwise (the full jail's is /tmp).
+	Cwd string
 }
 
 // reserved are the mount points the jail owns; a Policy cannot replace them.
@@ -160,6 +168,9 @@ func Argv(nsjailPath, configPath string) []string {
 // text format, that runs p.Python in a fresh jail. The output is
 // deterministic: the same policy gives the same bytes.
 func Render(p Policy) ([]byte, error) {
+	if p.NoNamespaces {
+		return renderNoNamespaces(p)
+	}
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("render jail config: %w", err)
 	}

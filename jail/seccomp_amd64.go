@@ -92,3 +92,7 @@ const (
 	sysClone  = unix.SYS_CLONE
 	sysClone3 = unix.SYS_CLONE3
 )
+
+// containerForeignSocket is x32's socket(2), refused in the container tier
+// with the native one.
+var containerForeignSocket = []uintptr{x32Bit | unix.SYS_SOCKET}

@@ -16,3 +16,5 @@ var (
 	deniedSyscalls     []deniedSyscall
 	foreignABISyscalls []uintptr
 )
+
+var containerForeignSocket []uintptr

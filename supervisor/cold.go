@@ -32,6 +32,7 @@ type coldEngine struct {
 	policy  jail.Policy   // everything but the per-execution fields
 	cgroups *jail.Cgroups // nil: no usable cgroups, rlimits only
 	uids    *uidPool      // nil: every jail maps to the sandbox user
+	workDir string        // the container tier's (policy.NoNamespaces) work dirs
 	reaper  *reaper       // nil: no subreaper (tests)
 }
 
@@ -56,6 +57,25 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		// jail is gone by then.
 		defer e.uids.put(uid)
 		pol.OutsideUID, pol.OutsideGID = uid, uid
+	}
+	if pol.NoNamespaces {
+		dir, err := newWorkDir(e.workDir, x.ID, pol.OutsideUID)
+		if err != nil {
+			return Outcome{}, err
+		}
+		// Deferred after the uid's return, so run first: no process of
+		// the execution survives it, and its directory goes with it.
+		uid := pol.OutsideUID
+		defer func() {
+			if err := killUID(uid); err != nil {
+				x.Log.WithError(err).Error("kill the execution's processes")
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				x.Log.WithError(err).Error("remove the execution's work dir")
+			}
+		}()
+		pol.Cwd = dir
+		pol.Env = execEnv(pol.Env, dir)
 	}
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {
@@ -97,7 +117,10 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	files.closeChildEnds()
 	log := x.Log.WithField("nsjail_pid", cmd.Process.Pid)
 
-	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{})}
+	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), uid: -1}
+	if pol.NoNamespaces {
+		sb.uid = pol.OutsideUID
+	}
 	go func() {
 		defer close(sb.logDone)
 		sc := bufio.NewScanner(io.LimitReader(files.logR, 64<<10))
@@ -131,11 +154,17 @@ type nsjailSandbox struct {
 	reaper  *reaper
 	log     strings.Builder // nsjail's log, capped; written until logDone
 	logDone chan struct{}
+	// uid is the execution's own uid where it has no PID namespace (the
+	// container tier): its processes are those of that uid. -1 otherwise.
+	uid int
 }
 
 // processes lists the jail's processes: nsjail's descendants (its PID
 // namespace's init adopts every orphan).
 func (s *nsjailSandbox) processes() []int {
+	if s.uid >= 0 {
+		return processesOfUID(s.uid)
+	}
 	return descendants(s.cmd.Process.Pid)[1:]
 }
 
@@ -177,6 +206,10 @@ func (s *nsjailSandbox) kill() {
 	}
 	if s.cg != nil {
 		s.cg.Kill()
+	}
+	if s.uid >= 0 {
+		// No PID namespace: every process of the uid, orphans included.
+		go killUID(s.uid)
 	}
 	time.AfterFunc(nsjailGrace, func() { proc.Kill() })
 }

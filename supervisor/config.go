@@ -106,6 +106,15 @@ type Config struct {
 	// CgroupParent is the cgroup (under each controller) that holds the
 	// per-execution cgroups; "" = python-executor.
 	CgroupParent string
+	// Isolation is the tier the operator asks for: "full" (the default
+	// when ""; refuse to start without namespaces), "container" (the
+	// container tier, see jail.Policy.NoNamespaces) or "auto" (full where
+	// the host allows it, else container).
+	Isolation string
+	// WorkDir holds the container tier's per-execution working
+	// directories; "" = /tmp/python-executor-work.
+	WorkDir string
+
 	// Degraded lets the supervisor start when isolation is incomplete (no
 	// usable cgroups: rlimits only). Off = fail closed.
 	Degraded bool
@@ -153,6 +162,12 @@ func (c *Config) applyDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
 	}
+	if c.Isolation == "" {
+		c.Isolation = IsolationFull
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = "/tmp/python-executor-work"
+	}
 	if c.SandboxUIDBase == 0 {
 		c.SandboxUIDBase = DefaultSandboxUIDBase
 	}
@@ -195,6 +210,12 @@ func (c *Config) Validate() error {
 	}
 	if need := c.Slots + c.Zygotes + 1; c.SandboxUIDCount < need {
 		return fmt.Errorf("sandbox uid range of %d ids: want at least slots+zygotes+1 = %d", c.SandboxUIDCount, need)
+	}
+	if c.Isolation != IsolationFull && c.Isolation != IsolationContainer && c.Isolation != IsolationAuto {
+		return fmt.Errorf("isolation %q: want %s, %s or %s", c.Isolation, IsolationAuto, IsolationFull, IsolationContainer)
+	}
+	if !filepath.IsAbs(c.WorkDir) || filepath.Clean(c.WorkDir) != c.WorkDir || c.WorkDir == "/" || c.WorkDir == "/tmp" {
+		return fmt.Errorf("work dir %q: want a clean absolute path of its own", c.WorkDir)
 	}
 	if c.Engine != EngineWarm && c.Engine != EngineCold {
 		return fmt.Errorf("engine %q: want %s or %s", c.Engine, EngineWarm, EngineCold)

@@ -66,6 +66,10 @@ type Host struct {
 	Nsjail    string
 	Cgroups   *jail.Cgroups // nil when none are usable
 	Isolation string
+	// Tier is TierFull or TierContainer.
+	Tier string
+	// workDir holds the container tier's per-execution directories.
+	workDir string
 	// UIDs are the per-execution host uids, nil where cgroups limit the
 	// executions (they then all run as the sandbox user).
 	UIDs     *uidPool
@@ -83,6 +87,11 @@ func (h *Host) Close() error {
 	if h.Cgroups != nil {
 		errs = append(errs, h.Cgroups.Teardown())
 	}
+	if h.workDir != "" {
+		if err := os.RemoveAll(h.workDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if h.stageDir != "" {
 		if err := jail.Unstage(h.stageDir); err != nil {
 			errs = append(errs, err)
@@ -95,7 +104,7 @@ func (h *Host) Close() error {
 
 // ColdEngine returns the cold engine for this host. r may be nil.
 func (h *Host) ColdEngine(r *reaper) Engine {
-	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, reaper: r}
+	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, workDir: h.workDir, reaper: r}
 }
 
 // CgroupMode names the cgroup mode for status reports.
@@ -136,6 +145,9 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Isolation == IsolationContainer {
+		return prepareContainerHost(cfg, nsj, python, in, log)
+	}
 	in.Warn = func(msg string) { log.WithField("detail", msg).Debug("interpreter mounts") }
 	mounts, err := jail.InterpreterMounts(in)
 	if err != nil {
@@ -157,7 +169,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath},
 		jail.Mount{Kind: jail.Bind, Src: cfg.ZygotePath, Dst: ZygoteJailPath})
 
-	h := &Host{Nsjail: nsj, Isolation: "full"}
+	h := &Host{Nsjail: nsj, Isolation: "full", Tier: TierFull}
 	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create stage dir: %w", err)
 	}

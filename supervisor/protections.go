@@ -15,7 +15,20 @@ const (
 	// namespaces per execution (nsjail), with cgroups where the host
 	// delegates them.
 	TierFull = "full"
+	// TierContainer: no namespaces and no cgroups (a container with
+	// Docker's default privileges); see jail.Policy.NoNamespaces.
+	TierContainer = "container"
 )
+
+// Values of Config.Isolation: the tier the operator asks for.
+const (
+	IsolationFull      = TierFull
+	IsolationContainer = TierContainer
+	IsolationAuto      = "auto"
+)
+
+// FullIsolationHint names what gives the full tier in a container.
+const FullIsolationHint = "run the container with --privileged (or at least --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined with a writable cgroup filesystem)"
 
 // Protection names, as /health lists them (append only; never renamed).
 const (
@@ -38,6 +51,8 @@ const (
 	ProtMemoryWatch     = "memory_watch"                // the supervisor sums the execution's memory and kills it
 	ProtUIDPerExecution = "uid_per_execution"           // a host uid of its own (see uidPool)
 	ProtNprocPerExec    = "process_limit_per_execution" // RLIMIT_NPROC counted for this execution alone
+	ProtPrivateWorkDir  = "private_work_dir"            // a 0700 directory of its own, removed afterwards
+	ProtNoSockets       = "no_sockets"                  // seccomp refuses socket(2) of every family
 )
 
 // Protections lists what every execution gets (active) and what the tier
@@ -59,13 +74,21 @@ func (p Protections) String() string {
 
 // protectionsOf describes the protections of engine on host.
 func protectionsOf(h *Host, engine string) Protections {
-	p := Protections{Tier: TierFull}
+	p := Protections{Tier: h.Tier}
 	add := func(ok bool, names ...string) {
 		if ok {
 			p.Active = append(p.Active, names...)
 		} else {
 			p.Missing = append(p.Missing, names...)
 		}
+	}
+	if h.Tier == TierContainer {
+		add(true, ProtUIDPerExecution, ProtPrivateWorkDir, ProtNoCaps, ProtNoNewPrivs)
+		add(h.Policy.Seccomp, ProtSeccomp, ProtNoSockets)
+		add(true, ProtCleanEnv, ProtRlimits, ProtNprocPerExec, ProtMemoryWatch)
+		add(false, ProtUserNS, ProtPidNS, ProtMountNS, ProtNetNS, ProtIPCNS, ProtUTSNS, ProtCgroupNS,
+			ProtReadOnlyRoot, ProtPrivateTmp, ProtMemoryCgroup, ProtPidsCgroup)
+		return p
 	}
 	add(true, ProtUserNS, ProtPidNS, ProtMountNS, ProtNetNS, ProtIPCNS, ProtUTSNS, ProtCgroupNS,
 		ProtReadOnlyRoot, ProtPrivateTmp, ProtNoCaps, ProtNoNewPrivs)

@@ -31,6 +31,13 @@ def writable(path):
     except OSError:
         return False
 
+def sock(family):
+    try:
+        socket.socket(family, socket.SOCK_STREAM).close()
+        return "ok"
+    except OSError as e:
+        return type(e).__name__
+
 def main():
     try:
         ifaces = sorted(name for _, name in socket.if_nameindex())
@@ -55,6 +62,10 @@ def main():
         "seccomp": st.get("Seccomp", "").strip(),
         "cgroup": open("/proc/self/cgroup").read(),
         "environ": sorted(os.environ),
+        "inet": sock(socket.AF_INET),
+        "unix": sock(socket.AF_UNIX),
+        "shadow_readable": os.access("/etc/shadow", os.R_OK),
+        "cwd_writable": writable("."),
     }
 `
 
@@ -101,22 +112,8 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	if out.Err != nil {
 		return "", fmt.Errorf("probe failed: %s: %s", out.Err.Type, out.Err.Message)
 	}
-	var got struct {
-		UID, GID, PID int
-		UIDMap        []string `json:"uid_map"`
-		Hostname      string
-		Ifaces        []string
-		Cwd           string
-		Root          []string
-		HostPaths     []string `json:"host_paths"`
-		RootWritable  bool     `json:"root_writable"`
-		TmpWritable   bool     `json:"tmp_writable"`
-		CapEff        string   `json:"cap_eff"`
-		CapBnd        string   `json:"cap_bnd"`
-		NoNewPrivs    string   `json:"no_new_privs"`
-		Seccomp       string
-		Environ       []string
-	}
+	var got probeResult
+
 	if err := json.Unmarshal(out.Result, &got); err != nil {
 		return "", fmt.Errorf("probe result: %w", err)
 	}
@@ -126,6 +123,32 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 			problems = append(problems, fmt.Sprintf(what, args...))
 		}
 	}
+	if host.Tier == TierContainer {
+		// No namespaces: the checks are those of the container tier
+		// (jail.Policy.NoNamespaces).
+		check(host.UIDs.contains(got.UID) && got.GID == got.UID, "jail runs as %d:%d, want a uid and gid of its own from the sandbox range", got.UID, got.GID)
+		check(strings.HasPrefix(got.Cwd, host.workDir+"/") && got.CwdWritable, "cwd %q writable=%v, want a private directory under %s", got.Cwd, got.CwdWritable, host.workDir)
+		check(!got.RootWritable && !got.ShadowRead, "the jail can write / (%v) or read /etc/shadow (%v)", got.RootWritable, got.ShadowRead)
+		check(got.Inet == "PermissionError" && got.Unix == "PermissionError", "socket(AF_INET) gives %s and socket(AF_UNIX) %s, want PermissionError (seccomp)", got.Inet, got.Unix)
+	} else {
+		fullChecks(check, got, host)
+	}
+	check(got.CapEff == "0000000000000000" && got.CapBnd == "0000000000000000", "capabilities left: effective %s, bounding %s", got.CapEff, got.CapBnd)
+	check(got.NoNewPrivs == "1", "no_new_privs is %q, want 1", got.NoNewPrivs)
+	check(!host.Policy.Seccomp || got.Seccomp == "2", "seccomp mode %q, want 2 (filter)", got.Seccomp)
+	for _, e := range got.Environ {
+		check(!strings.HasPrefix(e, "PYEXEC_") || e == "PYEXEC_REQUEST_FD" || e == "PYEXEC_RESULT_FD", "supervisor variable %s leaked into the jail", e)
+		check(e != "USER" && e != "SUDO_USER" && e != "PWD", "supervisor variable %s leaked into the jail", e)
+	}
+	if len(problems) > 0 {
+		return "", fmt.Errorf("isolation missing: %s", strings.Join(problems, "; "))
+	}
+	return limitProbes(ctx, engine, lim, degraded, start, got.Root, log)
+}
+
+// fullChecks are the self-test's checks of the full tier's namespaces and
+// mounts.
+func fullChecks(check func(bool, string, ...any), got probeResult, host *Host) {
 	sandbox := fmt.Sprint(host.Policy.OutsideUID)
 	check(got.UID == 65534 && got.GID == 65534, "jail runs as %d:%d, want 65534:65534", got.UID, got.GID)
 	// The cold jail's user namespace is a child of the host's (65534 maps to
@@ -143,17 +166,12 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	check(got.Cwd == "/tmp" && got.TmpWritable, "cwd %q writable=%v, want a writable /tmp", got.Cwd, got.TmpWritable)
 	check(!got.RootWritable, "the jail's root is writable")
 	check(len(got.HostPaths) == 0, "host paths visible in the jail: %v", got.HostPaths)
-	check(got.CapEff == "0000000000000000" && got.CapBnd == "0000000000000000", "capabilities left: effective %s, bounding %s", got.CapEff, got.CapBnd)
-	check(got.NoNewPrivs == "1", "no_new_privs is %q, want 1", got.NoNewPrivs)
-	check(!host.Policy.Seccomp || got.Seccomp == "2", "seccomp mode %q, want 2 (filter)", got.Seccomp)
-	for _, e := range got.Environ {
-		check(!strings.HasPrefix(e, "PYEXEC_") || e == "PYEXEC_REQUEST_FD" || e == "PYEXEC_RESULT_FD", "supervisor variable %s leaked into the jail", e)
-		check(e != "USER" && e != "SUDO_USER" && e != "PWD", "supervisor variable %s leaked into the jail", e)
-	}
-	if len(problems) > 0 {
-		return "", fmt.Errorf("isolation missing: %s", strings.Join(problems, "; "))
-	}
+}
 
+// limitProbes proves the memory and process limits hold. Without them the
+// supervisor refuses to start unless degraded (then it says what is missing).
+// The container tier enforces them without cgroups and must pass as well.
+func limitProbes(ctx context.Context, engine Engine, lim LimitSet, degraded bool, start time.Time, root []string, log *logrus.Entry) (note string, err error) {
 	// The limits must hold, not just be configured: one probe per limit.
 	memLim := lim
 	memLim.MemoryBytes = selfTestMemoryLimit
@@ -176,7 +194,7 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 		note = "limits not enforced"
 		log.Warn("DEGRADED ISOLATION: " + what)
 	}
-	log.WithFields(logrus.Fields{"duration_ms": time.Since(start).Milliseconds(), "root": got.Root}).Info("self-test passed")
+	log.WithFields(logrus.Fields{"duration_ms": time.Since(start).Milliseconds(), "root": root}).Info("self-test passed")
 	return note, nil
 }
 
@@ -185,4 +203,25 @@ func describe(o Outcome) string {
 		return string(o.Err.Type) + ": " + o.Err.Message
 	}
 	return "returned " + string(o.Result)
+}
+
+// probeResult is what selfTestScript reports.
+type probeResult struct {
+	UID, GID, PID int
+	UIDMap        []string `json:"uid_map"`
+	Hostname      string
+	Ifaces        []string
+	Cwd           string
+	Root          []string
+	HostPaths     []string `json:"host_paths"`
+	RootWritable  bool     `json:"root_writable"`
+	TmpWritable   bool     `json:"tmp_writable"`
+	CapEff        string   `json:"cap_eff"`
+	CapBnd        string   `json:"cap_bnd"`
+	NoNewPrivs    string   `json:"no_new_privs"`
+	Seccomp       string
+	Environ       []string
+	Inet, Unix    string
+	ShadowRead    bool `json:"shadow_readable"`
+	CwdWritable   bool `json:"cwd_writable"`
 }

@@ -21,7 +21,15 @@ var degradedArgs = []string{"-cgroup-root", "/nonexistent-cgroup-root", "-degrad
 // the host's OOM killer would not give that.
 func TestDegradedBombsBesideNeighbour(t *testing.T) {
 	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
-		st := supervisortest.StartStack(t, engine, degradedArgs...)
+		bombsBesideNeighbour(t, supervisortest.StartStack(t, engine, degradedArgs...))
+	})
+}
+
+// bombsBesideNeighbour runs a fork bomb, a memory bomb of many processes and
+// a neighbour that forks and allocates too, at once, twice: each bomb gets
+// its error, the neighbour its answer, and nothing is left behind.
+func bombsBesideNeighbour(t *testing.T, st *supervisortest.Stack) {
+	{
 		forkBomb := "import os\ndef main():\n    while True:\n        os.fork()\n"
 		// Each process stays under RLIMIT_AS; together they are far over
 		// the execution's 256 MiB.
@@ -70,7 +78,7 @@ def main():
 			mb.wantError(t, 500, "memory_limit")
 			waitNoSandboxProcesses(t)
 		}
-	})
+	}
 }
 
 // /health names the protections in force and the ones missing; the existing

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"os"
 	"path/filepath"
 	"strings"
@@ -877,7 +878,7 @@ func TestStatus(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("Status() = %v, want nil", err)
 		}
-		if st := <-got; *st != want {
+		if st := <-got; !reflect.DeepEqual(*st, want) {
 			t.Fatalf("Status() = %+v, want %+v", st, want)
 		}
 	}
