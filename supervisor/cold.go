@@ -73,6 +73,14 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 			if err := os.RemoveAll(dir); err != nil {
 				x.Log.WithError(err).Error("remove the execution's work dir")
 			}
+			// And whatever it left in the shared writable directories.
+			var left []string
+			filesOfUID(uid, sharedWritableDirs, &left)
+			for _, p := range left {
+				if err := os.RemoveAll(p); err != nil {
+					x.Log.WithError(err).Error("remove a file the execution left")
+				}
+			}
 		}()
 		pol.Cwd = dir
 		pol.Env = execEnv(pol.Env, dir)
@@ -166,6 +174,16 @@ func (s *nsjailSandbox) processes() []int {
 		return processesOfUID(s.uid)
 	}
 	return descendants(s.cmd.Process.Pid)[1:]
+}
+
+// diskUsage is what the execution wrote: in the container tier, the files
+// of its uid in its directory and the shared writable ones.
+func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
+	if s.uid < 0 {
+		return 0, 0, false
+	}
+	b, n := filesOfUID(s.uid, sharedWritableDirs, nil)
+	return b, n, true
 }
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {

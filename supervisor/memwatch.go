@@ -40,19 +40,31 @@ type memWatch struct {
 	done  chan struct{}
 	// peakTasks is the most tasks (processes and threads) seen at once.
 	peakTasks atomic.Int64
+	// disk, diskLimit and filesLimit watch what the execution writes
+	// where no tmpfs bounds it; diskHit is set when that fired over.
+	disk       func() (int64, int, bool)
+	diskLimit  int64
+	filesLimit int
+	diskHit    atomic.Bool
 }
 
-func startMemWatch(limit int64, pids func() []int) *memWatch {
-	w := &memWatch{limit: limit, pids: pids, over: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+func startMemWatch(l LimitSet, sb watchedSandbox) *memWatch {
+	w := &memWatch{limit: l.MemoryBytes, pids: sb.processes, over: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		disk: sb.diskUsage, diskLimit: l.TmpBytes, filesLimit: l.TmpInodes}
 	go w.run()
 	return w
 }
+
+// diskEvery is how many memory polls go by between two disk polls: walking
+// directories costs more than reading smaps_rollup.
+const diskEvery = 10
 
 func (w *memWatch) run() {
 	defer close(w.done)
 	t := time.NewTicker(memWatchInterval)
 	defer t.Stop()
 	fired := false
+	tick := 0
 	for {
 		var sum int64
 		pids := w.pids()
@@ -64,6 +76,13 @@ func (w *memWatch) run() {
 		if sum > w.limit && !fired {
 			fired = true
 			close(w.over)
+		}
+		if tick++; tick%diskEvery == 1 && !fired {
+			if b, n, ok := w.disk(); ok && (b > w.diskLimit || n > w.filesLimit) {
+				fired = true
+				w.diskHit.Store(true)
+				close(w.over)
+			}
 		}
 		select {
 		case <-w.stop:

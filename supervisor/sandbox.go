@@ -47,6 +47,10 @@ type watchedSandbox interface {
 	sandbox
 	// processes lists every live process of the execution.
 	processes() []int
+	// diskUsage is what the execution has written where no private tmpfs
+	// bounds it (the container tier): bytes and files. ok is false where
+	// a tmpfs does.
+	diskUsage() (bytes int64, files int, ok bool)
 }
 
 // sandboxExit is how the execution's main process (the runner) ended.
@@ -136,7 +140,7 @@ func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *ja
 		tasksAtAnswer int64
 	)
 	if ws, ok := sb.(watchedSandbox); ok && cg == nil {
-		watch = startMemWatch(x.Limits.MemoryBytes, ws.processes)
+		watch = startMemWatch(x.Limits, ws)
 		memOver = watch.over
 	}
 
@@ -214,7 +218,8 @@ loop:
 	out.Done.PeakMemoryBytes = max(out.Done.PeakMemoryBytes, watchPeak)
 	code, sig := exit.code, exit.sig
 	out.Done.ExitCode, out.Done.Signal = code, sig
-	oom, pidsHit := st.OOMKilled || memHit, st.PidsLimitHit
+	diskHit := memHit && watch.diskHit.Load()
+	oom, pidsHit := st.OOMKilled || (memHit && !diskHit), st.PidsLimitHit
 	if watch != nil && tasksAtAnswer >= int64(x.Limits.Pids/2) {
 		// No cgroup: a failed fork while the execution held at least half
 		// of its process limit is that limit.
@@ -243,6 +248,9 @@ loop:
 	case errors.Is(answer.err, wire.ErrFrameTooLarge):
 		reason = wire.ExitError
 		out.Err = &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is over the limit of %d bytes", x.Limits.ResultBytes)}
+	case diskHit:
+		reason = wire.ExitKilled
+		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script wrote more than the limit of %d MiB or %d files", x.Limits.TmpBytes>>20, x.Limits.TmpInodes)}
 	case oom:
 		reason = wire.ExitMemoryLimit
 		out.Err = &wire.Error{Type: wire.ErrMemoryLimit, Message: fmt.Sprintf("the script used more than the memory limit of %d MiB", x.Limits.MemoryBytes>>20)}
@@ -335,8 +343,9 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited, wire.ErrInternal:
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
-			// memory surfaces as MemoryError; it is still the limit.
-			if strings.HasPrefix(e.Message, "MemoryError") {
+			// memory surfaces as MemoryError (or a subclass of it, such
+			// as numpy's _ArrayMemoryError); it is still the limit.
+			if name, _, _ := strings.Cut(e.Message, ":"); strings.HasSuffix(name, "MemoryError") && !strings.ContainsAny(name, " \n") {
 				e.Type = wire.ErrMemoryLimit
 			}
 		default:

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,4 +126,42 @@ func killUID(uid int) error {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// sharedWritableDirs are where any uid may create files in a container
+// without a mount namespace of each execution's own (the work dir lives
+// under /tmp). The container tier counts an execution's files there against
+// its tmp limits and removes them afterwards.
+var sharedWritableDirs = []string{"/tmp", "/var/tmp", "/dev/shm"}
+
+// filesOfUID sums the sizes and counts the files owned by uid under dirs,
+// without following symbolic links. With top set, it also collects the
+// top-most paths owned by uid (what removing them all takes) and does not
+// descend into them for the count.
+func filesOfUID(uid int, dirs []string, top *[]string) (bytes int64, files int) {
+	for _, d := range dirs {
+		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // gone, or unreadable: not the execution's
+			}
+			info, err := e.Info()
+			if err != nil {
+				return nil
+			}
+			st, ok := info.Sys().(*syscall.Stat_t)
+			if !ok || int(st.Uid) != uid {
+				return nil
+			}
+			files++
+			bytes += st.Blocks * 512
+			if top != nil && p != d {
+				*top = append(*top, p)
+				if e.IsDir() {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		})
+	}
+	return bytes, files
 }

@@ -482,6 +482,9 @@ func (c *zygoteChild) processes() []int {
 	return descendants(c.pid)
 }
 
+// diskUsage: a warm child has a private tmpfs.
+func (c *zygoteChild) diskUsage() (int64, int, bool) { return 0, 0, false }
+
 func (c *zygoteChild) kill() {
 	// The script's process dies with it (PR_SET_PDEATHSIG), and with that
 	// process, as PID 1, its whole namespace. The cgroup kill is the second

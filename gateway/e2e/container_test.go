@@ -3,7 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -154,4 +156,113 @@ def main():
 func TestContainerTierBombsBesideNeighbour(t *testing.T) {
 	st := supervisortest.StartStack(t, "", containerArgs...)
 	bombsBesideNeighbour(t, st)
+}
+
+// containerDiffers are the attacks whose answer in the container tier differs
+// from the full tier's, with the container tier's exact answer: each is a
+// difference the README's security section lists. Every other attack must
+// have the full tier's answer.
+var containerDiffers = map[string]attack{
+	// No private size-limited tmpfs: the supervisor counts what the
+	// execution writes and kills it past the tmp limits.
+	"tmp_fill":    {status: 500, typ: "resource_limit"},
+	"inode_flood": {status: 500, typ: "resource_limit"},
+	// The container's files are there, guarded by permissions alone (the
+	// canary is 0600 here, as any secret must be).
+	"etc_shadow":       {status: 200, check: wantValue(`"PermissionError:EACCES"`)},
+	"host_canary_file": {status: 200, check: wantValue(`"PermissionError:EACCES"`)},
+	"proc_1_environ":   {status: 500, typ: "exception"},
+	"host_dirs_absent": {status: 200, check: func(t *testing.T, result any) {
+		if _, ok := result.([]any); !ok {
+			t.Fatalf("result %v, want the list of visible host paths", result)
+		}
+	}},
+	"only_three_devices": {status: 200, check: func(t *testing.T, result any) {
+		if l, ok := result.([]any); !ok || !slices.Contains(l, any("null")) {
+			t.Fatalf("result %v, want the container's /dev", result)
+		}
+	}},
+	"fresh_tmp_and_fixed_venv_path": {status: 200, check: func(t *testing.T, result any) {
+		l, _ := result.([]any)
+		if cwd, _ := l[3].(string); len(l) != 4 || !strings.HasPrefix(cwd, "/tmp/python-executor-work/exec-") {
+			t.Fatalf("result %v, want the private work dir as cwd", result)
+		}
+	}},
+	// No network namespace: seccomp refuses the socket itself.
+	"connect_gateway_port":   {status: 200, check: wantValue(`"PermissionError:EPERM"`)},
+	"connect_outside":        {status: 200, check: wantValue(`"PermissionError:EPERM"`)},
+	"find_supervisor_socket": {status: 500, typ: "exception"},
+	"network_interfaces":     {status: 500, typ: "exception"},
+	// A uid of its own, no PID namespace: the parent is nsjail (root).
+	"setuid_0": {status: 200, check: func(t *testing.T, result any) {
+		l, _ := result.([]any)
+		if uid, _ := l[0].(float64); len(l) != 2 || uid < 61000 || uid >= 62000 || l[1] != "PermissionError:EPERM" {
+			t.Fatalf("result %v, want [a uid of the sandbox range, EPERM]", result)
+		}
+	}},
+	"signal_pid_1": {status: 200, check: func(t *testing.T, result any) {
+		l, _ := result.([]any)
+		if pid, _ := l[0].(float64); len(l) != 2 || pid == 1 || l[1] != "PermissionError:EPERM" {
+			t.Fatalf("result %v, want [its host pid, EPERM]", result)
+		}
+	}},
+}
+
+// The adversarial suite against the container tier: every attack contained,
+// no answer internal but the forged garbage's, the service still serving,
+// nothing left behind.
+func TestContainerTierAdversarial(t *testing.T) {
+	st := supervisortest.StartStack(t, "", containerArgs...)
+	canary := "/var/tmp/pyexec-canary-container.txt"
+	if err := os.WriteFile(canary, []byte(hostCanaryText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(canary)
+	u, _ := url.Parse(st.Gateway.URL)
+	for _, a := range attacks(u.Port(), st.Supervisor.Socket, canary, supervisortest.RepoRoot(t)) {
+		if d, ok := containerDiffers[a.name]; ok {
+			a.status, a.typ, a.check = d.status, d.typ, d.check
+		}
+		// Nothing is mounted: a Python whose real path only root can
+		// traverse (a pyenv under /root, as on the CI host) can run the
+		// runner (nsjail opens it as root) but not be run again.
+		if a.name == "subprocess_python" && !executableByAll(filepath.Join(supervisortest.RepoRoot(t), ".venv", "bin", "python3")) {
+			a.status, a.typ, a.check = 500, "exception", nil
+		}
+		t.Run(a.name, func(t *testing.T) {
+			r := execute(t, st.Gateway.URL, a.script, a.extra)
+			noCanary(t, r)
+			if a.typ != "" {
+				r.wantError(t, a.status, a.typ)
+				return
+			}
+			v := r.wantOK(t)
+			if a.check != nil {
+				a.check(t, v)
+			}
+		})
+	}
+	waitNoSandboxProcesses(t)
+	r := execute(t, st.Gateway.URL, "def main(): return 'alive'", nil)
+	if !sameJSON(r.Body.Result, []byte(`"alive"`)) {
+		t.Fatalf("service no longer answers: %d %s", r.Status, r.Raw)
+	}
+}
+
+// executableByAll reports whether every directory on the real path of exe is
+// searchable and exe executable by any user.
+func executableByAll(exe string) bool {
+	real, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		return false
+	}
+	for p := real; ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
