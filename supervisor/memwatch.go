@@ -100,10 +100,15 @@ func (w *memWatch) finish() int64 {
 }
 
 // pssBytes is a process's proportional set size, 0 when it is gone.
+// smaps_rollup is readable only with CAP_SYS_PTRACE for another uid's
+// process, which a container with Docker's default capabilities lacks;
+// there the process's private anonymous and shared-memory pages
+// (RssAnon + RssShmem of /proc/pid/status, readable by all) stand in: they
+// count a page a forked child still shares with its parent in both.
 func pssBytes(pid int) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0
+		return rssAnonShmem(pid)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -195,4 +200,25 @@ func countTasks(pids []int) int {
 		}
 	}
 	return n
+}
+
+// rssAnonShmem is RssAnon + RssShmem of /proc/pid/status in bytes, 0 when
+// the process is gone.
+func rssAnonShmem(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, key := range []string{"\nRssAnon:", "\nRssShmem:"} {
+		i := bytes.Index(b, []byte(key))
+		if i < 0 {
+			continue
+		}
+		if f := bytes.Fields(b[i+len(key):]); len(f) > 0 {
+			kb, _ := strconv.ParseInt(string(f[0]), 10, 64)
+			sum += kb << 10
+		}
+	}
+	return sum
 }

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -265,4 +268,44 @@ func executableByAll(exe string) bool {
 			return true
 		}
 	}
+}
+
+// dockerDefaultCaps is the capability set Docker (and podman) give a
+// container's root by default: no CAP_SYS_ADMIN (no namespaces) and no
+// CAP_SYS_PTRACE (no smaps_rollup of another uid's process).
+var dockerDefaultCaps = []string{"setpriv", "--bounding-set", "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+net_raw,+sys_chroot,+mknod,+audit_write,+setfcap", "--inh-caps", "-all", "--"}
+
+// As root with Docker's default capabilities, the supervisor refuses the
+// full tier, saying what the host lacks and which flags give it, and with
+// -isolation auto it runs the container tier, limits included.
+func TestContainerTierWithDockerDefaultCapabilities(t *testing.T) {
+	supervisortest.RequireRoot(t)
+	root := supervisortest.RepoRoot(t)
+	dir := fmt.Sprintf("/run/pyexec-it-caps-%d", os.Getpid())
+	os.MkdirAll(dir, 0o755)
+	defer os.RemoveAll(dir)
+	args := append(append([]string(nil), dockerDefaultCaps[1:]...), filepath.Join(supervisortest.Binaries(t), "supervisor"),
+		"-socket", filepath.Join(dir, "s.sock"), "-gateway-user", "", "-venv", filepath.Join(root, ".venv"),
+		"-runner", filepath.Join(root, "runner", "runner.py"), "-stage-dir", filepath.Join(dir, "stage"))
+	out, err := exec.Command(dockerDefaultCaps[0], args...).CombinedOutput()
+	for _, want := range []string{"cannot create namespaces", "--privileged", "PYEXEC_ISOLATION=container"} {
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Fatalf("full tier without CAP_SYS_ADMIN: err=%v, want a refusal saying %q:\n%s", err, want, out)
+		}
+	}
+	if strings.Contains(string(out), "must run as root") {
+		t.Fatalf("the refusal blames root, which the supervisor is:\n%s", out)
+	}
+
+	s := supervisortest.Start(t, supervisortest.Options{Wrapper: dockerDefaultCaps, Args: []string{"-isolation", "auto", "-slots", "3"}, GatewayUser: supervisortest.GatewayUser})
+	st := &supervisortest.Stack{Supervisor: s, Gateway: supervisortest.StartGateway(t, s)}
+	status, err := s.Client.Status(context.Background())
+	if err != nil || status.Tier != "container" || status.Engine != "cold" {
+		t.Fatalf("status %+v %v, want the container tier", status, err)
+	}
+	r := post(t, st.Gateway.URL, "/execute", []byte(seedExamples[0].body))
+	if r.Status != 200 || !sameJSON(r.Body.Result, []byte(seedExamples[0].want)) {
+		t.Fatalf("seed example: %d %s", r.Status, r.Raw)
+	}
+	bombsBesideNeighbour(t, st)
 }

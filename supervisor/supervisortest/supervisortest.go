@@ -164,6 +164,9 @@ type Options struct {
 	Args []string
 	// GatewayUser admits that user's uid/gid on the socket ("" = root only).
 	GatewayUser string
+	// Wrapper runs the supervisor through a command (its argv before the
+	// supervisor's, e.g. setpriv dropping capabilities); nil = directly.
+	Wrapper []string
 }
 
 // Start starts a supervisor and stops it when the test ends, asserting a
@@ -201,6 +204,10 @@ func Start(t testing.TB, opt Options) *Supervisor {
 	}
 	s.bin = filepath.Join(bin, "supervisor")
 	s.args = args
+	if len(opt.Wrapper) > 0 {
+		s.args = append(append(append([]string(nil), opt.Wrapper[1:]...), s.bin), args...)
+		s.bin = opt.Wrapper[0]
+	}
 	if err := os.MkdirAll(s.RunDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
