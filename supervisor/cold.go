@@ -128,6 +128,13 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), uid: -1}
 	if pol.NoNamespaces {
 		sb.uid = pol.OutsideUID
+		// No PID namespace whose init's death takes every process with it:
+		// once the runner (and so nsjail) has exited, what is left of the
+		// execution is killed, so that a daemonised child holding the
+		// output pipes cannot keep the answer waiting until the deadline.
+		stop := make(chan struct{})
+		defer close(stop)
+		go killAfterExit(cmd.Process.Pid, sb.uid, stop)
 	}
 	go func() {
 		defer close(sb.logDone)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/jail"
 )
@@ -164,4 +165,31 @@ func filesOfUID(uid int, dirs []string, top *[]string) (bytes int64, files int) 
 		})
 	}
 	return bytes, files
+}
+
+// killAfterExit waits until process pid (nsjail) has exited, or stop is
+// closed, and then, unless stopped, kills every process of uid after
+// resultGrace (the time a runner's answer gets to be read).
+func killAfterExit(pid, uid int, stop <-chan struct{}) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if n, _ := unix.Poll(fds, 100); n > 0 {
+			break
+		}
+	}
+	select {
+	case <-stop:
+	case <-time.After(resultGrace):
+		killUID(uid)
+	}
 }

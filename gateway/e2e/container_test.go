@@ -66,6 +66,9 @@ func TestContainerTierContract(t *testing.T) {
 		{"def main():\n    raise ValueError('nope')\n", "exception"},
 		{"def main():\n    return {1, 2}\n", "invalid_result"},
 		{"import os\ndef main():\n    os._exit(3)\n", "exited"},
+		// Without a PID namespace a daemonised child survives its parent
+		// unless the supervisor kills it: the answer must not wait for it.
+		{"import os, time\ndef main():\n    if os.fork() == 0:\n        os.setsid()\n        time.sleep(60)\n    os._exit(3)\n", "exited"},
 	} {
 		r := execute(t, base, c.script, nil)
 		if r.Body.Error == nil || r.Body.Error.Type != c.typ {
