@@ -208,9 +208,6 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("sandbox uid range %d-%d holds id %d of another user", c.SandboxUIDBase, c.SandboxUIDBase+c.SandboxUIDCount-1, id)
 		}
 	}
-	if need := c.Slots + c.Zygotes + 1; c.SandboxUIDCount < need {
-		return fmt.Errorf("sandbox uid range of %d ids: want at least slots+zygotes+1 = %d", c.SandboxUIDCount, need)
-	}
 	if c.Isolation != IsolationFull && c.Isolation != IsolationContainer && c.Isolation != IsolationAuto {
 		return fmt.Errorf("isolation %q: want %s, %s or %s", c.Isolation, IsolationAuto, IsolationFull, IsolationContainer)
 	}

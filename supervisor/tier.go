@@ -20,7 +20,7 @@ import (
 // no staging (nothing is mounted), no cgroups, a uid per execution, and a
 // root-owned directory for the executions' private working directories.
 func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, log *logrus.Entry) (*Host, error) {
-	if err := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount); err != nil {
+	if err := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); err != nil {
 		return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", err)
 	}
 	// A leftover of a crashed predecessor goes; what is there must be a

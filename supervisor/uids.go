@@ -62,7 +62,10 @@ func (p *uidPool) contains(uid int) bool { return uid >= p.base && uid < p.base+
 // checkUIDRangeUnused refuses a range that anything else on the host uses:
 // a user or group of that id, or a live process running as one. Another
 // user sharing a uid with an execution could signal it and read its files.
-func checkUIDRangeUnused(base, count int) error {
+func checkUIDRangeUnused(base, count, need int) error {
+	if count < need {
+		return fmt.Errorf("the sandbox uid range has %d ids: want at least one per slot and zygote and one more, %d", count, need)
+	}
 	for id := base; id < base+count; id++ {
 		if u, err := user.LookupId(strconv.Itoa(id)); err == nil {
 			return fmt.Errorf("uid %d of the sandbox range %d-%d belongs to user %s", id, base, base+count-1, u.Username)
