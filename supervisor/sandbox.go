@@ -254,7 +254,9 @@ loop:
 	case oom:
 		reason = wire.ExitMemoryLimit
 		out.Err = &wire.Error{Type: wire.ErrMemoryLimit, Message: fmt.Sprintf("the script used more than the memory limit of %d MiB", x.Limits.MemoryBytes>>20)}
-	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()):
+	// With soft and hard RLIMIT_CPU equal the kernel sends SIGKILL, and the
+	// CPU time rusage reports can fall a tick short of the limit.
+	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && !killed && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()*19/20):
 		reason = wire.ExitKilled
 		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
 	case exit.failure != "":
