@@ -42,6 +42,27 @@ func (g *Gateway) handleHealth(ctx *fasthttp.RequestCtx) {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, []byte(st.NotReady))
 	}
+	// Optional keys, present when the supervisor reports them.
+	if st.Tier != "" {
+		b = append(b, `,"tier":`...)
+		b = appendString(b, []byte(st.Tier))
+		b = appendStringList(b, "protections", st.Protections)
+		b = appendStringList(b, "missing", st.Missing)
+	}
 	b = append(b, '}')
 	writeJSON(ctx, code, b)
+}
+
+// appendStringList appends ,"key":[...] (an empty array for none).
+func appendStringList(b []byte, key string, list []string) []byte {
+	b = append(b, `,"`...)
+	b = append(b, key...)
+	b = append(b, `":[`...)
+	for i, v := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, []byte(v))
+	}
+	return append(b, ']')
 }

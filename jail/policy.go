@@ -145,6 +145,14 @@ type Policy struct {
 	// set, is ZygoteSeccompPolicy. False, the zero value, is the ordinary
 	// jail.
 	Zygote bool
+	// NoNamespaces renders the container tier's jail (see
+	// renderNoNamespaces): no namespaces, no mounts, no cgroup; the script
+	// runs as OutsideUID:OutsideGID in Cwd. False, the zero value, is the
+	// full jail.
+	NoNamespaces bool
+	// Cwd is the working directory of a NoNamespaces jail (absolute, the
+	// execution's own); unused otherwise (the full jail's is /tmp).
+	Cwd string
 }
 
 // reserved are the mount points the jail owns; a Policy cannot replace them.
@@ -160,6 +168,9 @@ func Argv(nsjailPath, configPath string) []string {
 // text format, that runs p.Python in a fresh jail. The output is
 // deterministic: the same policy gives the same bytes.
 func Render(p Policy) ([]byte, error) {
+	if p.NoNamespaces {
+		return renderNoNamespaces(p)
+	}
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("render jail config: %w", err)
 	}
@@ -208,6 +219,10 @@ func Render(p Policy) ([]byte, error) {
 		// only break allocators and BLAS thread pools that reserve more
 		// than they touch.
 		w.enum("rlimit_as_type", "INF")
+	} else if p.Zygote {
+		// Each child sets its own, above the address space it inherits
+		// from the zygote; this is only the ceiling.
+		w.enum("rlimit_as_type", "HARD")
 	} else {
 		w.uint("rlimit_as", ceilMiB(p.Limits.MemoryBytes))
 		w.enum("rlimit_as_type", "VALUE")
@@ -230,6 +245,15 @@ func Render(p Policy) ([]byte, error) {
 		// user: on kernels before 5.14 that is the host uid shared by
 		// every concurrent jail, so it would make jails fail each other.
 		w.enum("rlimit_nproc_type", "SOFT")
+	} else if p.Zygote {
+		// A child's processes are charged to its own user namespace and
+		// to its creator's, the zygote's, whose soft RLIMIT_NPROC at the
+		// child's creation is the ceiling there. A finite value would make
+		// the zygote and all its children share one count, so a fork bomb
+		// in one execution would stop its neighbours (and the zygote) from
+		// forking. Each child sets its own limit. (HARD: nsjail's own hard
+		// limit, which a user namespace cannot raise to infinity.)
+		w.enum("rlimit_nproc_type", "HARD")
 	} else {
 		// Since Linux 5.14 RLIMIT_NPROC is counted per user namespace, and
 		// every jail has its own, so this is a per-execution limit there.

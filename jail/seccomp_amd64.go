@@ -96,3 +96,7 @@ const (
 	sysSocket     = unix.SYS_SOCKET
 	sysSocketpair = unix.SYS_SOCKETPAIR
 )
+
+// containerForeignSocket is x32's socket(2), refused in the container tier
+// with the native one.
+var containerForeignSocket = []uintptr{x32Bit | unix.SYS_SOCKET}

@@ -18,3 +18,5 @@ var (
 	deniedSyscalls     []deniedSyscall
 	foreignABISyscalls []uintptr
 )
+
+var containerForeignSocket []uintptr

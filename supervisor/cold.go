@@ -32,6 +32,8 @@ type coldEngine struct {
 	nsjail  string
 	policy  jail.Policy   // everything but the per-execution fields
 	cgroups *jail.Cgroups // nil: no usable cgroups, rlimits only
+	uids    *uidPool      // nil: every jail maps to the sandbox user
+	workDir string        // the container tier's (policy.NoNamespaces) work dirs
 	reaper  *reaper       // nil: no subreaper (tests)
 }
 
@@ -47,6 +49,43 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	pol.PassFDs = []int{requestFD, resultFD}
 	pol.LogFD = logFD
 
+	if e.uids != nil {
+		uid, err := e.uids.get()
+		if err != nil {
+			return Outcome{}, err
+		}
+		// Given back once supervise has returned: every process of the
+		// jail is gone by then.
+		defer e.uids.put(uid)
+		pol.OutsideUID, pol.OutsideGID = uid, uid
+	}
+	if pol.NoNamespaces {
+		dir, err := newWorkDir(e.workDir, x.ID, pol.OutsideUID)
+		if err != nil {
+			return Outcome{}, err
+		}
+		// Deferred after the uid's return, so run first: no process of
+		// the execution survives it, and its directory goes with it.
+		uid := pol.OutsideUID
+		defer func() {
+			if err := killUID(uid); err != nil {
+				x.Log.WithError(err).Error("kill the execution's processes")
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				x.Log.WithError(err).Error("remove the execution's work dir")
+			}
+			// And whatever it left in the shared writable directories.
+			var left []string
+			filesOfUID(uid, sharedWritableDirs, &left)
+			for _, p := range left {
+				if err := os.RemoveAll(p); err != nil {
+					x.Log.WithError(err).Error("remove a file the execution left")
+				}
+			}
+		}()
+		pol.Cwd = dir
+		pol.Env = execEnv(pol.Env, dir)
+	}
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {
 		var err error
@@ -81,7 +120,10 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		// takes the jail with it.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), pidfd: -1}
+	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), pidfd: -1, uid: -1}
+	if pol.NoNamespaces {
+		sb.uid = pol.OutsideUID
+	}
 	cmd.SysProcAttr.PidFD = &sb.pidfd
 	if err := e.reaper.start(cmd); err != nil {
 		return Outcome{}, fmt.Errorf("start nsjail: %w", err)
@@ -89,6 +131,15 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	files.closeChildEnds()
 	log := x.Log.WithField("nsjail_pid", cmd.Process.Pid)
 
+	if pol.NoNamespaces {
+		// No PID namespace whose init's death takes every process with it:
+		// once the runner (and so nsjail) has exited, what is left of the
+		// execution is killed, so that a daemonised child holding the
+		// output pipes cannot keep the answer waiting until the deadline.
+		stop := make(chan struct{})
+		defer close(stop)
+		go killAfterExit(cmd.Process.Pid, sb.uid, stop)
+	}
 	go func() {
 		defer close(sb.logDone)
 		sc := bufio.NewScanner(io.LimitReader(files.logR, 64<<10))
@@ -125,6 +176,28 @@ type nsjailSandbox struct {
 
 	mu    sync.Mutex // guards pidfd: kill may run while wait reaps
 	pidfd int        // nsjail's pidfd; -1 once nsjail has been reaped
+	// uid is the execution's own uid where it has no PID namespace (the
+	// container tier): its processes are those of that uid. -1 otherwise.
+	uid int
+}
+
+// processes lists the jail's processes: nsjail's descendants (its PID
+// namespace's init adopts every orphan).
+func (s *nsjailSandbox) processes() []int {
+	if s.uid >= 0 {
+		return processesOfUID(s.uid)
+	}
+	return descendants(s.cmd.Process.Pid)[1:]
+}
+
+// diskUsage is what the execution wrote: in the container tier, the files
+// of its uid in its directory and the shared writable ones.
+func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
+	if s.uid < 0 {
+		return 0, 0, false
+	}
+	b, n := filesOfUID(s.uid, sharedWritableDirs, nil)
+	return b, n, true
 }
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {
@@ -175,6 +248,10 @@ func (s *nsjailSandbox) kill() {
 	s.mu.Unlock()
 	if s.cg != nil {
 		s.cg.Kill()
+	}
+	if s.uid >= 0 {
+		// No PID namespace: every process of the uid, orphans included.
+		go killUID(s.uid)
 	}
 	time.AfterFunc(nsjailGrace, func() { proc.Kill() })
 }

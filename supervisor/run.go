@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
@@ -22,6 +23,11 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		return errors.New("the supervisor must run as root (it creates namespaces and cgroups)")
 	}
 	host, err := PrepareHost(cfg, log)
+	if err != nil && cfg.Isolation == IsolationAuto {
+		log.WithError(err).Warn("the full isolation tier is not available on this host: choosing the container tier")
+		cfg.Isolation = IsolationContainer
+		host, err = PrepareHost(cfg, log)
+	}
 	if err != nil {
 		return err
 	}
@@ -70,9 +76,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 			return cg.Remove()
 		}
 	}
+	prot := protectionsOf(host, engine.Name())
+	srv.SetProtections(prot)
 	log.WithFields(logrus.Fields{
 		"socket": cfg.SocketPath, "engine": engine.Name(), "isolation": host.Isolation,
 		"cgroups": host.CgroupMode(), "slots": cfg.Slots, "queue": cfg.QueueSize,
+		"tier": prot.Tier, "protections": strings.Join(prot.Active, ","), "missing": strings.Join(prot.Missing, ","),
 	}).Info("supervisor ready")
 	return srv.Serve(ctx, l)
 }
@@ -81,7 +90,10 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 // A warm engine that cannot start or fails its self-test (a host that
 // refuses nested namespaces, say) is replaced by the cold engine, loudly.
 func startEngine(ctx context.Context, cfg Config, host *Host, r *reaper, log *logrus.Entry) (engine Engine, note string, err error) {
-	if cfg.Engine == EngineWarm {
+	if cfg.Engine == EngineWarm && host.Tier == TierContainer {
+		// A zygote's children are made in namespaces of their own.
+		log.Warn("the warm engine needs namespaces, which the container isolation tier does not have: running the cold engine (one nsjail per execution, slower)")
+	} else if cfg.Engine == EngineWarm {
 		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, log)
 		if err == nil {
 			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {

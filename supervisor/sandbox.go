@@ -41,6 +41,18 @@ type sandbox interface {
 	kill()
 }
 
+// watchedSandbox is a sandbox whose memory the supervisor watches itself
+// (see memWatch) because no memory cgroup limits it.
+type watchedSandbox interface {
+	sandbox
+	// processes lists every live process of the execution.
+	processes() []int
+	// diskUsage is what the execution has written where no private tmpfs
+	// bounds it (the container tier): bytes and files. ok is false where
+	// a tmpfs does.
+	diskUsage() (bytes int64, files int, ok bool)
+}
+
 // sandboxExit is how the execution's main process (the runner) ended.
 type sandboxExit struct {
 	code, sig int           // exit code, or the signal that killed it (code -1)
@@ -118,6 +130,20 @@ func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *ja
 		close(processExited)
 	}()
 
+	// Without a memory cgroup the supervisor enforces the memory limit.
+	var (
+		watch   *memWatch
+		memOver <-chan struct{}
+		memHit  bool
+		// tasksAtAnswer is the most tasks the execution held up to its
+		// answer, counted only where no cgroup counts them.
+		tasksAtAnswer int64
+	)
+	if ws, ok := sb.(watchedSandbox); ok && cg == nil {
+		watch = startMemWatch(x.Limits, ws)
+		memOver = watch.over
+	}
+
 	deadline := time.NewTimer(x.Limits.Timeout)
 	defer deadline.Stop()
 	var (
@@ -135,6 +161,12 @@ loop:
 		case a := <-answerIn:
 			answerIn = nil
 			answer = &a
+			if watch != nil {
+				// What the execution holds when it answers tells a
+				// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
+				// from any other EAGAIN; there is no pids cgroup to ask.
+				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).processes())), watch.peakTasks.Load())
+			}
 			if a.err == nil {
 				graceC = time.After(resultGrace)
 			}
@@ -150,6 +182,10 @@ loop:
 			cancelled = nil
 			reason = wire.ExitCancelled
 			killAll()
+		case <-memOver:
+			memOver = nil
+			memHit = true
+			killAll()
 		case <-processExited:
 			break loop
 		}
@@ -157,6 +193,10 @@ loop:
 	if answer == nil { // the reader finished before the process was reaped
 		a := <-answerCh
 		answer = &a
+	}
+	var watchPeak int64
+	if watch != nil {
+		watchPeak = watch.finish()
 	}
 	if waitErr != nil {
 		return Outcome{}, waitErr
@@ -175,9 +215,16 @@ loop:
 		}
 	}
 	fillStats(&out.Done, exit, st)
+	out.Done.PeakMemoryBytes = max(out.Done.PeakMemoryBytes, watchPeak)
 	code, sig := exit.code, exit.sig
 	out.Done.ExitCode, out.Done.Signal = code, sig
-	oom, pidsHit := st.OOMKilled, st.PidsLimitHit
+	diskHit := memHit && watch.diskHit.Load()
+	oom, pidsHit := st.OOMKilled || (memHit && !diskHit), st.PidsLimitHit
+	if watch != nil && tasksAtAnswer >= int64(x.Limits.Pids/2) {
+		// No cgroup: a failed fork while the execution held at least half
+		// of its process limit is that limit.
+		pidsHit = answer != nil && answer.err == nil && answerIsBlockingIO(answer.frame)
+	}
 	switch {
 	case reason == wire.ExitCancelled:
 		out.Err = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled"}
@@ -204,10 +251,18 @@ loop:
 	case errors.Is(answer.err, wire.ErrFrameTooLarge):
 		reason = wire.ExitError
 		out.Err = &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is over the limit of %d bytes", x.Limits.ResultBytes)}
+	case diskHit:
+		reason = wire.ExitKilled
+		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script wrote more than the limit of %d MiB or %d files", x.Limits.TmpBytes>>20, x.Limits.TmpInodes)}
 	case oom:
 		reason = wire.ExitMemoryLimit
 		out.Err = &wire.Error{Type: wire.ErrMemoryLimit, Message: fmt.Sprintf("the script used more than the memory limit of %d MiB", x.Limits.MemoryBytes>>20)}
-	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && out.Done.CPUMS+cpuLimitSlack.Milliseconds() >= x.Limits.CPUTime.Milliseconds()):
+	// With soft and hard RLIMIT_CPU equal the kernel sends SIGKILL the
+	// moment the scheduler's clock reaches the limit, while the CPU time
+	// rusage reports afterwards can fall a tick short of it (rounded down,
+	// and a warm child's first milliseconds are outside its cgroup): a
+	// SIGKILL the supervisor did not send, near the limit, is the limit.
+	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && !killed && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()*19/20):
 		reason = wire.ExitKilled
 		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
 	case exit.failure != "":
@@ -230,13 +285,6 @@ loop:
 // timedRun runs one execution through run and stamps its wall time; an
 // error of the engine itself (not of the script) is logged and answered as
 // internal. Both engines' Run methods are this.
-// cpuLimitSlack: the kernel kills at RLIMIT_CPU the moment the scheduler's
-// clock reaches it, while the rusage read after the exit can come out a
-// hair lower (rounded down to whole milliseconds, and exactly at the limit
-// when the jail's cpu cgroup has CFS bandwidth accounting, which samples
-// the clock more often): 999 ms of a 1 s limit is that limit.
-const cpuLimitSlack = 10 * time.Millisecond
-
 func timedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
 	start := time.Now()
 	out, err := run(ctx, x)
@@ -311,8 +359,9 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 			return nil, corruptedAnswer(e.Message)
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
-			// memory surfaces as MemoryError; it is still the limit.
-			if strings.HasPrefix(e.Message, "MemoryError") {
+			// memory surfaces as MemoryError (or a subclass of it, such
+			// as numpy's _ArrayMemoryError); it is still the limit.
+			if name, _, _ := strings.Cut(e.Message, ":"); strings.HasSuffix(name, "MemoryError") && !strings.ContainsAny(name, " \n") {
 				e.Type = wire.ErrMemoryLimit
 			}
 		default:
@@ -387,4 +436,15 @@ func fillStats(d *wire.Done, exit sandboxExit, st jail.Stats) {
 	if st.CPUTime > 0 {
 		d.CPUMS = st.CPUTime.Milliseconds()
 	}
+}
+
+// answerIsBlockingIO reports whether the runner's answer is an uncaught
+// BlockingIOError (EAGAIN), what a failed fork or thread start raises.
+func answerIsBlockingIO(f wire.Frame) bool {
+	if f.Type != wire.TypeError {
+		return false
+	}
+	var e wire.Error
+	return wire.Unmarshal(f.Body, &e) == nil && e.Type == wire.ErrException &&
+		(strings.HasPrefix(e.Message, "BlockingIOError") || strings.HasPrefix(e.Message, "RuntimeError: can't start new thread"))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +67,8 @@ def main():
             "inet6": sock(10, socket.SOCK_STREAM), "vsock": sock(40, socket.SOCK_STREAM),
             "alg": sock(38, socket.SOCK_SEQPACKET), "tipc": sock(30, socket.SOCK_RDM),
         },
+        "shadow_readable": os.access("/etc/shadow", os.R_OK),
+        "cwd_writable": writable("."),
     }
 `
 
@@ -112,23 +115,7 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	if out.Err != nil {
 		return "", fmt.Errorf("probe failed: %s: %s", out.Err.Type, out.Err.Message)
 	}
-	var got struct {
-		UID, GID, PID int
-		UIDMap        []string `json:"uid_map"`
-		Hostname      string
-		Ifaces        []string
-		Cwd           string
-		Root          []string
-		HostPaths     []string `json:"host_paths"`
-		RootWritable  bool     `json:"root_writable"`
-		TmpWritable   bool     `json:"tmp_writable"`
-		CapEff        string   `json:"cap_eff"`
-		CapBnd        string   `json:"cap_bnd"`
-		NoNewPrivs    string   `json:"no_new_privs"`
-		Seccomp       string
-		Environ       []string
-		Sockets       map[string]string
-	}
+	var got probeResult
 	if err := json.Unmarshal(out.Result, &got); err != nil {
 		return "", fmt.Errorf("probe result: %w", err)
 	}
@@ -138,22 +125,23 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 			problems = append(problems, fmt.Sprintf(what, args...))
 		}
 	}
-	sandbox := fmt.Sprint(host.Policy.OutsideUID)
-	check(got.UID == 65534 && got.GID == 65534, "jail runs as %d:%d, want 65534:65534", got.UID, got.GID)
-	// The cold jail's user namespace is a child of the host's (65534 maps to
-	// the sandbox user); a warm child's is a child of its zygote's, whose
-	// own 65534 is that same sandbox user.
-	check(len(got.UIDMap) == 3 && got.UIDMap[0] == "65534" && (got.UIDMap[1] == sandbox || got.UIDMap[1] == "65534") && got.UIDMap[2] == "1", "uid map %v, want 65534 -> %s only (no user namespace?)", got.UIDMap, sandbox)
-	check(got.PID == 1, "runner is pid %d, want 1 (no PID namespace?)", got.PID)
-	check(got.Hostname == "sandbox", "hostname %q (no UTS namespace?)", got.Hostname)
-	check(len(got.Ifaces) <= 1 && (len(got.Ifaces) == 0 || got.Ifaces[0] == "lo"), "network interfaces %v (no network namespace?)", got.Ifaces)
-	check(got.Cwd == "/tmp" && got.TmpWritable, "cwd %q writable=%v, want a writable /tmp", got.Cwd, got.TmpWritable)
-	check(!got.RootWritable, "the jail's root is writable")
-	check(len(got.HostPaths) == 0, "host paths visible in the jail: %v", got.HostPaths)
+	if host.Tier == TierContainer {
+		// No namespaces: the checks are those of the container tier
+		// (jail.Policy.NoNamespaces).
+		check(host.UIDs.contains(got.UID) && got.GID == got.UID, "jail runs as %d:%d, want a uid and gid of its own from the sandbox range", got.UID, got.GID)
+		check(strings.HasPrefix(got.Cwd, host.workDir+"/") && got.CwdWritable, "cwd %q writable=%v, want a private directory under %s", got.Cwd, got.CwdWritable, host.workDir)
+		check(!got.RootWritable && !got.ShadowRead, "the jail can write / (%v) or read /etc/shadow (%v)", got.RootWritable, got.ShadowRead)
+		// No network namespace to contain a socket: none of any family.
+		for _, f := range []string{"unix", "inet", "inet6", "vsock", "alg", "tipc"} {
+			check(got.Sockets[f] == "errno 1", "creating an %s socket in the jail: %q, want refused with EPERM by the container tier's seccomp policy", f, got.Sockets[f])
+		}
+	} else {
+		fullChecks(check, got, host)
+	}
 	check(got.CapEff == "0000000000000000" && got.CapBnd == "0000000000000000", "capabilities left: effective %s, bounding %s", got.CapEff, got.CapBnd)
 	check(got.NoNewPrivs == "1", "no_new_privs is %q, want 1", got.NoNewPrivs)
 	check(!host.Policy.Seccomp || got.Seccomp == "2", "seccomp mode %q, want 2 (filter)", got.Seccomp)
-	if host.Policy.Seccomp {
+	if host.Policy.Seccomp && host.Tier != TierContainer {
 		// The policy's socket-family allowlist: what Python needs works,
 		// AF_VSOCK (a VM host's hypervisor) and the rest do not.
 		for _, f := range []string{"unix", "inet", "inet6"} {
@@ -170,7 +158,35 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	if len(problems) > 0 {
 		return "", fmt.Errorf("isolation missing: %s", strings.Join(problems, "; "))
 	}
+	return limitProbes(ctx, engine, lim, degraded, start, got.Root, log)
+}
 
+// fullChecks are the self-test's checks of the full tier's namespaces and
+// mounts.
+func fullChecks(check func(bool, string, ...any), got probeResult, host *Host) {
+	sandbox := fmt.Sprint(host.Policy.OutsideUID)
+	check(got.UID == 65534 && got.GID == 65534, "jail runs as %d:%d, want 65534:65534", got.UID, got.GID)
+	// The cold jail's user namespace is a child of the host's (65534 maps to
+	// the sandbox user); a warm child's is a child of its zygote's, whose
+	// own 65534 is that same sandbox user.
+	// Without cgroups a cold jail maps to a uid of its own (see uidPool).
+	outside := func(s string) bool {
+		id, err := strconv.Atoi(s)
+		return s == sandbox || s == "65534" || (err == nil && host.UIDs != nil && host.UIDs.contains(id))
+	}
+	check(len(got.UIDMap) == 3 && got.UIDMap[0] == "65534" && outside(got.UIDMap[1]) && got.UIDMap[2] == "1", "uid map %v, want 65534 -> %s only (no user namespace?)", got.UIDMap, sandbox)
+	check(got.PID == 1, "runner is pid %d, want 1 (no PID namespace?)", got.PID)
+	check(got.Hostname == "sandbox", "hostname %q (no UTS namespace?)", got.Hostname)
+	check(len(got.Ifaces) <= 1 && (len(got.Ifaces) == 0 || got.Ifaces[0] == "lo"), "network interfaces %v (no network namespace?)", got.Ifaces)
+	check(got.Cwd == "/tmp" && got.TmpWritable, "cwd %q writable=%v, want a writable /tmp", got.Cwd, got.TmpWritable)
+	check(!got.RootWritable, "the jail's root is writable")
+	check(len(got.HostPaths) == 0, "host paths visible in the jail: %v", got.HostPaths)
+}
+
+// limitProbes proves the memory and process limits hold. Without them the
+// supervisor refuses to start unless degraded (then it says what is missing).
+// The container tier enforces them without cgroups and must pass as well.
+func limitProbes(ctx context.Context, engine Engine, lim LimitSet, degraded bool, start time.Time, root []string, log *logrus.Entry) (note string, err error) {
 	// The limits must hold, not just be configured: one probe per limit.
 	memLim := lim
 	memLim.MemoryBytes = selfTestMemoryLimit
@@ -193,7 +209,7 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 		note = "limits not enforced"
 		log.Warn("DEGRADED ISOLATION: " + what)
 	}
-	log.WithFields(logrus.Fields{"duration_ms": time.Since(start).Milliseconds(), "root": got.Root}).Info("self-test passed")
+	log.WithFields(logrus.Fields{"duration_ms": time.Since(start).Milliseconds(), "root": root}).Info("self-test passed")
 	return note, nil
 }
 
@@ -202,4 +218,25 @@ func describe(o Outcome) string {
 		return string(o.Err.Type) + ": " + o.Err.Message
 	}
 	return "returned " + string(o.Result)
+}
+
+// probeResult is what selfTestScript reports.
+type probeResult struct {
+	UID, GID, PID int
+	UIDMap        []string `json:"uid_map"`
+	Hostname      string
+	Ifaces        []string
+	Cwd           string
+	Root          []string
+	HostPaths     []string `json:"host_paths"`
+	RootWritable  bool     `json:"root_writable"`
+	TmpWritable   bool     `json:"tmp_writable"`
+	CapEff        string   `json:"cap_eff"`
+	CapBnd        string   `json:"cap_bnd"`
+	NoNewPrivs    string   `json:"no_new_privs"`
+	Seccomp       string
+	Environ       []string
+	Sockets       map[string]string
+	ShadowRead    bool `json:"shadow_readable"`
+	CwdWritable   bool `json:"cwd_writable"`
 }

@@ -36,6 +36,7 @@ type Server struct {
 	engine    Engine
 	isolation string // "full" or "degraded: <why>"
 	cgroups   string // "v1", "v2" or "none"
+	prot      Protections
 	log       *logrus.Entry
 	admit     *admission
 
@@ -207,6 +208,10 @@ func (s *Server) peerAllowed(uid, gid int) bool {
 	return s.cfg.GatewayUID >= 0 && uid == s.cfg.GatewayUID && gid == s.cfg.GatewayGID
 }
 
+// SetProtections sets the tier and protections status answers report.
+// Call it before Serve.
+func (s *Server) SetProtections(p Protections) { s.prot = p }
+
 // Status is what the server reports about itself.
 func (s *Server) Status() wire.Status {
 	running, queued := s.admit.counts()
@@ -221,6 +226,10 @@ func (s *Server) Status() wire.Status {
 		QueueSize:  s.cfg.QueueSize,
 		NotReady:   s.notReady(),
 		MaxQueueMS: s.cfg.MaxQueueWait.Milliseconds(),
+
+		Tier:        s.prot.Tier,
+		Protections: s.prot.Active,
+		Missing:     s.prot.Missing,
 	}
 }
 

@@ -139,7 +139,7 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 
 // newSpare launches a child on zygote z with the spare limits.
 func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
-	body, err := msgpack.Marshal(newOrder(e.spareLimits, e.cgroups != nil))
+	body, err := msgpack.Marshal(e.newOrder(e.spareLimits, e.cgroups != nil))
 	if err != nil {
 		return nil, fmt.Errorf("encode order: %w", err)
 	}

@@ -62,6 +62,9 @@ type warmEngine struct {
 	// noneSince is when the last ready zygote went away (unix ns), 0 while
 	// one is ready; see notReady.
 	noneSince atomic.Int64
+	// zygoteVM is the largest address space (bytes) a zygote had when it
+	// became ready.
+	zygoteVM atomic.Int64
 }
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
@@ -187,6 +190,19 @@ func newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
 	return o
 }
 
+// newOrder is newOrder for this engine: without a cgroup, a child's
+// RLIMIT_AS also leaves room for the address space it inherits from its
+// zygote (the preloaded modules, hundreds of MiB of mostly shared mappings
+// that cost the execution nothing), so the limit bounds what the script
+// adds. The supervisor's memory watch enforces the limit on the sum.
+func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
+	o := newOrder(l, withCgroup)
+	if o.ASBytes > 0 {
+		o.ASBytes += e.zygoteVM.Load()
+	}
+	return o
+}
+
 // orderFiles are one execution's pipes and sync socket: the supervisor's
 // ends and the child's.
 type orderFiles struct {
@@ -272,7 +288,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 			}
 		}()
 	}
-	body, err := msgpack.Marshal(newOrder(lim, cg != nil))
+	body, err := msgpack.Marshal(e.newOrder(lim, cg != nil))
 	if err != nil {
 		return Outcome{}, fmt.Errorf("encode order: %w", err)
 	}
@@ -473,6 +489,15 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 	}
 	return exit, nil
 }
+
+// processes lists the execution's processes: the child, PID 1 of its
+// namespace, and its descendants.
+func (c *zygoteChild) processes() []int {
+	return descendants(c.pid)
+}
+
+// diskUsage: a warm child has a private tmpfs.
+func (c *zygoteChild) diskUsage() (int64, int, bool) { return 0, 0, false }
 
 func (c *zygoteChild) kill() {
 	// The script's process dies with it (PR_SET_PDEATHSIG), and with that

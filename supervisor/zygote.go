@@ -344,6 +344,9 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		return z, fmt.Errorf("ready message from pid %d, not nsjail's child: %w", pid, err)
 	}
 	z.pid = pid
+	if vm := vmSizeBytes(pid); vm > e.zygoteVM.Load() {
+		e.zygoteVM.Store(vm)
+	}
 	if ready.Threads != 1 {
 		return z, fmt.Errorf("zygote has %d threads after the preload; fork is only safe with one", ready.Threads)
 	}
@@ -465,4 +468,22 @@ func procStat(pid int) ([]string, error) {
 		return nil, errors.New("malformed stat")
 	}
 	return f, nil
+}
+
+// vmSizeBytes is a process's address-space size (VmSize), 0 when unknown.
+func vmSizeBytes(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.Index(b, []byte("\nVmSize:"))
+	if i < 0 {
+		return 0
+	}
+	f := bytes.Fields(b[i+8:])
+	if len(f) == 0 {
+		return 0
+	}
+	kb, _ := strconv.ParseInt(string(f[0]), 10, 64)
+	return kb << 10
 }

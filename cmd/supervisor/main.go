@@ -47,7 +47,11 @@ func run() int {
 	flag.StringVar(&cfg.StageDir, "stage-dir", env("PYEXEC_STAGE_DIR", "/run/python-executor-stage"), "mount point for staged bind sources (private to the supervisor)")
 	flag.StringVar(&cfg.CgroupRoot, "cgroup-root", env("PYEXEC_CGROUP_ROOT", "/sys/fs/cgroup"), "cgroup filesystem root")
 	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", env("PYEXEC_CGROUP_PARENT", "python-executor"), "parent cgroup of the per-execution cgroups")
+	flag.StringVar(&cfg.Isolation, "isolation", env("PYEXEC_ISOLATION", supervisor.IsolationFull), "isolation tier: full (namespaces; refuse to start without them), container (no namespaces: a uid, a directory and a seccomp filter per execution, for unprivileged containers) or auto (the strongest the host allows)")
+	flag.StringVar(&cfg.WorkDir, "work-dir", env("PYEXEC_WORK_DIR", "/tmp/python-executor-work"), "where the container tier creates each execution's private working directory")
 	flag.BoolVar(&cfg.Degraded, "degraded", os.Getenv("PYEXEC_DEGRADED") == "1", "start even without cgroups (rlimits only); reported by /health")
+	flag.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", int(envInt("PYEXEC_SANDBOX_UID_BASE", supervisor.DefaultSandboxUIDBase)), "first of the host uids/gids executions run as, one each, where no cgroup limits them; nothing else may use the range")
+	flag.IntVar(&cfg.SandboxUIDCount, "sandbox-uid-count", int(envInt("PYEXEC_SANDBOX_UID_COUNT", supervisor.DefaultSandboxUIDCount)), "size of the -sandbox-uid-base range")
 	flag.StringVar(&cfg.Engine, "engine", env("PYEXEC_ENGINE", supervisor.EngineWarm), "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
 	flag.IntVar(&cfg.Zygotes, "zygotes", int(envInt("PYEXEC_ZYGOTES", 0)), "zygotes of the warm engine (0 = number of CPUs)")
 	preload := flag.String("preload", env("PYEXEC_PRELOAD", "numpy,pandas"), "comma-separated modules each zygote imports before forking (\"\" = none)")
@@ -66,9 +70,23 @@ func run() int {
 	}
 
 	log := newLogger(*logLevel, *logText)
-	if err := supervisor.EnterPrivateMountNamespace(); err != nil {
-		log.WithError(err).Error("cannot enter a private mount namespace (the supervisor must run as root)")
+	if os.Geteuid() != 0 {
+		log.Error("the supervisor must run as root")
 		return 1
+	}
+	// The container tier needs no namespace of its own; the full tier
+	// needs one for its staging mounts, and failing to create it is the
+	// first sign of a host (an unprivileged container) that refuses
+	// namespaces altogether.
+	if cfg.Isolation != supervisor.IsolationContainer {
+		if err := supervisor.EnterPrivateMountNamespace(); err != nil {
+			if cfg.Isolation != supervisor.IsolationAuto {
+				log.WithError(err).Errorf("cannot create namespaces: this host (or container) does not let the supervisor create them, though it runs as root; for full isolation %s; to run the container tier instead (no namespaces), set PYEXEC_ISOLATION=container or auto", supervisor.FullIsolationHint)
+				return 1
+			}
+			log.WithError(err).Warn("cannot create namespaces: choosing the container isolation tier")
+			cfg.Isolation = supervisor.IsolationContainer
+		}
 	}
 	var err error
 	if cfg.GatewayUID, cfg.GatewayGID, err = lookupUser(*gatewayUser); err != nil {

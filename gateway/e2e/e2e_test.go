@@ -55,7 +55,7 @@ func TestHTTP(t *testing.T) {
 			defer resp.Body.Close()
 			var h map[string]any
 			json.NewDecoder(resp.Body).Decode(&h)
-			if resp.StatusCode != 200 || h["status"] != "healthy" || h["engine"] != engine || h["isolation"] != "full" {
+			if resp.StatusCode != 200 || h["status"] != "healthy" || h["engine"] != engine || h["isolation"] != "full" || h["tier"] != "full" || len(h["missing"].([]any)) != 0 {
 				t.Fatalf("health %d %v", resp.StatusCode, h)
 			}
 		})

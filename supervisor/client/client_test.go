@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -877,7 +878,7 @@ func TestStatus(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("Status() = %v, want nil", err)
 		}
-		if st := <-got; *st != want {
+		if st := <-got; !reflect.DeepEqual(*st, want) {
 			t.Fatalf("Status() = %+v, want %+v", st, want)
 		}
 	}

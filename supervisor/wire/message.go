@@ -138,6 +138,12 @@ type Status struct {
 	NotReady string `msgpack:"not_ready,omitempty"`
 	// MaxQueueMS is the longest an execution waits for a slot before busy.
 	MaxQueueMS int64 `msgpack:"max_queue_ms,omitempty"`
+	// Tier, Protections and Missing are optional (absent from older
+	// supervisors): the isolation tier, the protections every execution
+	// gets, and those the tier lacks on this host.
+	Tier        string   `msgpack:"tier,omitempty"`
+	Protections []string `msgpack:"protections,omitempty"`
+	Missing     []string `msgpack:"missing,omitempty"`
 }
 
 // Marshal encodes v as a msgpack body with the smallest integer encodings, so
