@@ -262,7 +262,10 @@ loop:
 	// rusage reports afterwards can fall a tick short of it (rounded down,
 	// and a warm child's first milliseconds are outside its cgroup): a
 	// SIGKILL the supervisor did not send, near the limit, is the limit.
-	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && !killed && out.Done.CPUMS >= x.Limits.CPUTime.Milliseconds()*19/20):
+	// Both counters are asked: the rusage and the cgroup each miss some
+	// of the other's (a warm child's first milliseconds before it joins
+	// its cgroup; nsjail's own accounting in the tiers without one).
+	case sig == int(syscall.SIGXCPU) || (sig == int(syscall.SIGKILL) && !killed && max(out.Done.CPUMS, exit.cpu.Milliseconds()) >= x.Limits.CPUTime.Milliseconds()*19/20):
 		reason = wire.ExitKilled
 		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
 	case exit.failure != "":
