@@ -24,6 +24,10 @@
 # container runs, for machines where other jobs test on the same host),
 # IMAGE_TAG (python-executor:test), GO_IMAGE, PYTHON_IMAGE, CA_BUNDLE,
 # IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries).
+#
+#   scripts/image/test.sh                  every stage
+#   scripts/image/test.sh build            up to the build only
+#   scripts/image/test.sh run-mode MODE    start, tests and shutdown of one mode
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -152,8 +156,7 @@ $left"
 	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), SIGTERM to exit $((s1 - s0)) ms" >>"$SUMMARY"
 }
 
-main() {
-	local t_all=$SECONDS
+build() {
 	stage "podman setup"
 	ensure_podman
 
@@ -164,7 +167,7 @@ main() {
 
 	stage "build"
 	local b0=$SECONDS
-	podman build --pull=never --secret id=ca_bundle,src="$CA_BUNDLE" \
+	podman build --pull=never "${ULIMIT_FLAGS[@]}" --secret id=ca_bundle,src="$CA_BUNDLE" \
 		--build-arg GO_IMAGE="$(qualified "$GO_IMAGE")" --build-arg PYTHON_IMAGE="$(qualified "$PYTHON_IMAGE")" \
 		-t "$IMAGE_TAG" . >"$IMAGE_RUN_DIR/build.log" 2>&1 ||
 		die "podman build failed (log: $IMAGE_RUN_DIR/build.log):
@@ -175,7 +178,11 @@ $(tail -30 "$IMAGE_RUN_DIR/build.log")"
 	size="$(podman image inspect --format '{{.Size}}' "$IMAGE_TAG")"
 	: >"$SUMMARY"
 	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes)" >>"$SUMMARY"
+}
 
+main() {
+	local t_all=$SECONDS
+	build
 	local mode
 	for mode in $IMAGE_TEST_MODES; do
 		if [ -n "${IMAGE_TEST_LOCK:-}" ]; then
@@ -216,6 +223,7 @@ run-mode)
 	ensure_podman
 	run_mode "$2"
 	;;
+build) build ;;
 "") main ;;
-*) die "usage: $0 [run-mode MODE]" ;;
+*) die "usage: $0 [build | run-mode MODE]" ;;
 esac
