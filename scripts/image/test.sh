@@ -46,7 +46,7 @@ SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 # kernel refuses nsjail a fresh /proc over podman's masked paths. The default
 # seccomp profile may stay (it allows namespaces and mounts to SYS_ADMIN),
 # and the cgroup namespace does not matter once the hierarchy is bound.
-LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --security-opt 'unmask=/proc/*' -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
+LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/proc/*' -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
 
 # mode_flags MODE: the engine, then the podman run flags of a run mode.
 mode_flags() {
