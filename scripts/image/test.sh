@@ -48,13 +48,15 @@ SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 # and the cgroup namespace does not matter once the hierarchy is bound.
 LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/proc/*' -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
 
-# mode_flags MODE: the engine, then the podman run flags of a run mode.
+# mode_flags MODE: the engine, the isolation /health must report, then the
+# podman run flags of a run mode. A mode is one line here (and a name in
+# IMAGE_TEST_MODES); e.g. a run with no flags at all: `echo warm container`.
 mode_flags() {
 	case "$1" in
-	privileged-warm) echo warm --privileged ;;
-	privileged-cold) echo cold --privileged ;;
-	leastpriv-warm) echo warm "${LEASTPRIV_FLAGS[@]}" ;;
-	leastpriv-cold) echo cold "${LEASTPRIV_FLAGS[@]}" ;;
+	privileged-warm) echo warm full --privileged ;;
+	privileged-cold) echo cold full --privileged ;;
+	leastpriv-warm) echo warm full "${LEASTPRIV_FLAGS[@]}" ;;
+	leastpriv-cold) echo cold full "${LEASTPRIV_FLAGS[@]}" ;;
 	*) die "unknown run mode $1" ;;
 	esac
 }
@@ -75,8 +77,8 @@ now_ms() { date +%s%3N; }
 # run_mode MODE: start a container in MODE, run the suites against it, stop
 # it and check the shutdown. Everything it started is removed on the way out.
 run_mode() {
-	local mode="$1" engine flags
-	read -r engine flags <<<"$(mode_flags "$mode")"
+	local mode="$1" engine isolation flags
+	read -r engine isolation flags <<<"$(mode_flags "$mode")"
 	# shellcheck disable=SC2206
 	local fl=($flags)
 	local name="pyexec-img-$mode-$$"
@@ -112,8 +114,8 @@ $(podman logs "$name" 2>&1 | tail -30)"
 	local startup_ms=$((t1 - t0))
 	say "healthy after ${startup_ms} ms: $health"
 	case "$health" in
-	*'"engine":"'"$engine"'"'*'"isolation":"full"'* | *'"isolation":"full"'*'"engine":"'"$engine"'"'*) ;;
-	*) die "/health is $health; want engine $engine with full isolation" ;;
+	*'"engine":"'"$engine"'"'*'"isolation":"'"$isolation"*) ;;
+	*) die "/health is $health; want engine $engine with isolation $isolation" ;;
 	esac
 
 	stage "tests ($mode)"
