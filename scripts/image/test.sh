@@ -194,6 +194,8 @@ $(tail -30 "$IMAGE_RUN_DIR/build.log")"
 main() {
 	local t_all=$SECONDS
 	build
+	# Containers of a run that was killed would hold ports and cgroups.
+	podman ps -a --format '{{.Names}}' | grep '^pyexec-img-' | xargs -r podman rm -f -t 0 >/dev/null || true
 	local mode
 	for mode in $IMAGE_TEST_MODES; do
 		if [ -n "${IMAGE_TEST_LOCK:-}" ]; then
