@@ -32,7 +32,9 @@ apt_install() {
 		apt-get -o DPkg::Lock::Timeout=900 update -qq || die "apt-get update failed"
 		APT_UPDATED=1
 	fi
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "$@" >/dev/null ||
+	# With recommends: podman as Debian ships it (netavark, slirp4netns,
+	# fuse-overlayfs...) is what this was tested with.
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "$@" >/dev/null ||
 		die "apt-get install $* failed"
 }
 
