@@ -11,8 +11,9 @@
 # Build arguments:
 #   GO_IMAGE, PYTHON_IMAGE  the two base images (any Debian bookworm with Go
 #                           1.26 at /usr/local/go on PATH, and with python3.11);
-#   secret ca_bundle        an extra CA bundle (PEM) for a TLS-intercepting
-#                           proxy, used only while `go mod download` and pip run:
+#   secret ca_bundle        a complete CA bundle (PEM; it replaces the default
+#                           roots) for a TLS-intercepting proxy, used only while
+#                           `go mod download` and pip run:
 #     docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt .
 #   It is mounted for those two steps only and is in no layer of the image.
 
