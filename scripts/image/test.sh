@@ -87,7 +87,9 @@ run_mode() {
 	local port
 	port="$(free_port)"
 	local url="http://127.0.0.1:$port"
-	trap 'podman rm -f -t 0 "'"$name"'" >/dev/null 2>&1 || true' EXIT
+	# Whatever happens, keep the container's log and remove it.
+	local keep="$IMAGE_RUN_DIR/container-$mode.log"
+	trap 'podman logs "'"$name"'" >"'"$keep"'" 2>&1; podman rm -f -t 0 "'"$name"'" >/dev/null 2>&1 || true' EXIT
 
 	stage "start ($mode)"
 	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 -e ENGINE=$engine"
@@ -136,7 +138,7 @@ $(podman logs "$name" 2>&1 | tail -30)"
 	# The failures with their messages, and go test's closing lines.
 	grep -E -- '^(ok|FAIL)|--- FAIL|^ +[a-z_]+(_test)?\.go:[0-9]+: ' "$IMAGE_RUN_DIR/tests-$mode.log" | tail -60 >&2 || true
 	say "$passed passed, $failed failed, $skipped skipped (log: $IMAGE_RUN_DIR/tests-$mode.log)"
-	[ "$gotest_rc" = 0 ] || die "the suites failed against the container (log: $IMAGE_RUN_DIR/tests-$mode.log; container log follows):
+	[ "$gotest_rc" = 0 ] || die "the suites failed against the container (log: $IMAGE_RUN_DIR/tests-$mode.log, the container's: $IMAGE_RUN_DIR/container-$mode.log; its last error-level lines, some provoked by the attacks:
 $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)"
 	# Nothing may skip: a check that cannot run against the container fails.
 	[ "$skipped" = 0 ] || die "$skipped tests skipped against the container"
@@ -158,6 +160,7 @@ $after"
 	if grep -E '"level":"(error|fatal|panic)"|^panic:|run: error' <<<"$after"; then
 		die "errors in the log after SIGTERM (above)"
 	fi
+	podman logs "$name" >"$keep" 2>&1
 	podman rm "$name" >/dev/null || die "podman rm failed"
 	trap - EXIT
 	local left
