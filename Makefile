@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up whatever is missing first.
-.PHONY: all setup build run test test-go test-python lint bench soak clean
+.PHONY: all setup build run test test-go test-python test-image lint bench soak clean
 
 all: build
 
@@ -13,6 +13,11 @@ run: setup
 
 test: setup
 	@scripts/test.sh
+
+# Builds the image with podman (installed and configured when missing) and
+# runs the end-to-end and adversarial suites against it: scripts/image/test.sh.
+test-image: setup
+	@scripts/image/test.sh
 
 # Starts the service with each engine in turn and compares them in one run.
 bench: setup

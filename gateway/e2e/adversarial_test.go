@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -485,13 +484,11 @@ func mustJSON(v any) string {
 func TestAdversarial(t *testing.T) {
 	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
 		st := supervisortest.StartStack(t, engine)
+		// The canary, the port and the checkout are those where the
+		// service runs (inside the container under make test-image).
 		canary := fmt.Sprintf("/var/tmp/pyexec-canary-%d.txt", os.Getpid())
-		if err := os.WriteFile(canary, []byte(hostCanaryText), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		defer os.Remove(canary)
-		u, _ := url.Parse(st.Gateway.URL)
-		cases := attacks(u.Port(), st.Supervisor.Socket, canary, supervisortest.RepoRoot(t))
+		supervisortest.WriteTargetFile(t, canary, hostCanaryText)
+		cases := attacks(st.Gateway.Port(), st.Supervisor.Socket, canary, supervisortest.TargetRepo(t))
 		if len(cases) < 40 {
 			t.Fatalf("only %d attack cases", len(cases))
 		}
@@ -524,16 +521,18 @@ func TestAdversarial(t *testing.T) {
 			}
 			// A spare being launched has its cgroup a moment before its
 			// process: a leftover is one that stays.
-			leftovers := jailCgroups(st.Supervisor.CgParent)
+			var leftovers []string
+			supervisortest.InTarget(t, &leftovers, "jail-cgroups", st.Supervisor.CgParent)
 			for deadline := time.Now().Add(3 * time.Second); len(leftovers) > 0 && time.Now().Before(deadline); {
 				time.Sleep(50 * time.Millisecond)
-				leftovers = jailCgroups(st.Supervisor.CgParent)
+				supervisortest.InTarget(t, &leftovers, "jail-cgroups", st.Supervisor.CgParent)
 			}
 			if len(leftovers) > 0 {
 				t.Fatalf("per-execution cgroups left: %v", leftovers)
 			}
-			mounts, _ := os.ReadFile("/proc/self/mountinfo")
-			if strings.Contains(string(mounts), st.Supervisor.RunDir+"/stage") {
+			var mounts string
+			supervisortest.InTarget(t, &mounts, "read-file", "/proc/self/mountinfo")
+			if strings.Contains(mounts, st.Supervisor.StageDir) {
 				t.Fatalf("staging mounts leaked into the host mount namespace")
 			}
 		})
@@ -555,13 +554,14 @@ func waitNoSandboxProcesses(t *testing.T) {
 	}
 }
 
-// jailCgroups lists per-execution cgroups under the supervisor's parent (the
-// warm engine's zygotes have cgroups of their own, zygote-*, for as long as
-// they live).
+func init() {
+	supervisortest.RegisterProbe("jail-cgroups", func(args []string) (any, error) { return jailCgroups(args[0]), nil })
+}
+
 // jailCgroups lists the cgroups under parent but the zygotes' and those
 // holding an untaken spare of the warm engine.
 func jailCgroups(parent string) []string {
-	var left []string
+	left := []string{}
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
 	for _, d := range dirs {
 		if strings.HasPrefix(filepath.Base(d), "zygote-") || holdsSpare(d) {

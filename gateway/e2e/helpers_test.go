@@ -14,6 +14,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Under PYEXEC_E2E_URL this binary also runs the host checks inside the
+	// target; see supervisortest/remote.go.
+	supervisortest.RunProbe()
 	code := m.Run()
 	supervisortest.Cleanup()
 	os.Exit(code)

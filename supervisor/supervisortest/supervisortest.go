@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -97,6 +98,9 @@ func Cleanup() {
 type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
+	// source, when set, gives the whole text instead (a service's log read
+	// where it runs; see remote.go).
+	source func() string
 }
 
 func (s *Buffer) Write(p []byte) (int, error) {
@@ -106,6 +110,9 @@ func (s *Buffer) Write(p []byte) (int, error) {
 }
 
 func (s *Buffer) String() string {
+	if s.source != nil {
+		return s.source()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -116,6 +123,7 @@ type Supervisor struct {
 	Socket   string
 	CgParent string
 	RunDir   string
+	StageDir string // its -stage-dir: no mount under it may show outside
 	Logs     *Buffer
 	Client   *client.Client
 	// Env is the supervisor's whole environment; it carries a canary that
@@ -127,6 +135,7 @@ type Supervisor struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	stopped bool
+	remote  bool // a service already running (PYEXEC_E2E_URL)
 }
 
 // Canary is set in the supervisor's environment; no answer may contain it.
@@ -189,13 +198,14 @@ func Start(t testing.TB, opt Options) *Supervisor {
 		Env:      []string{"PATH=/usr/bin:/bin", "PYEXEC_CANARY=" + Canary},
 	}
 	s.Socket = filepath.Join(s.RunDir, "sock", "supervisor.sock")
+	s.StageDir = filepath.Join(s.RunDir, "stage")
 	args := append([]string{
 		"-socket", s.Socket,
 		"-gateway-user", opt.GatewayUser,
 		"-sandbox-user", SandboxUser,
 		"-venv", filepath.Join(root, ".venv"),
 		"-runner", filepath.Join(root, "runner", "runner.py"),
-		"-stage-dir", filepath.Join(s.RunDir, "stage"),
+		"-stage-dir", s.StageDir,
 		"-cgroup-parent", s.CgParent,
 		"-log-level", "debug",
 	}, opt.Args...)
@@ -229,6 +239,9 @@ func Start(t testing.TB, opt Options) *Supervisor {
 // launch starts the process and waits until it listens.
 func (s *Supervisor) launch(t testing.TB) {
 	t.Helper()
+	if s.remote {
+		t.Fatal("this test restarts the supervisor, which a service already running (PYEXEC_E2E_URL) does not allow: list it among the local-only tests")
+	}
 	s.done = make(chan struct{})
 	s.stopped = false
 	s.cmd = exec.Command(s.bin, s.args...)
@@ -268,6 +281,9 @@ func (s *Supervisor) Restart(t testing.TB) {
 
 // Kill kills the supervisor with SIGKILL (no clean-up of its own).
 func (s *Supervisor) Kill() {
+	if s.remote {
+		panic("supervisortest: Kill needs a supervisor of the test's own, not a service already running (PYEXEC_E2E_URL): list the test among the local-only tests")
+	}
 	s.cmd.Process.Kill()
 	<-s.done
 	s.stopped = true
@@ -330,11 +346,47 @@ func LeftoverCgroups(parent string) []string {
 // can appear are jails orphaned by a supervisor killed with SIGKILL (the test
 // of exactly that), which the host's init reaps in its own time. A running
 // supervisor is a subreaper and reaps its orphans itself.
+//
+// With PYEXEC_E2E_URL the same check runs where that service runs.
 func SandboxProcesses(t testing.TB) []int {
 	t.Helper()
-	var pids []int
-	for _, pid := range sandboxProcesses(t) {
-		if !isZygote(pid) && !IsSpare(pid) {
+	if Remote() {
+		var pids []int
+		InTarget(t, &pids, "sandbox-processes")
+		return pids
+	}
+	uid, _ := LookupUser(t, SandboxUser)
+	return sandboxProcessesOf(uid, false)
+}
+
+// sandboxUID is the sandbox user's uid on this machine.
+func sandboxUID() (int, error) {
+	u, err := user.Lookup(SandboxUser)
+	if err != nil {
+		return 0, fmt.Errorf("user %s (run make setup): %v", SandboxUser, err)
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+// sandboxProcessesOf lists the live processes of uid and of the
+// per-execution uid range (without cgroups, and in the container tier, each
+// execution runs as a uid of its own): the zygotes alone when zygotes is
+// set, else all but the zygotes and their untaken spares.
+func sandboxProcessesOf(uid int, zygotes bool) []int {
+	pids := []int{}
+	for _, pid := range Processes(func(pid int) bool {
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st) != nil {
+			return false
+		}
+		perExec := int(st.Uid) >= supervisor.DefaultSandboxUIDBase && int(st.Uid) < supervisor.DefaultSandboxUIDBase+supervisor.DefaultSandboxUIDCount
+		if int(st.Uid) != uid && !perExec {
+			return false
+		}
+		f := procStat(pid)
+		return len(f) > 0 && f[0] != "Z"
+	}) {
+		if zygotes && isZygote(pid) || !zygotes && !isZygote(pid) && !IsSpare(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -346,13 +398,8 @@ func SandboxProcesses(t testing.TB) []int {
 // run zygote.py too, but their parent is the zygote).
 func ZygoteProcesses(t testing.TB) []int {
 	t.Helper()
-	var pids []int
-	for _, pid := range sandboxProcesses(t) {
-		if isZygote(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	uid, _ := LookupUser(t, SandboxUser)
+	return sandboxProcessesOf(uid, true)
 }
 
 func isZygote(pid int) bool {
@@ -390,24 +437,6 @@ func procStat(pid int) []string {
 	return strings.Fields(string(stat[i+1:]))
 }
 
-func sandboxProcesses(t testing.TB) []int {
-	t.Helper()
-	uid, _ := LookupUser(t, SandboxUser)
-	return Processes(func(pid int) bool {
-		var st syscall.Stat_t
-		if syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st) != nil {
-			return false
-		}
-		// Without cgroups each execution runs as a uid of its own.
-		perExec := int(st.Uid) >= supervisor.DefaultSandboxUIDBase && int(st.Uid) < supervisor.DefaultSandboxUIDBase+supervisor.DefaultSandboxUIDCount
-		if int(st.Uid) != uid && !perExec {
-			return false
-		}
-		f := procStat(pid)
-		return len(f) > 0 && f[0] != "Z"
-	})
-}
-
 // Processes lists the live host processes for which match is true.
 func Processes(match func(pid int) bool) []int {
 	var pids []int
@@ -436,6 +465,8 @@ func LookupUser(t testing.TB, name string) (uid, gid int) {
 type Gateway struct {
 	URL  string
 	Logs *Buffer
+
+	port string // the port it listens on where it runs, when not URL's
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -496,6 +527,16 @@ func StartGateway(t testing.TB, s *Supervisor, args ...string) *Gateway {
 	}
 }
 
+// Port is the TCP port the gateway listens on where it runs (inside a
+// container it differs from URL's).
+func (g *Gateway) Port() string {
+	if g.port != "" {
+		return g.port
+	}
+	u, _ := url.Parse(g.URL)
+	return u.Port()
+}
+
 // Pid is the gateway's process id.
 func (g *Gateway) Pid() int { return g.cmd.Process.Pid }
 
@@ -506,9 +547,13 @@ type Stack struct {
 }
 
 // StartStack starts a supervisor running engine ("" = its default) and
-// admitting the gateway user, then the gateway.
+// admitting the gateway user, then the gateway. With PYEXEC_E2E_URL set it
+// attaches to that service instead (see remote.go).
 func StartStack(t testing.TB, engine string, supervisorArgs ...string) *Stack {
 	t.Helper()
+	if Remote() {
+		return startRemote(t, engine, supervisorArgs)
+	}
 	s := Start(t, Options{Engine: engine, Args: supervisorArgs, GatewayUser: GatewayUser})
 	return &Stack{Supervisor: s, Gateway: StartGateway(t, s)}
 }

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# test.sh (make test-image): build the image with podman and test it as users
+# run it. Stages, each named when it fails:
+#
+#   podman setup    install podman from Debian's packages when missing, with a
+#                   config of the project's own (scripts/image/podman.sh)
+#   base images     the Dockerfile's two bases: pulled when a registry
+#                   answers, else bootstrapped with debootstrap (cached)
+#   build           podman build, the CA bundle as a build secret; then check
+#                   that the bundle is in no file of the image
+#   start           run the image in each run mode (below) on a free loopback
+#                   port and time it until /health answers
+#   tests           the end-to-end contract and the adversarial suite
+#                   (gateway/e2e) over HTTP against the container, their host
+#                   checks run inside it (PYEXEC_E2E_URL, see
+#                   supervisor/supervisortest/remote.go)
+#   shutdown        podman stop -t 30 (SIGTERM): exit status 0, no error in the
+#                   log after the signal, no cgroup left behind
+#
+# Run modes are the `docker run` recipes the README lists (IMAGE_TEST_MODES
+# picks some; all by default). A new one is one line in mode_flags.
+#
+# Environment: IMAGE_TEST_MODES, IMAGE_TEST_LOCK (a lock file held while a
+# container runs, for machines where other jobs test on the same host),
+# IMAGE_TAG (python-executor:test), GO_IMAGE, PYTHON_IMAGE, CA_BUNDLE,
+# IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries).
+#
+#   scripts/image/test.sh                  every stage
+#   scripts/image/test.sh build            up to the build only
+#   scripts/image/test.sh run-mode MODE    start, tests and shutdown of one mode
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/image/podman.sh
+. "$ROOT/scripts/image/podman.sh"
+
+IMAGE_TAG="${IMAGE_TAG:-localhost/python-executor:test}"
+IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
+SUMMARY="$IMAGE_RUN_DIR/summary.txt"
+
+# The least privilege that works on a cgroup v1 host, found by taking each
+# flag away in turn (podman 4.3, runc): without SYS_ADMIN the supervisor
+# cannot unshare its mount namespace; without the read-write cgroup bind it
+# finds cgroups read-only and refuses to start; without unmasking /proc the
+# kernel refuses nsjail a fresh /proc over podman's masked paths. The default
+# seccomp profile may stay (it allows namespaces and mounts to SYS_ADMIN),
+# and the cgroup namespace does not matter once the hierarchy is bound.
+LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/proc/*' -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
+
+# mode_flags MODE: the engine, the isolation /health must report, then the
+# podman run flags of a run mode. A mode is one line here (and a name in
+# IMAGE_TEST_MODES); e.g. a run with no flags at all: `echo warm container`.
+mode_flags() {
+	case "$1" in
+	privileged-warm) echo warm full --privileged ;;
+	privileged-cold) echo cold full --privileged ;;
+	leastpriv-warm) echo warm full "${LEASTPRIV_FLAGS[@]}" ;;
+	leastpriv-cold) echo cold full "${LEASTPRIV_FLAGS[@]}" ;;
+	*) die "unknown run mode $1" ;;
+	esac
+}
+
+# Tests of gateway/e2e that need a stack of their own and so run only under
+# make test: each starts scripts/run.sh or setup.sh on the checkout, or kills
+# and restarts the supervisor, which a running container does not allow.
+# Any other test runs against the container; one that cannot fails loudly
+# (supervisortest.StartStack refuses flags it cannot honour) and belongs here.
+LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent)$'
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+now_ms() { date +%s%3N; }
+
+# run_mode MODE: start a container in MODE, run the suites against it, stop
+# it and check the shutdown. Everything it started is removed on the way out.
+run_mode() {
+	local mode="$1" engine isolation flags
+	read -r engine isolation flags <<<"$(mode_flags "$mode")"
+	# shellcheck disable=SC2206
+	local fl=($flags)
+	local name="pyexec-img-$mode-$$"
+	# A cgroup parent of its own: never the host tests' nor another run's.
+	local parent="pyexec-img-$mode-$$"
+	local port
+	port="$(free_port)"
+	local url="http://127.0.0.1:$port"
+	# Whatever happens, keep the container's log and remove it.
+	local keep="$IMAGE_RUN_DIR/container-$mode.log"
+	trap 'podman logs "'"$name"'" >"'"$keep"'" 2>&1; podman rm -f -t 0 "'"$name"'" >/dev/null 2>&1 || true' EXIT
+
+	stage "start ($mode)"
+	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 -e ENGINE=$engine"
+	local t0 t1
+	t0="$(now_ms)"
+	podman run -d --name "$name" "${fl[@]}" -p "127.0.0.1:$port:8080" \
+		-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent" \
+		-e PYEXEC_CANARY=canary-supervisor-env-31337 \
+		"$IMAGE_TAG" >/dev/null 2>"$IMAGE_RUN_DIR/run.err" ||
+		die "podman run failed: $(cat "$IMAGE_RUN_DIR/run.err")"
+	local deadline=$((SECONDS + 180)) health=""
+	while :; do
+		health="$(curl -fsS --max-time 5 "$url/health" 2>/dev/null || true)"
+		[ -n "$health" ] && break
+		if [ "$(podman inspect --format '{{.State.Running}}' "$name" 2>/dev/null)" != true ]; then
+			die "the container exited during start-up (status $(podman inspect --format '{{.State.ExitCode}}' "$name")):
+$(podman logs "$name" 2>&1 | tail -30)"
+		fi
+		[ "$SECONDS" -lt "$deadline" ] || die "no healthy /health within 180s:
+$(podman logs "$name" 2>&1 | tail -30)"
+		sleep 0.2
+	done
+	t1="$(now_ms)"
+	local startup_ms=$((t1 - t0))
+	say "healthy after ${startup_ms} ms: $health"
+	case "$health" in
+	*'"engine":"'"$engine"'"'*'"isolation":"'"$isolation"*) ;;
+	*) die "/health is $health; want engine $engine with isolation $isolation" ;;
+	esac
+
+	stage "tests ($mode)"
+	# CGO off: the test binary is copied into the container for its host
+	# checks and must not depend on the host's C library.
+	local gotest_rc=0
+	PYEXEC_E2E_URL="$url" \
+		PYEXEC_E2E_EXEC="podman exec -i $name" \
+		PYEXEC_E2E_LOGS="podman logs $name" \
+		PYEXEC_E2E_CGROUP_PARENT="$parent" \
+		PYEXEC_TEST_ENGINES="$engine" \
+		CGO_ENABLED=0 \
+		go test -v -count=1 -timeout 30m -skip "$LOCAL_ONLY" ./gateway/e2e >"$IMAGE_RUN_DIR/tests-$mode.log" 2>&1 || gotest_rc=$?
+	local passed failed skipped
+	passed="$(grep -c -- '--- PASS' "$IMAGE_RUN_DIR/tests-$mode.log" || true)"
+	failed="$(grep -c -- '--- FAIL' "$IMAGE_RUN_DIR/tests-$mode.log" || true)"
+	skipped="$(grep -c -- '--- SKIP' "$IMAGE_RUN_DIR/tests-$mode.log" || true)"
+	# The failures with their messages, and go test's closing lines.
+	grep -E -- '^(ok|FAIL)|--- FAIL|^ +[a-z_]+(_test)?\.go:[0-9]+: ' "$IMAGE_RUN_DIR/tests-$mode.log" | tail -60 >&2 || true
+	say "$passed passed, $failed failed, $skipped skipped (log: $IMAGE_RUN_DIR/tests-$mode.log)"
+	[ "$gotest_rc" = 0 ] || die "the suites failed against the container (log: $IMAGE_RUN_DIR/tests-$mode.log, the container's: $IMAGE_RUN_DIR/container-$mode.log; its last error-level lines, some provoked by the attacks:
+$(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)"
+	# Nothing may skip: a check that cannot run against the container fails.
+	[ "$skipped" = 0 ] || die "$skipped tests skipped against the container"
+	[ "$passed" -ge 50 ] || die "only $passed tests passed: the suites did not run"
+
+	stage "shutdown ($mode)"
+	local id before s0 s1
+	id="$(podman inspect --format '{{.Id}}' "$name")"
+	before="$(podman logs "$name" 2>&1 | wc -c)"
+	s0="$(now_ms)"
+	podman stop -t 30 "$name" >/dev/null || die "podman stop failed"
+	s1="$(now_ms)"
+	local code
+	code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
+	local after
+	after="$(podman logs "$name" 2>&1 | tail -c +$((before + 1)))"
+	[ "$code" = 0 ] || die "exit status $code after SIGTERM (want 0); log after the signal:
+$after"
+	if grep -E '"level":"(error|fatal|panic)"|^panic:|run: error' <<<"$after"; then
+		die "errors in the log after SIGTERM (above)"
+	fi
+	podman logs "$name" >"$keep" 2>&1
+	podman rm "$name" >/dev/null || die "podman rm failed"
+	trap - EXIT
+	local left
+	left="$(find /sys/fs/cgroup -maxdepth 5 -type d \( -name "$parent" -o -name "*$id*" \) 2>/dev/null || true)"
+	[ -z "$left" ] || die "cgroups left behind after the container stopped:
+$left"
+	say "stopped cleanly in $((s1 - s0)) ms"
+	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), SIGTERM to exit $((s1 - s0)) ms" >>"$SUMMARY"
+}
+
+build() {
+	stage "podman setup"
+	ensure_podman
+
+	stage "base images"
+	[ -s "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE (set CA_BUNDLE)"
+	ensure_base go "$GO_IMAGE"
+	ensure_base python "$PYTHON_IMAGE"
+
+	stage "build"
+	local b0=$SECONDS
+	podman build --pull=never "${ULIMIT_FLAGS[@]}" --secret id=ca_bundle,src="$CA_BUNDLE" \
+		--build-arg GO_IMAGE="$(qualified "$GO_IMAGE")" --build-arg PYTHON_IMAGE="$(qualified "$PYTHON_IMAGE")" \
+		-t "$IMAGE_TAG" . >"$IMAGE_RUN_DIR/build.log" 2>&1 ||
+		die "podman build failed (log: $IMAGE_RUN_DIR/build.log):
+$(tail -30 "$IMAGE_RUN_DIR/build.log")"
+	say "built $IMAGE_TAG in $((SECONDS - b0)) s"
+	check_no_ca
+	local size
+	size="$(podman image inspect --format '{{.Size}}' "$IMAGE_TAG")"
+	: >"$SUMMARY"
+	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes)" >>"$SUMMARY"
+}
+
+main() {
+	local t_all=$SECONDS
+	build
+	# Containers of a run that was killed would hold ports and cgroups.
+	podman ps -a --format '{{.Names}}' | grep '^pyexec-img-' | xargs -r podman rm -f -t 0 >/dev/null || true
+	local mode
+	for mode in $IMAGE_TEST_MODES; do
+		if [ -n "${IMAGE_TEST_LOCK:-}" ]; then
+			# The lock is held only while a container runs.
+			flock "$IMAGE_TEST_LOCK" "$0" run-mode "$mode" || exit 1
+		else
+			(run_mode "$mode") || exit 1
+		fi
+	done
+	STAGE=done
+	echo "== image: all stages passed in $((SECONDS - t_all)) s" >&2
+	cat "$SUMMARY" >&2
+}
+
+# check_no_ca: the CA bundle handed to the build as a secret is in no file of
+# the final image (compared by content), and the secret's mount point is empty.
+check_no_ca() {
+	local mnt size sum f
+	mnt="$(podman image mount "$IMAGE_TAG")" || die "podman image mount failed"
+	size="$(stat -c %s "$CA_BUNDLE")"
+	sum="$(sha256sum <"$CA_BUNDLE" | cut -d' ' -f1)"
+	while IFS= read -r -d '' f; do
+		if [ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$sum" ]; then
+			podman image unmount "$IMAGE_TAG" >/dev/null
+			die "the build's CA bundle is in the image as ${f#"$mnt"}"
+		fi
+	done < <(find "$mnt" -xdev -type f -size "${size}c" -print0)
+	if [ -n "$(ls -A "$mnt/run/secrets" 2>/dev/null)" ]; then
+		podman image unmount "$IMAGE_TAG" >/dev/null
+		die "the image has files under /run/secrets"
+	fi
+	podman image unmount "$IMAGE_TAG" >/dev/null
+	say "the CA bundle is in no file of the image"
+}
+
+case "${1:-}" in
+run-mode)
+	ensure_podman
+	run_mode "$2"
+	;;
+build) build ;;
+"") main ;;
+*) die "usage: $0 [build | run-mode MODE]" ;;
+esac
