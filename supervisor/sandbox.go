@@ -427,7 +427,6 @@ func exitMessage(code, sig int) string {
 	return fmt.Sprintf("the script exited with status %d before returning a result", code)
 }
 
-
 // fillStats fills the done event's CPU time and peak memory: from the
 // sandbox's rusage, overridden by the cgroup's counters (st, zero without a
 // cgroup) where they know better.
