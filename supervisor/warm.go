@@ -264,14 +264,11 @@ func (f *orderFiles) closeAll() {
 func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	lim := x.Limits.jailLimits()
 	if sp := e.takeSpare(lim); sp != nil {
-		defer sp.files.closeAll()
-		defer sp.child.close()
-		if sp.child.cg != nil {
-			defer removeCgroup(sp.child.cg, x.Log)
+		out, lost, err := e.runSpare(ctx, x, sp)
+		if !lost {
+			return out, err
 		}
-		log := x.Log.WithFields(sp.fields())
-		log.Debug("execution took a spare child")
-		return supervise(ctx, x, sp.files.ours, sp.child, sp.child.cg, log)
+		x.Log.WithError(err).WithFields(sp.fields()).Warn("the spare died with its zygote before the execution produced anything; running it in a new child")
 	}
 	// The cgroup is created while the zygote forks the child; the child
 	// waits for it before anything of the script runs.
@@ -320,6 +317,41 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		return supervise(ctx, x, files.ours, child, child.cg, log)
 	}
 	return Outcome{}, lastErr
+}
+
+// runSpare runs x in a spare child. lost reports whether the spare died
+// with its zygote (killed, crashed) before anything of the execution came
+// out: no output and no answer reached the caller, so the execution can run
+// again in a new child. Running a script a second time is harmless: a jail
+// reaches nothing outside but its answer, and this one never gave one.
+// (A spare is checked when it is taken, but its zygote can die a moment
+// later, between the check and the request.)
+func (e *warmEngine) runSpare(ctx context.Context, x *Execution, sp *spare) (out Outcome, lost bool, err error) {
+	defer sp.files.closeAll()
+	defer sp.child.close()
+	if sp.child.cg != nil {
+		defer removeCgroup(sp.child.cg, x.Log)
+	}
+	log := x.Log.WithFields(sp.fields())
+	log.Debug("execution took a spare child")
+	var wrote atomic.Bool
+	xs := *x
+	xs.Stdout = func(b []byte) {
+		wrote.Store(true)
+		if x.Stdout != nil {
+			x.Stdout(b)
+		}
+	}
+	xs.Stderr = func(b []byte) {
+		wrote.Store(true)
+		if x.Stderr != nil {
+			x.Stderr(b)
+		}
+	}
+	out, err = supervise(ctx, &xs, sp.files.ours, sp.child, sp.child.cg, log)
+	zygoteGone := sp.zygote.broken.Load() || exiting(sp.zygote.pid)
+	lost = err != nil && !wrote.Load() && ctx.Err() == nil && zygoteGone
+	return out, lost, err
 }
 
 // pendingCgroup is an execution's cgroup being created.
