@@ -475,8 +475,9 @@ type ExecCgroup struct {
 // real limits on it: memory (no swap) and pids. In v1: memory.limit_in_bytes,
 // memory.memsw.limit_in_bytes when swap is accounted, pids.max, and an OOM
 // notification. In v2: memory.max, memory.swap.max=0, memory.oom.group=1
-// (an OOM kills the whole execution, not one of its processes), pids.max,
-// and the controllers enabled in its subtree_control for nsjail's cgroup.
+// (an OOM kills the whole execution, not one of its processes) and
+// pids.max; it is left a leaf, which both Attach and nsjail's own nested
+// cgroup (see Placement) can use.
 // Only l.MemoryBytes and l.Pids are used. On error nothing is left behind.
 func (c *Cgroups) NewExec(id string, l Limits) (*ExecCgroup, error) {
 	e, err := c.newExec(id, l)
@@ -564,11 +565,12 @@ func (e *ExecCgroup) setLimits() error {
 		if err := c.write(filepath.Join(d, "pids.max"), pids); err != nil {
 			return err
 		}
-		// nsjail would otherwise enable them itself, moving itself into a
-		// NSJAIL_SELF.<pid> cgroup here when this one has processes.
-		if err := c.enableControllers(d); err != nil {
-			return err
-		}
+		// No controllers are enabled in its subtree_control: under v2's
+		// no-internal-processes rule a cgroup that delegates controllers
+		// cannot take processes, and the warm engine attaches its child
+		// right here (Attach). nsjail, which nests its own NSJAIL.<pid>
+		// cgroup inside, enables the controllers it uses itself; the
+		// cgroup is still empty then, so that cannot fail.
 	}
 	return nil
 }
@@ -946,8 +948,11 @@ func readKeyed(p string) (map[string]int64, error) {
 //     creates <cgroupv2_mount>/NSJAIL.<pid>, writes the pid to
 //     cgroup.procs, memory.max, memory.swap.max (only when
 //     cgroup_mem_swap_max >= 0) and pids.max, and rmdirs it at the end.
-//     So cgroupv2_mount is set to the execution cgroup itself, whose
-//     subtree_control NewExec has already filled.
+//     So cgroupv2_mount is set to the execution cgroup itself, which is
+//     empty when nsjail starts: its "+memory +pids" succeeds there, and
+//     NSJAIL_SELF is never needed. (NewExec must not enable them itself:
+//     the warm engine attaches processes to the same kind of cgroup, and
+//     v2 refuses processes in a cgroup that delegates controllers.)
 //
 // Either way the kernel records OOM kills in the victim's cgroup, which is
 // nsjail's and short-lived; hence the real limits on the execution cgroup

@@ -233,15 +233,19 @@ func TestCgroupsV2FakeTree(t *testing.T) {
 	}
 	dir := filepath.Join(parent, "e1")
 	for file, want := range map[string]string{
-		"memory.max":             "536870912",
-		"memory.swap.max":        "0",
-		"memory.oom.group":       "1",
-		"pids.max":               "64",
-		"cgroup.subtree_control": "+memory +pids +cpu",
+		"memory.max":       "536870912",
+		"memory.swap.max":  "0",
+		"memory.oom.group": "1",
+		"pids.max":         "64",
 	} {
 		if got := readFile(t, filepath.Join(dir, file)); got != want {
 			t.Errorf("after NewExec, e1/%s = %q, want %q", file, got, want)
 		}
+	}
+	// A leaf: v2 refuses processes (Attach) in a cgroup that delegates
+	// controllers.
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.subtree_control")); err == nil {
+		t.Errorf("NewExec wrote e1/cgroup.subtree_control (%q); an execution cgroup must stay a leaf", readFile(t, filepath.Join(dir, "cgroup.subtree_control")))
 	}
 	if got, want := *e.Placement(), (Placement{Mode: CgroupV2, Dir: dir, MemoryMax: 513 << 20, PidsMax: 65}); got != want {
 		t.Errorf("Placement() = %+v, want %+v", got, want)
