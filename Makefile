@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up whatever is missing first.
-.PHONY: all setup build run test test-go test-python lint bench clean
+.PHONY: all setup build run test test-v2 test-go test-python lint bench clean
 
 all: build
 
@@ -13,6 +13,10 @@ run: setup
 
 test: setup
 	@scripts/test.sh
+
+# Boots a cgroup v2 guest (QEMU TCG) and runs both engines' suites in it.
+test-v2:
+	@scripts/v2/test-v2.sh
 
 # Starts the service with each engine in turn and compares them in one run.
 bench: setup
