@@ -494,6 +494,53 @@ except OSError as e:
 		}
 	})
 
+	// The warm engine's way in: a process started elsewhere is moved into
+	// the execution's cgroup (on v2 that needs the cgroup to be a leaf that
+	// delegates no controller), and its children are born there.
+	t.Run("attach", func(t *testing.T) {
+		x, err := c.NewExec("attach", Limits{MemoryBytes: 64 << 20, Pids: 8})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		// The shell forks only after it has read a line: attach first.
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		cmd := exec.Command("/bin/sh", "-c", "read x; sleep 60 & wait")
+		cmd.Stdin = r
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		if err := x.Attach(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			t.Fatalf("Attach: %v", err)
+		}
+		w.Write([]byte("go\n"))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pids, _ := treeProcs(x.dirs[0])
+			if len(pids) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after Attach, %s holds %v; want the shell and its child", x.dirs[0], pids)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := x.Kill(); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("the attached shell exited 0 after Kill, want killed")
+		}
+	})
+
 	t.Run("kill", func(t *testing.T) {
 		x, err := c.NewExec("kill", Limits{MemoryBytes: 256 << 20, Pids: 32})
 		if err != nil {
