@@ -293,8 +293,12 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited, wire.ErrInternal:
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
-			// memory surfaces as MemoryError; it is still the limit.
-			if strings.HasPrefix(e.Message, "MemoryError") {
+			// memory surfaces as MemoryError; it is still the limit. So
+			// does an allocation the kernel refuses outright (larger
+			// than the machine's memory under the default overcommit
+			// policy), which numpy raises as its own subclass
+			// (numpy._core._exceptions._ArrayMemoryError).
+			if name, _, _ := strings.Cut(e.Message, ":"); strings.HasSuffix(name, "MemoryError") {
 				e.Type = wire.ErrMemoryLimit
 			}
 		default:

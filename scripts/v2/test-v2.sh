@@ -66,7 +66,7 @@ timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
 	-display none -monitor none -no-reboot \
 	-serial "file:$RES/console.log" \
 	-kernel "$IMG/vmlinux" -initrd "$IMG/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=4 systemd.show_status=0 pyexec.src=$ROOT" \
+	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT" \
 	-drive "file=$IMG/rootfs.img,format=raw,if=virtio,snapshot=on" \
 	-nic user,model=virtio-net-pci \
 	-virtfs "local,path=$ROOT,mount_tag=src,security_model=none,readonly=on" \
