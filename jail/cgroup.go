@@ -81,6 +81,8 @@ type Cgroups struct {
 	create bool
 	// writeFault, in tests, fails writes the way the kernel would.
 	writeFault func(path, value string) error
+	// selfCgroup, in tests, replaces /proc/self/cgroup.
+	selfCgroup string
 }
 
 // DetectCgroups finds which cgroup interface is usable under root (usually
@@ -246,13 +248,18 @@ func (c *Cgroups) setup(parent string) error {
 		}
 	case CgroupV2:
 		dir := c.root
+		own := c.ownCgroup()
 		for _, part := range strings.Split(parent, "/") {
 			err := c.enableControllers(dir)
-			if errors.Is(err, unix.EBUSY) && dir == c.root {
-				// The root of a cgroup namespace (a container's) holds
-				// the container's processes, and v2 delegates nothing
-				// from a cgroup with processes. (The host's real root
-				// is exempt, so this only happens inside containers.)
+			if errors.Is(err, unix.EBUSY) && (dir == c.root || dir == own) {
+				// v2 delegates nothing from a cgroup with processes.
+				// Two such cgroups are ours to reorganise: the root of
+				// a cgroup namespace (a container's, holding the
+				// container's processes; the host's real root is
+				// exempt from the rule), and the supervisor's own
+				// cgroup (a systemd unit with Delegate=yes, under
+				// which the parent was placed). Any other busy
+				// ancestor is someone else's and is only named.
 				if eerr := c.evacuate(dir); eerr != nil {
 					return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
 				}
@@ -296,11 +303,31 @@ func (c *Cgroups) v1Hierarchies() []string {
 }
 
 // enableControllers makes the v2 controllers available to dir's children.
-// EvacuationLeaf is the cgroup, under a container's cgroup root, that the
-// container's own processes are moved to so the root can delegate
-// controllers to the execution cgroups (cgroup v2's no-internal-processes
-// rule). It is left in place on exit: the processes live in it.
+// EvacuationLeaf is the cgroup, under a container's cgroup root (or the
+// supervisor's own delegated cgroup), that the processes found there are
+// moved to so it can delegate controllers to the execution cgroups (cgroup
+// v2's no-internal-processes rule). It is left in place on exit: the
+// processes live in it.
 const EvacuationLeaf = "python-executor-host"
+
+// ownCgroup is the directory of the calling process's own v2 cgroup under
+// the root ("" when unknown). In tests, selfCgroup stands in for
+// /proc/self/cgroup.
+func (c *Cgroups) ownCgroup() string {
+	b := []byte(c.selfCgroup)
+	if c.selfCgroup == "" {
+		var err error
+		if b, err = os.ReadFile("/proc/self/cgroup"); err != nil {
+			return ""
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok && filepath.IsAbs(p) {
+			return filepath.Join(c.root, p)
+		}
+	}
+	return ""
+}
 
 // evacuate moves every process of dir into dir/EvacuationLeaf.
 func (c *Cgroups) evacuate(dir string) error {

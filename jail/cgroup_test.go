@@ -676,6 +676,7 @@ func TestCgroupsV2ContainerRootEvacuated(t *testing.T) {
 // A busy cgroup that is not the root is not ours to empty: Setup names it.
 func TestCgroupsV2BusyAncestorNotEvacuated(t *testing.T) {
 	c, root := fakeV2(t)
+	c.selfCgroup = "0::/elsewhere\n"
 	c.writeFault = func(path, value string) error {
 		if path == filepath.Join(root, "shared", "cgroup.subtree_control") {
 			return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
@@ -688,5 +689,39 @@ func TestCgroupsV2BusyAncestorNotEvacuated(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "shared", EvacuationLeaf)); err == nil {
 		t.Fatal("Setup emptied a cgroup that is not the namespace root")
+	}
+}
+
+// A supervisor inside a systemd unit with Delegate=yes, its parent cgroup
+// placed under the unit's own: the unit's cgroup holds the supervisor (and
+// its siblings), so they move to a leaf and the controllers go on down.
+func TestCgroupsV2OwnCgroupEvacuated(t *testing.T) {
+	c, root := fakeV2(t)
+	unit := filepath.Join(root, "system.slice", "pyexec.service")
+	if err := os.MkdirAll(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(unit, "cgroup.procs"), "300\n301\n")
+	c.selfCgroup = "0::/system.slice/pyexec.service\n"
+	var moved []string
+	c.writeFault = func(path, value string) error {
+		switch path {
+		case filepath.Join(unit, "cgroup.subtree_control"):
+			if len(moved) < 2 {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+			}
+		case filepath.Join(unit, EvacuationLeaf, "cgroup.procs"):
+			moved = append(moved, value)
+		}
+		return nil
+	}
+	if err := c.Setup("system.slice/pyexec.service/executions"); err != nil {
+		t.Fatalf("Setup under the supervisor's own busy cgroup = %v, want its processes moved and nil", err)
+	}
+	if got := strings.Join(moved, ","); got != "300,301" {
+		t.Fatalf("moved pids %q to the leaf, want 300,301", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, EvacuationLeaf)); err == nil {
+		t.Error("Setup made a leaf at the root, which was not busy")
 	}
 }
