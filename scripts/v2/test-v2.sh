@@ -14,12 +14,13 @@
 #
 # Prints the guest's summary and exits non-zero naming the stage that failed.
 # Needs root. Environment: PYEXEC_V2_CACHE (image cache), PYEXEC_V2_TIMEOUT
-# (seconds the guest may run, default 2700), PYEXEC_V2_MEM_MB (default 3072).
+# (seconds the guest may run, default 2400), PYEXEC_V2_BOOT_TIMEOUT (seconds
+# until its tests start, default 600), PYEXEC_V2_MEM_MB (default 3072).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${PYEXEC_V2_CACHE:-/var/cache/python-executor/v2}"
-TIMEOUT="${PYEXEC_V2_TIMEOUT:-2700}"
+TIMEOUT="${PYEXEC_V2_TIMEOUT:-2400}"
 MEM="${PYEXEC_V2_MEM_MB:-3072}"
 
 fail() { # fail STAGE MESSAGE
@@ -33,7 +34,9 @@ case "$ROOT" in *[[:space:]]*) fail setup "the checkout path '$ROOT' has white s
 t0=$(date +%s)
 
 say "stage image: building or reusing the guest image"
-IMG="$("$ROOT/scripts/v2/build-image.sh" | tail -1)" || fail image "scripts/v2/build-image.sh failed (see above)"
+mkdir -p "$CACHE"
+# One build at a time per cache: a second run waits, then reuses the image.
+IMG="$(flock "$CACHE/.build.lock" "$ROOT/scripts/v2/build-image.sh" | tail -1)" || fail image "scripts/v2/build-image.sh failed (see above)"
 for f in rootfs.img vmlinux initrd.img; do
 	[ -f "$IMG/$f" ] || fail image "$IMG/$f missing"
 done
@@ -56,9 +59,6 @@ chmod 0777 "$RES"
 say "stage boot: QEMU TCG guest (results in $RES; the console is echoed below)"
 for b in qemu-system-x86_64 timeout; do command -v "$b" >/dev/null || fail boot "$b missing"; done
 : >"$RES/console.log"
-tail -F -n +1 "$RES/console.log" 2>/dev/null | sed -u 's/^/  guest| /' &
-tail_pid=$!
-set +e
 # thread=multi: one host thread per virtual CPU. snapshot=on: the cached
 # image is never written; the guest's writes go to a throw-away overlay.
 timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
@@ -71,7 +71,30 @@ timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
 	-nic user,model=virtio-net-pci \
 	-virtfs "local,path=$ROOT,mount_tag=src,security_model=none,readonly=on" \
 	-virtfs "local,path=$RES,mount_tag=results,security_model=none" \
-	>"$RES/qemu.log" 2>&1
+	>"$RES/qemu.log" 2>&1 &
+qemu_pid=$!
+# The console, echoed as it comes; tail ends with QEMU.
+tail -F -n +1 --pid="$qemu_pid" "$RES/console.log" 2>/dev/null | sed -u 's/^/  guest| /' &
+tail_pid=$!
+# A guest that never reaches its tests is a boot failure, found in minutes
+# rather than at the end of the whole budget (it boots in about 30 s).
+boot_deadline=$(($(date +%s) + ${PYEXEC_V2_BOOT_TIMEOUT:-600}))
+booted=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+	if [ "$booted" = 0 ] && [ -s "$RES/guest.log" ]; then
+		booted=1
+		say "booted in $(($(date +%s) - t0))s (from the start of make test-v2)"
+	fi
+	if [ "$booted" = 0 ] && [ "$(date +%s)" -gt "$boot_deadline" ]; then
+		kill "$qemu_pid" 2>/dev/null
+		wait "$qemu_pid" 2>/dev/null
+		kill "$tail_pid" 2>/dev/null
+		fail boot "the guest did not start its tests within ${PYEXEC_V2_BOOT_TIMEOUT:-600}s (console: $RES/console.log)"
+	fi
+	sleep 2
+done
+set +e
+wait "$qemu_pid"
 qrc=$?
 set -e
 sleep 1
