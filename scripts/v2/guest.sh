@@ -18,8 +18,12 @@ TEST_TIMEOUT="${PYEXEC_V2_TEST_TIMEOUT:-25m}"
 # The checkout's path on the host, from the kernel command line: the test
 # binaries find the repository at the path they were compiled from.
 ROOT=""
+STAGES="" # pyexec.stages=a,b: run only those stages (prepare always runs)
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in pyexec.src=*) ROOT="${arg#pyexec.src=}" ;; esac
+	case "$arg" in
+	pyexec.src=*) ROOT="${arg#pyexec.src=}" ;;
+	pyexec.stages=*) STAGES="${arg#pyexec.stages=}" ;;
+	esac
 done
 
 failed=0
@@ -27,6 +31,10 @@ note() { echo "guest: $*"; }
 stage() { # stage NAME command...: run, log, record
 	local name="$1" rc start
 	shift
+	if [ -n "$STAGES" ] && [ "$name" != prepare ] && [[ ",$STAGES," != *",$name,"* ]]; then
+		echo "SKIP $name (not in PYEXEC_V2_STAGES)" | tee -a "$RES/summary"
+		return 0
+	fi
 	note "== stage $name: $*"
 	start=$(date +%s)
 	"$@" >"$RES/$name.log" 2>&1

@@ -15,7 +15,9 @@
 # Prints the guest's summary and exits non-zero naming the stage that failed.
 # Needs root. Environment: PYEXEC_V2_CACHE (image cache), PYEXEC_V2_TIMEOUT
 # (seconds the guest may run, default 2400), PYEXEC_V2_BOOT_TIMEOUT (seconds
-# until its tests start, default 600), PYEXEC_V2_MEM_MB (default 3072).
+# until its tests start, default 600), PYEXEC_V2_MEM_MB (default 3072),
+# PYEXEC_V2_STAGES (comma-separated guest stages to run, e.g. jail,e2e-warm;
+# default all: see scripts/v2/guest.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -66,7 +68,7 @@ timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
 	-display none -monitor none -no-reboot \
 	-serial "file:$RES/console.log" \
 	-kernel "$IMG/vmlinux" -initrd "$IMG/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT" \
+	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT${PYEXEC_V2_STAGES:+ pyexec.stages=$PYEXEC_V2_STAGES}" \
 	-drive "file=$IMG/rootfs.img,format=raw,if=virtio,snapshot=on" \
 	-nic user,model=virtio-net-pci \
 	-virtfs "local,path=$ROOT,mount_tag=src,security_model=none,readonly=on" \
