@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
@@ -26,6 +28,28 @@ func TestInterpretAnswerMemoryErrors(t *testing.T) {
 		_, got := interpretAnswer(wire.Frame{Type: wire.TypeError, Version: wire.Version, Body: body}, 1<<20)
 		if got == nil || got.Type != want {
 			t.Errorf("exception %q: got %+v, want type %s", msg, got, want)
+		}
+	}
+}
+
+// The kernel's SIGKILL at the hard CPU limit arrives when the measured CPU
+// time may still trail the limit by a little; a SIGKILL well short of it is
+// not the limit.
+func TestCPULimitKill(t *testing.T) {
+	for _, c := range []struct {
+		sig   syscall.Signal
+		cpuMS int64
+		want  bool
+	}{
+		{syscall.SIGXCPU, 10, true},
+		{syscall.SIGKILL, 1000, true},
+		{syscall.SIGKILL, 980, true},
+		{syscall.SIGKILL, 900, false},
+		{syscall.SIGKILL, 83, false},
+		{syscall.SIGSEGV, 1000, false},
+	} {
+		if got := cpuLimitKill(int(c.sig), c.cpuMS, time.Second); got != c.want {
+			t.Errorf("cpuLimitKill(%v, %d ms, 1s) = %v, want %v", c.sig, c.cpuMS, got, c.want)
 		}
 	}
 }
