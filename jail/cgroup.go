@@ -260,10 +260,14 @@ func (c *Cgroups) setup(parent string) error {
 				// cgroup (a systemd unit with Delegate=yes, under
 				// which the parent was placed). Any other busy
 				// ancestor is someone else's and is only named.
-				if eerr := c.evacuate(dir); eerr != nil {
-					return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
+				// A process forked there while the others were being
+				// moved (a shell's sleep) keeps it busy: move again.
+				for try := 0; try < evacuateTries && errors.Is(err, unix.EBUSY); try++ {
+					if eerr := c.evacuate(dir); eerr != nil {
+						return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
+					}
+					err = c.enableControllers(dir)
 				}
-				err = c.enableControllers(dir)
 			}
 			if err != nil {
 				return err
@@ -309,6 +313,9 @@ func (c *Cgroups) v1Hierarchies() []string {
 // v2's no-internal-processes rule). It is left in place on exit: the
 // processes live in it.
 const EvacuationLeaf = "python-executor-host"
+
+// evacuateTries bounds the rounds of moving processes out of a busy cgroup.
+const evacuateTries = 20
 
 // ownCgroup is the directory of the calling process's own v2 cgroup under
 // the root ("" when unknown). In tests, selfCgroup stands in for

@@ -725,3 +725,35 @@ func TestCgroupsV2OwnCgroupEvacuated(t *testing.T) {
 		t.Error("Setup made a leaf at the root, which was not busy")
 	}
 }
+
+// A process forked into the busy root while the others were being moved
+// keeps it busy: Setup moves again until the controllers can be enabled.
+func TestCgroupsV2EvacuationRetries(t *testing.T) {
+	c, root := fakeV2(t)
+	procs := filepath.Join(root, "cgroup.procs")
+	write(t, procs, "1\n")
+	var moved []string
+	rounds := 0
+	c.writeFault = func(path, value string) error {
+		switch path {
+		case filepath.Join(root, "cgroup.subtree_control"):
+			rounds++
+			if rounds == 2 {
+				// A latecomer, forked during the first round.
+				write(t, procs, "99\n")
+			}
+			if rounds <= 2 {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+			}
+		case filepath.Join(root, EvacuationLeaf, "cgroup.procs"):
+			moved = append(moved, value)
+		}
+		return nil
+	}
+	if err := c.Setup("python-executor"); err != nil {
+		t.Fatalf("Setup with a latecomer in the root = %v, want it moved too and nil", err)
+	}
+	if got := strings.Join(moved, ","); got != "1,99" {
+		t.Fatalf("moved pids %q, want 1,99", got)
+	}
+}
