@@ -120,10 +120,14 @@ stage supervisor-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/supervisor
 #         scope that holds the processes, as at a container's cgroup root.
 # Each must serve with the warm engine, report cgroups v2, run a script up
 # to its memory limit, and leave no cgroup or process behind.
-serve_check() { # serve_check PORT: the running service answers as it must
-	local port="$1" h i out
+serve_check() { # serve_check PORT [PID]: the running service answers as it must
+	local port="$1" pid="${2:-}" h i out
 	for i in $(seq 1 300); do
 		h="$(curl -s "http://127.0.0.1:$port/health" 2>/dev/null)" && [ -n "$h" ] && break
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			echo "FAIL: the service exited before it answered"
+			return 1
+		fi
 		sleep 1
 	done
 	echo "health: $h"
@@ -182,7 +186,7 @@ container() {
 			exec env BIN="$0" PORT="$1" ENGINE=warm PYEXEC_VENV="$2/.venv" PYEXEC_RUNNER="$2/runner/runner.py" "$2/scripts/run.sh"
 		' "$BIN" "$port" "$ROOT" &
 	pid=$!
-	serve_check "$port" || rc=1
+	serve_check "$port" "$pid" || rc=1
 	local scope=/sys/fs/cgroup/system.slice/pyexec-v2-container.scope
 	echo "the scope's cgroups: $(find "$scope" -mindepth 1 -maxdepth 1 -type d -printf '%f ')"
 	[ -d "$scope/python-executor-host" ] || { echo "FAIL: the container root's processes were not moved to a leaf"; rc=1; }
