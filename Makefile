@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up whatever is missing first.
-.PHONY: all setup build run test test-go test-python test-image lint bench soak clean
+.PHONY: all setup build run test test-v2 test-image test-go test-python lint bench soak clean
 
 all: build
 
@@ -18,6 +18,10 @@ test: setup
 # runs the end-to-end and adversarial suites against it: scripts/image/test.sh.
 test-image: setup
 	@scripts/image/test.sh
+
+# Boots a cgroup v2 guest (QEMU TCG) and runs both engines' suites in it.
+test-v2:
+	@scripts/v2/test-v2.sh
 
 # Starts the service with each engine in turn and compares them in one run.
 bench: setup

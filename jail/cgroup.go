@@ -85,6 +85,8 @@ type Cgroups struct {
 	create bool
 	// writeFault, in tests, fails writes the way the kernel would.
 	writeFault func(path, value string) error
+	// selfCgroup, in tests, replaces /proc/self/cgroup.
+	selfCgroup string
 }
 
 // DetectCgroups finds which cgroup interface is usable under root (usually
@@ -252,17 +254,26 @@ func (c *Cgroups) setup(parent string) error {
 		}
 	case CgroupV2:
 		dir := c.root
+		own := c.ownCgroup()
 		for _, part := range strings.Split(parent, "/") {
 			err := c.enableControllers(dir)
-			if errors.Is(err, unix.EBUSY) && dir == c.root {
-				// The root of a cgroup namespace (a container's) holds
-				// the container's processes, and v2 delegates nothing
-				// from a cgroup with processes. (The host's real root
-				// is exempt, so this only happens inside containers.)
-				if eerr := c.evacuate(dir); eerr != nil {
-					return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
+			if errors.Is(err, unix.EBUSY) && (dir == c.root || dir == own) {
+				// v2 delegates nothing from a cgroup with processes.
+				// Two such cgroups are ours to reorganise: the root of
+				// a cgroup namespace (a container's, holding the
+				// container's processes; the host's real root is
+				// exempt from the rule), and the supervisor's own
+				// cgroup (a systemd unit with Delegate=yes, under
+				// which the parent was placed). Any other busy
+				// ancestor is someone else's and is only named.
+				// A process forked there while the others were being
+				// moved (a shell's sleep) keeps it busy: move again.
+				for try := 0; try < evacuateTries && errors.Is(err, unix.EBUSY); try++ {
+					if eerr := c.evacuate(dir); eerr != nil {
+						return fmt.Errorf("%w; moving its processes to a leaf cgroup failed: %v", err, eerr)
+					}
+					err = c.enableControllers(dir)
 				}
-				err = c.enableControllers(dir)
 			}
 			if err != nil {
 				return err
@@ -319,12 +330,34 @@ const (
 	cpuWeight = 100
 )
 
-// enableControllers makes the v2 controllers available to dir's children.
-// EvacuationLeaf is the cgroup, under a container's cgroup root, that the
-// container's own processes are moved to so the root can delegate
-// controllers to the execution cgroups (cgroup v2's no-internal-processes
-// rule). It is left in place on exit: the processes live in it.
+// EvacuationLeaf is the cgroup, under a container's cgroup root (or the
+// supervisor's own delegated cgroup), that the processes found there are
+// moved to so it can delegate controllers to the execution cgroups (cgroup
+// v2's no-internal-processes rule). It is left in place on exit: the
+// processes live in it.
 const EvacuationLeaf = "python-executor-host"
+
+// evacuateTries bounds the rounds of moving processes out of a busy cgroup.
+const evacuateTries = 20
+
+// ownCgroup is the directory of the calling process's own v2 cgroup under
+// the root ("" when unknown). In tests, selfCgroup stands in for
+// /proc/self/cgroup.
+func (c *Cgroups) ownCgroup() string {
+	b := []byte(c.selfCgroup)
+	if c.selfCgroup == "" {
+		var err error
+		if b, err = os.ReadFile("/proc/self/cgroup"); err != nil {
+			return ""
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok && filepath.IsAbs(p) {
+			return filepath.Join(c.root, p)
+		}
+	}
+	return ""
+}
 
 // evacuate moves every process of dir into dir/EvacuationLeaf.
 func (c *Cgroups) evacuate(dir string) error {
@@ -345,6 +378,7 @@ func (c *Cgroups) evacuate(dir string) error {
 	return nil
 }
 
+// enableControllers makes the v2 controllers available to dir's children.
 func (c *Cgroups) enableControllers(dir string) error {
 	sc := filepath.Join(dir, "cgroup.subtree_control")
 	cur, err := os.ReadFile(sc)
@@ -499,8 +533,9 @@ type ExecCgroup struct {
 // real limits on it: memory (no swap) and pids. In v1: memory.limit_in_bytes,
 // memory.memsw.limit_in_bytes when swap is accounted, pids.max, and an OOM
 // notification. In v2: memory.max, memory.swap.max=0, memory.oom.group=1
-// (an OOM kills the whole execution, not one of its processes), pids.max,
-// and the controllers enabled in its subtree_control for nsjail's cgroup.
+// (an OOM kills the whole execution, not one of its processes) and
+// pids.max; it is left a leaf, which both Attach and nsjail's own nested
+// cgroup (see Placement) can use.
 // Only l.MemoryBytes and l.Pids are used. On error nothing is left behind.
 func (c *Cgroups) NewExec(id string, l Limits) (*ExecCgroup, error) {
 	e, err := c.newExec(id, l)
@@ -599,11 +634,12 @@ func (e *ExecCgroup) setLimits() error {
 				return err
 			}
 		}
-		// nsjail would otherwise enable them itself, moving itself into a
-		// NSJAIL_SELF.<pid> cgroup here when this one has processes.
-		if err := c.enableControllers(d); err != nil {
-			return err
-		}
+		// No controllers are enabled in its subtree_control: under v2's
+		// no-internal-processes rule a cgroup that delegates controllers
+		// cannot take processes, and the warm engine attaches its child
+		// right here (Attach). nsjail, which nests its own NSJAIL.<pid>
+		// cgroup inside, enables the controllers it uses itself; the
+		// cgroup is still empty then, so that cannot fail.
 	}
 	return nil
 }
@@ -1062,8 +1098,11 @@ func readKeyed(p string) (map[string]int64, error) {
 //     creates <cgroupv2_mount>/NSJAIL.<pid>, writes the pid to
 //     cgroup.procs, memory.max, memory.swap.max (only when
 //     cgroup_mem_swap_max >= 0) and pids.max, and rmdirs it at the end.
-//     So cgroupv2_mount is set to the execution cgroup itself, whose
-//     subtree_control NewExec has already filled.
+//     So cgroupv2_mount is set to the execution cgroup itself, which is
+//     empty when nsjail starts: its "+memory +pids" succeeds there, and
+//     NSJAIL_SELF is never needed. (NewExec must not enable them itself:
+//     the warm engine attaches processes to the same kind of cgroup, and
+//     v2 refuses processes in a cgroup that delegates controllers.)
 //
 // Either way the kernel records OOM kills in the victim's cgroup, which is
 // nsjail's and short-lived; hence the real limits on the execution cgroup

@@ -233,15 +233,19 @@ func TestCgroupsV2FakeTree(t *testing.T) {
 	}
 	dir := filepath.Join(parent, "e1")
 	for file, want := range map[string]string{
-		"memory.max":             "536870912",
-		"memory.swap.max":        "0",
-		"memory.oom.group":       "1",
-		"pids.max":               "64",
-		"cgroup.subtree_control": "+memory +pids +cpu",
+		"memory.max":       "536870912",
+		"memory.swap.max":  "0",
+		"memory.oom.group": "1",
+		"pids.max":         "64",
 	} {
 		if got := readFile(t, filepath.Join(dir, file)); got != want {
 			t.Errorf("after NewExec, e1/%s = %q, want %q", file, got, want)
 		}
+	}
+	// A leaf: v2 refuses processes (Attach) in a cgroup that delegates
+	// controllers.
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.subtree_control")); err == nil {
+		t.Errorf("NewExec wrote e1/cgroup.subtree_control (%q); an execution cgroup must stay a leaf", readFile(t, filepath.Join(dir, "cgroup.subtree_control")))
 	}
 	if got, want := *e.Placement(), (Placement{Mode: CgroupV2, Dir: dir, MemoryMax: 513 << 20, PidsMax: 65}); got != want {
 		t.Errorf("Placement() = %+v, want %+v", got, want)
@@ -490,6 +494,53 @@ except OSError as e:
 		}
 	})
 
+	// The warm engine's way in: a process started elsewhere is moved into
+	// the execution's cgroup (on v2 that needs the cgroup to be a leaf that
+	// delegates no controller), and its children are born there.
+	t.Run("attach", func(t *testing.T) {
+		x, err := c.NewExec("attach", Limits{MemoryBytes: 64 << 20, Pids: 8})
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		// The shell forks only after it has read a line: attach first.
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		cmd := exec.Command("/bin/sh", "-c", "read x; sleep 60 & wait")
+		cmd.Stdin = r
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		if err := x.Attach(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			t.Fatalf("Attach: %v", err)
+		}
+		w.Write([]byte("go\n"))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pids, _ := treeProcs(x.dirs[0])
+			if len(pids) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after Attach, %s holds %v; want the shell and its child", x.dirs[0], pids)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := x.Kill(); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("the attached shell exited 0 after Kill, want killed")
+		}
+	})
+
 	t.Run("kill", func(t *testing.T) {
 		x, err := c.NewExec("kill", Limits{MemoryBytes: 256 << 20, Pids: 32})
 		if err != nil {
@@ -625,6 +676,7 @@ func TestCgroupsV2ContainerRootEvacuated(t *testing.T) {
 // A busy cgroup that is not the root is not ours to empty: Setup names it.
 func TestCgroupsV2BusyAncestorNotEvacuated(t *testing.T) {
 	c, root := fakeV2(t)
+	c.selfCgroup = "0::/elsewhere\n"
 	c.writeFault = func(path, value string) error {
 		if path == filepath.Join(root, "shared", "cgroup.subtree_control") {
 			return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
@@ -637,5 +689,71 @@ func TestCgroupsV2BusyAncestorNotEvacuated(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "shared", EvacuationLeaf)); err == nil {
 		t.Fatal("Setup emptied a cgroup that is not the namespace root")
+	}
+}
+
+// A supervisor inside a systemd unit with Delegate=yes, its parent cgroup
+// placed under the unit's own: the unit's cgroup holds the supervisor (and
+// its siblings), so they move to a leaf and the controllers go on down.
+func TestCgroupsV2OwnCgroupEvacuated(t *testing.T) {
+	c, root := fakeV2(t)
+	unit := filepath.Join(root, "system.slice", "pyexec.service")
+	if err := os.MkdirAll(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(unit, "cgroup.procs"), "300\n301\n")
+	c.selfCgroup = "0::/system.slice/pyexec.service\n"
+	var moved []string
+	c.writeFault = func(path, value string) error {
+		switch path {
+		case filepath.Join(unit, "cgroup.subtree_control"):
+			if len(moved) < 2 {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+			}
+		case filepath.Join(unit, EvacuationLeaf, "cgroup.procs"):
+			moved = append(moved, value)
+		}
+		return nil
+	}
+	if err := c.Setup("system.slice/pyexec.service/executions"); err != nil {
+		t.Fatalf("Setup under the supervisor's own busy cgroup = %v, want its processes moved and nil", err)
+	}
+	if got := strings.Join(moved, ","); got != "300,301" {
+		t.Fatalf("moved pids %q to the leaf, want 300,301", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, EvacuationLeaf)); err == nil {
+		t.Error("Setup made a leaf at the root, which was not busy")
+	}
+}
+
+// A process forked into the busy root while the others were being moved
+// keeps it busy: Setup moves again until the controllers can be enabled.
+func TestCgroupsV2EvacuationRetries(t *testing.T) {
+	c, root := fakeV2(t)
+	procs := filepath.Join(root, "cgroup.procs")
+	write(t, procs, "1\n")
+	var moved []string
+	rounds := 0
+	c.writeFault = func(path, value string) error {
+		switch path {
+		case filepath.Join(root, "cgroup.subtree_control"):
+			rounds++
+			if rounds == 2 {
+				// A latecomer, forked during the first round.
+				write(t, procs, "99\n")
+			}
+			if rounds <= 2 {
+				return &os.PathError{Op: "write", Path: path, Err: syscall.EBUSY}
+			}
+		case filepath.Join(root, EvacuationLeaf, "cgroup.procs"):
+			moved = append(moved, value)
+		}
+		return nil
+	}
+	if err := c.Setup("python-executor"); err != nil {
+		t.Fatalf("Setup with a latecomer in the root = %v, want it moved too and nil", err)
+	}
+	if got := strings.Join(moved, ","); got != "1,99" {
+		t.Fatalf("moved pids %q, want 1,99", got)
 	}
 }

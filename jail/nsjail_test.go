@@ -404,8 +404,9 @@ func TestRenderV2Placement(t *testing.T) {
 	defer reapOrphans(t)
 	e := newJailEnv(t)
 	dir := t.TempDir()
-	// As Cgroups.NewExec leaves it: nsjail then does not try to enable
-	// controllers (or move itself) first.
+	// Controllers already delegated, as nsjail leaves a real execution
+	// cgroup after enabling them there itself: a plain directory could not
+	// take that write, and nsjail goes straight to creating its cgroup.
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("memory pids\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -58,15 +58,27 @@ func RepoRoot(t testing.TB) string {
 var (
 	buildOnce sync.Once
 	binDir    string
+	prebuilt  string
 	buildErr  error
 )
 
 // Binaries builds cmd/supervisor and cmd/gateway once per test binary and
 // returns the directory holding them. The directory is world-traversable so
-// the gateway user can execute its binary.
+// the gateway user can execute its binary. PYEXEC_TEST_BIN_DIR names a
+// directory of binaries built beforehand instead (make test-v2 runs the
+// test binaries in a guest without a Go toolchain); it is never removed.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if dir := os.Getenv("PYEXEC_TEST_BIN_DIR"); dir != "" {
+			for _, b := range []string{"supervisor", "gateway"} {
+				if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+					buildErr = fmt.Errorf("PYEXEC_TEST_BIN_DIR: %v", err)
+				}
+			}
+			prebuilt = dir
+			return
+		}
 		root := RepoRoot(t)
 		binDir, buildErr = os.MkdirTemp("", "pyexec-bin-")
 		if buildErr != nil {
@@ -83,6 +95,9 @@ func Binaries(t testing.TB) string {
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
+	}
+	if prebuilt != "" {
+		return prebuilt
 	}
 	return binDir
 }
