@@ -74,12 +74,13 @@ func run() int {
 		log.Error("the supervisor must run as root")
 		return 1
 	}
-	// The container tier needs no namespace of its own; the full tier
-	// needs one for its staging mounts, and failing to create it is the
-	// first sign of a host (an unprivileged container) that refuses
-	// namespaces altogether.
-	if cfg.Isolation != supervisor.IsolationContainer {
-		if err := supervisor.EnterPrivateMountNamespace(); err != nil {
+	// The full tier needs a mount namespace of its own for its staging
+	// mounts, and failing to create one is the first sign of a host (an
+	// unprivileged container) that refuses namespaces altogether. The
+	// container tier needs none, but uses one where it can have it, to
+	// stage a checkout that only root can traverse.
+	if err := supervisor.EnterPrivateMountNamespace(); err != nil {
+		if cfg.Isolation != supervisor.IsolationContainer {
 			if cfg.Isolation != supervisor.IsolationAuto {
 				log.WithError(err).Errorf("cannot create namespaces: this host (or container) does not let the supervisor create them, though it runs as root; for full isolation %s; to run the container tier instead (no namespaces), set PYEXEC_ISOLATION=container or auto", supervisor.FullIsolationHint)
 				return 1
