@@ -62,8 +62,12 @@ func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, l
 		if cfgText, err := os.ReadFile(filepath.Join(cfg.Venv, "pyvenv.cfg")); err == nil {
 			neutral[0].Replace = map[string][]byte{"pyvenv.cfg": neutralPyvenvCfg(cfgText, cfg.Venv)}
 		}
+		// 0755 whatever the umask (this tier's is 077 by now).
 		if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
 			return nil, fmt.Errorf("create stage dir: %w", err)
+		}
+		if err := os.Chmod(cfg.StageDir, 0o755); err != nil {
+			return nil, fmt.Errorf("chmod stage dir: %w", err)
 		}
 		staged, err := jail.StageNeutral(cfg.StageDir, mounts, neutral)
 		if err != nil {
