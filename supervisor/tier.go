@@ -23,6 +23,33 @@ func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, l
 	if err := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); err != nil {
 		return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", err)
 	}
+	// No jail has a mount namespace here, so the executions' uids reach the
+	// venv and the runner by their host paths. A checkout only root can
+	// traverse (a `mktemp -d`, /root) is staged into the supervisor's
+	// private mount namespace where it has one (the tier chosen on a host
+	// that allows namespaces); in a container that does not, the image's
+	// paths must be reachable, and a start-up error says so. (Before the
+	// umask below: the staged files are for every uid to read.)
+	runner := cfg.RunnerPath
+	var stageDir string
+	if jail.NeedsStaging(cfg.Venv) || jail.NeedsStaging(cfg.RunnerPath) {
+		mounts := []jail.Mount{{Kind: jail.Bind, Src: cfg.Venv, Dst: VenvJailPath}, {Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath}}
+		neutral := []jail.Neutral{{Dst: VenvJailPath}, {Dst: RunnerJailPath}}
+		if cfgText, err := os.ReadFile(filepath.Join(cfg.Venv, "pyvenv.cfg")); err == nil {
+			neutral[0].Replace = map[string][]byte{"pyvenv.cfg": neutralPyvenvCfg(cfgText, cfg.Venv)}
+		}
+		if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
+			return nil, fmt.Errorf("create stage dir: %w", err)
+		}
+		staged, err := jail.StageNeutral(cfg.StageDir, mounts, neutral)
+		if err != nil {
+			return nil, fmt.Errorf("the venv %s or the runner %s is not reachable by the executions' uids (every directory above them needs o+x), and staging them failed: %w", cfg.Venv, cfg.RunnerPath, err)
+		}
+		stageDir = cfg.StageDir
+		python = filepath.Join(staged[0].Src, "bin", filepath.Base(python))
+		runner = staged[1].Src
+	}
+
 	// A leftover of a crashed predecessor goes; what is there must be a
 	// directory of root's, not something an execution planted.
 	if st, err := os.Lstat(cfg.WorkDir); err == nil {
@@ -47,36 +74,6 @@ func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, l
 	// Files an execution creates are its own: readable by no other uid
 	// (the umask is inherited through nsjail into the jail).
 	syscall.Umask(0o077)
-
-	// No jail has a mount namespace here, so the executions' uids reach the
-	// venv and the runner by their host paths. A checkout only root can
-	// traverse (a `mktemp -d`, /root) is staged into the supervisor's
-	// private mount namespace where it has one (the tier chosen on a host
-	// that allows namespaces); in a container that does not, the image's
-	// paths must be reachable, and a start-up error says so.
-	runner := cfg.RunnerPath
-	var stageDir string
-	if jail.NeedsStaging(cfg.Venv) || jail.NeedsStaging(cfg.RunnerPath) {
-		mounts := []jail.Mount{{Kind: jail.Bind, Src: cfg.Venv, Dst: VenvJailPath}, {Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath}}
-		neutral := []jail.Neutral{{Dst: VenvJailPath}, {Dst: RunnerJailPath}}
-		if cfgText, err := os.ReadFile(filepath.Join(cfg.Venv, "pyvenv.cfg")); err == nil {
-			neutral[0].Replace = map[string][]byte{"pyvenv.cfg": neutralPyvenvCfg(cfgText, cfg.Venv)}
-		}
-		// 0755 whatever the umask (this tier's is 077 by now).
-		if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
-			return nil, fmt.Errorf("create stage dir: %w", err)
-		}
-		if err := os.Chmod(cfg.StageDir, 0o755); err != nil {
-			return nil, fmt.Errorf("chmod stage dir: %w", err)
-		}
-		staged, err := jail.StageNeutral(cfg.StageDir, mounts, neutral)
-		if err != nil {
-			return nil, fmt.Errorf("the venv %s or the runner %s is not reachable by the executions' uids (every directory above them needs o+x), and staging them failed: %w", cfg.Venv, cfg.RunnerPath, err)
-		}
-		stageDir = cfg.StageDir
-		python = filepath.Join(staged[0].Src, "bin", filepath.Base(python))
-		runner = staged[1].Src
-	}
 
 	env := jailEnv(jail.Interpreter{Prefix: filepath.Dir(filepath.Dir(python))})
 	h := &Host{
