@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/python-executor/python-executor/jail"
 	"github.com/python-executor/python-executor/supervisor/supervisortest"
 )
 
@@ -300,7 +301,10 @@ func TestContainerTierWithDockerDefaultCapabilities(t *testing.T) {
 		t.Fatalf("the refusal blames root, which the supervisor is:\n%s", out)
 	}
 
-	s := supervisortest.Start(t, supervisortest.Options{Wrapper: dockerDefaultCaps, Args: []string{"-isolation", "auto", "-slots", "3"}, GatewayUser: supervisortest.GatewayUser})
+	// Such a container has no mount namespace to stage a checkout in: its
+	// venv and runner must be reachable by every uid, as the image's are.
+	venv, runner := reachableInstall(t, filepath.Join(root, ".venv"), filepath.Join(root, "runner", "runner.py"))
+	s := supervisortest.Start(t, supervisortest.Options{Wrapper: dockerDefaultCaps, Args: []string{"-isolation", "auto", "-slots", "3", "-venv", venv, "-runner", runner}, GatewayUser: supervisortest.GatewayUser})
 	st := &supervisortest.Stack{Supervisor: s, Gateway: supervisortest.StartGateway(t, s)}
 	status, err := s.Client.Status(context.Background())
 	if err != nil || status.Tier != "container" || status.Engine != "cold" {
@@ -311,4 +315,45 @@ func TestContainerTierWithDockerDefaultCapabilities(t *testing.T) {
 		t.Fatalf("seed example: %d %s", r.Status, r.Raw)
 	}
 	bombsBesideNeighbour(t, st)
+}
+
+// reachableInstall returns venv and runner, or, where a directory above them
+// is closed to other users (a checkout cloned into a `mktemp -d`), a copy
+// every uid can reach: the venv hard-linked (it stays on the same
+// filesystem), the runner copied. The copy goes when the test ends.
+func reachableInstall(t *testing.T, venv, runner string) (string, string) {
+	t.Helper()
+	if !jail.NeedsStaging(venv) && !jail.NeedsStaging(runner) {
+		return venv, runner
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(filepath.Dir(venv)), "pyexec-it-install-")
+	if jail.NeedsStaging(dir) {
+		os.RemoveAll(dir)
+		dir, err = os.MkdirTemp("/var/tmp", "pyexec-it-install-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.Command("cp", "-al", venv, filepath.Join(dir, "venv")).CombinedOutput(); err != nil {
+		// Another filesystem: a real copy.
+		os.RemoveAll(filepath.Join(dir, "venv"))
+		if out, err := exec.Command("cp", "-a", venv, filepath.Join(dir, "venv")).CombinedOutput(); err != nil {
+			t.Fatalf("copy the venv where every uid reaches it: %v\n%s", err, out)
+		}
+	}
+	b, err := os.ReadFile(runner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "runner.py"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if jail.NeedsStaging(filepath.Join(dir, "venv")) {
+		t.Fatalf("%s is still not reachable by other users", dir)
+	}
+	return filepath.Join(dir, "venv"), filepath.Join(dir, "runner.py")
 }
