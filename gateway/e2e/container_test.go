@@ -319,8 +319,8 @@ func TestContainerTierWithDockerDefaultCapabilities(t *testing.T) {
 
 // reachableInstall returns venv and runner, or, where a directory above them
 // is closed to other users (a checkout cloned into a `mktemp -d`), a copy
-// every uid can reach: the venv hard-linked (it stays on the same
-// filesystem), the runner copied. The copy goes when the test ends.
+// every uid can reach: the venv hard-linked (copied across filesystems),
+// the runner and the zygote copied. The copy goes when the test ends.
 func reachableInstall(t *testing.T, venv, runner string) (string, string) {
 	t.Helper()
 	if !jail.NeedsStaging(venv) && !jail.NeedsStaging(runner) {
@@ -345,12 +345,15 @@ func reachableInstall(t *testing.T, venv, runner string) (string, string) {
 			t.Fatalf("copy the venv where every uid reaches it: %v\n%s", err, out)
 		}
 	}
-	b, err := os.ReadFile(runner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "runner.py"), b, 0o644); err != nil {
-		t.Fatal(err)
+	// The zygote sits beside the runner (the supervisor looks for it there).
+	for _, name := range []string{"runner.py", "zygote.py"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(runner), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if jail.NeedsStaging(filepath.Join(dir, "venv")) {
 		t.Fatalf("%s is still not reachable by other users", dir)
