@@ -44,7 +44,8 @@ func TestCPULimitKill(t *testing.T) {
 		{syscall.SIGXCPU, 10, true},
 		{syscall.SIGKILL, 1000, true},
 		{syscall.SIGKILL, 980, true},
-		{syscall.SIGKILL, 900, false},
+		{syscall.SIGKILL, 900, true},
+		{syscall.SIGKILL, 700, false},
 		{syscall.SIGKILL, 83, false},
 		{syscall.SIGSEGV, 1000, false},
 	} {
