@@ -36,7 +36,7 @@ cd "$ROOT"
 . "$ROOT/scripts/image/podman.sh"
 
 IMAGE_TAG="${IMAGE_TAG:-localhost/python-executor:test}"
-IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
+IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-default privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
 SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 
 # The least privilege that works on a cgroup v1 host, found by taking each
@@ -53,6 +53,11 @@ LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/
 # IMAGE_TEST_MODES); e.g. a run with no flags at all: `echo warm container`.
 mode_flags() {
 	case "$1" in
+	# The seed's `docker run -p 8080:8080 python-executor`: Docker's default
+	# capabilities, seccomp profile, masked /proc and read-only cgroups. The
+	# image's PYEXEC_ISOLATION=auto picks the container tier, which runs the
+	# cold engine.
+	default) echo cold container ;;
 	privileged-warm) echo warm full --privileged ;;
 	privileged-cold) echo cold full --privileged ;;
 	leastpriv-warm) echo warm full "${LEASTPRIV_FLAGS[@]}" ;;
@@ -92,12 +97,15 @@ run_mode() {
 	trap 'podman logs "'"$name"'" >"'"$keep"'" 2>&1; podman rm -f -t 0 "'"$name"'" >/dev/null 2>&1 || true' EXIT
 
 	stage "start ($mode)"
-	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 -e ENGINE=$engine"
+	# The canary only marks the supervisor's environment (the suites check
+	# that no execution sees it); it changes nothing else. The default mode
+	# sets nothing more: the image's own defaults are what is tested.
+	local env=(-e PYEXEC_CANARY=canary-supervisor-env-31337)
+	[ "$mode" = default ] || env+=(-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent")
+	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 ${env[*]}"
 	local t0 t1
 	t0="$(now_ms)"
-	podman run -d --name "$name" "${fl[@]}" -p "127.0.0.1:$port:8080" \
-		-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent" \
-		-e PYEXEC_CANARY=canary-supervisor-env-31337 \
+	podman run -d --name "$name" "${fl[@]}" -p "127.0.0.1:$port:8080" "${env[@]}" \
 		"$IMAGE_TAG" >/dev/null 2>"$IMAGE_RUN_DIR/run.err" ||
 		die "podman run failed: $(cat "$IMAGE_RUN_DIR/run.err")"
 	local deadline=$((SECONDS + 180)) health=""
@@ -119,6 +127,20 @@ $(podman logs "$name" 2>&1 | tail -30)"
 	*'"engine":"'"$engine"'"'*'"isolation":"'"$isolation"*) ;;
 	*) die "/health is $health; want engine $engine with isolation $isolation" ;;
 	esac
+	case "$health" in
+	*'"tier":"'"$isolation"'"'*) ;;
+	*) die "/health is $health; want tier $isolation" ;;
+	esac
+	# The container tier names what it lacks; the full tier lacks nothing.
+	if [ "$isolation" = container ]; then
+		case "$health" in
+		*'"missing":["'*pid_namespace*network_namespace*memory_cgroup*) ;;
+		*) die "/health is $health; want the missing protections named" ;;
+		esac
+	else
+		case "$health" in *'"missing":[]'*) ;; *) die "/health is $health; want nothing missing" ;; esac
+	fi
+	hello_latency "$url"
 
 	stage "tests ($mode)"
 	# CGO off: the test binary is copied into the container for its host
@@ -168,7 +190,21 @@ $after"
 	[ -z "$left" ] || die "cgroups left behind after the container stopped:
 $left"
 	say "stopped cleanly in $((s1 - s0)) ms"
-	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), SIGTERM to exit $((s1 - s0)) ms" >>"$SUMMARY"
+	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), hello ${HELLO_MS}, SIGTERM to exit $((s1 - s0)) ms" >>"$SUMMARY"
+}
+
+# hello_latency URL: the seed's hello example, 20 times in a row after a
+# warm-up; sets HELLO_MS to the median and the slowest round trip.
+hello_latency() {
+	local url="$1" i times=()
+	curl -fsS --max-time 30 -H 'Content-Type: application/json' -d '{"script":"def main():\n    return \"hello\"\n"}' "$url/execute" >/dev/null ||
+		die "the hello example failed"
+	for i in $(seq 20); do
+		times+=("$(curl -fsS --max-time 30 -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
+			-d '{"script":"def main():\n    return \"hello\"\n"}' "$url/execute")") || die "the hello example failed"
+	done
+	HELLO_MS="$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.0f ms, max %.0f ms", a[int((NR+1)/2)]*1000, a[NR]*1000}')"
+	say "hello: $HELLO_MS"
 }
 
 build() {
