@@ -14,8 +14,10 @@
 #                   (gateway/e2e) over HTTP against the container, their host
 #                   checks run inside it (PYEXEC_E2E_URL, see
 #                   supervisor/supervisortest/remote.go)
-#   shutdown        podman stop -t 30 (SIGTERM): exit status 0, no error in the
-#                   log after the signal, no cgroup left behind
+#   shutdown        podman stop -t 30 (SIGTERM) while a 3 s execution is in
+#                   flight: it gets its answer, a new request during the
+#                   drain gets 503 unavailable; then exit status 0, no error
+#                   in the log after the signal, no cgroup left behind
 #
 # Run modes are the `docker run` recipes the README lists (IMAGE_TEST_MODES
 # picks some; all by default). A new one is one line in mode_flags.
@@ -71,7 +73,9 @@ mode_flags() {
 # and restarts the supervisor, which a running container does not allow.
 # Any other test runs against the container; one that cannot fails loudly
 # (supervisortest.StartStack refuses flags it cannot honour) and belongs here.
-LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent)$'
+# Also those that start a supervisor with flags of their own (-slots,
+# -isolation, -degraded, -zygotes...) or remove the service's cgroups.
+LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -170,9 +174,37 @@ $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)
 	local id before s0 s1
 	id="$(podman inspect --format '{{.Id}}' "$name")"
 	before="$(podman logs "$name" 2>&1 | wc -c)"
+	# The drain through the image: a ~3 s execution is in flight when
+	# `podman stop` sends SIGTERM; it still gets its answer, a new request
+	# during the drain gets 503 unavailable, and then the container exits.
+	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid
+	rm -rf "$dir" && mkdir -p "$dir"
+	curl -sS --max-time 60 -o "$dir/inflight.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+		-d '{"script":"import time\ndef main():\n    time.sleep(3)\n    return \"drained\"\n","timeout":10}' \
+		"$url/execute" >"$dir/inflight.code" 2>"$dir/inflight.err" &
+	cpid=$!
+	sleep 1
 	s0="$(now_ms)"
-	podman stop -t 30 "$name" >/dev/null || die "podman stop failed"
+	podman stop -t 30 "$name" >"$dir/stop.out" 2>&1 &
+	spid=$!
+	local hc="" i
+	for i in $(seq 100); do
+		hc="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "$url/health" 2>/dev/null || true)"
+		[ "$hc" = 503 ] && break
+		sleep 0.05
+	done
+	[ "$hc" = 503 ] || die "/health answered $hc, not 503, within 5 s of SIGTERM"
+	local nc
+	nc="$(curl -sS --max-time 30 -o "$dir/new.json" -w '%{http_code}' -D "$dir/new.headers" -H 'Content-Type: application/json' \
+		-d '{"script":"def main():\n    return 1\n"}' "$url/execute" 2>"$dir/new.err" || true)"
+	{ [ "$nc" = 503 ] && grep -q '"unavailable"' "$dir/new.json" && grep -qi '^retry-after:' "$dir/new.headers"; } ||
+		die "a new request during the drain got $nc $(cat "$dir/new.json" "$dir/new.err" 2>/dev/null), want 503 unavailable with Retry-After"
+	wait "$cpid" || die "the in-flight request failed: $(cat "$dir/inflight.err")"
+	{ [ "$(cat "$dir/inflight.code")" = 200 ] && grep -q '"result":"drained"' "$dir/inflight.json"; } ||
+		die "the request in flight at SIGTERM got $(cat "$dir/inflight.code") $(cat "$dir/inflight.json"), want 200 with its result"
+	wait "$spid" || die "podman stop failed: $(cat "$dir/stop.out")"
 	s1="$(now_ms)"
+	say "drain: the request in flight answered 200, a new one 503 unavailable"
 	local code
 	code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
 	local after
