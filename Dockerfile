@@ -4,7 +4,8 @@
 # and runs the end-to-end and adversarial suites against it.
 #
 #   docker build -t python-executor .
-#   docker run --privileged -p 8080:8080 python-executor
+#   docker run -p 8080:8080 python-executor               (container tier)
+#   docker run --privileged -p 8080:8080 python-executor  (full isolation)
 #
 # The README's Docker section lists the run recipes that are tested.
 #
@@ -44,7 +45,13 @@ RUN --mount=type=secret,id=ca_bundle \
 COPY runner/ runner/
 COPY scripts/ scripts/
 COPY --from=build /out/ bin/
-ENV PORT=8080
+# auto: the strongest isolation tier the container allows: full when the
+# container may create namespaces and cgroups (--privileged, or the
+# least-privilege recipe), else the container tier, so that the seed's
+# `docker run -p 8080:8080 python-executor` serves with no extra flags. Outside
+# the image the supervisor's default stays full (fail closed); set
+# PYEXEC_ISOLATION=full here to refuse anything less.
+ENV PORT=8080 PYEXEC_ISOLATION=auto
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["scripts/run.sh"]

@@ -113,3 +113,25 @@ func noCanary(t testing.TB, r *reply) {
 		}
 	}
 }
+
+// serviceTier is the isolation tier the service at base reports on /health.
+// A stack this test binary starts itself runs the full tier unless given
+// other flags; a service under PYEXEC_E2E_URL runs what its host allows (the
+// container tier for an image run with no flags), and the suites then assert
+// that tier's documented answers (containerDiffers), never skip.
+func serviceTier(t testing.TB, base string) string {
+	t.Helper()
+	resp, err := httpClient.Get(base + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct{ Tier string }
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil || (h.Tier != "full" && h.Tier != "container") {
+		t.Fatalf("/health: tier %q (%v), want full or container", h.Tier, err)
+	}
+	if !supervisortest.Remote() && h.Tier != "full" {
+		t.Fatalf("a local stack started without flags runs tier %q, want full", h.Tier)
+	}
+	return h.Tier
+}

@@ -14,8 +14,10 @@
 #                   (gateway/e2e) over HTTP against the container, their host
 #                   checks run inside it (PYEXEC_E2E_URL, see
 #                   supervisor/supervisortest/remote.go)
-#   shutdown        podman stop -t 30 (SIGTERM): exit status 0, no error in the
-#                   log after the signal, no cgroup left behind
+#   shutdown        podman stop -t 30 (SIGTERM) while a 3 s execution is in
+#                   flight: it gets its answer, a new request during the
+#                   drain gets 503 unavailable; then exit status 0, no error
+#                   in the log after the signal, no cgroup left behind
 #
 # Run modes are the `docker run` recipes the README lists (IMAGE_TEST_MODES
 # picks some; all by default). A new one is one line in mode_flags.
@@ -36,7 +38,7 @@ cd "$ROOT"
 . "$ROOT/scripts/image/podman.sh"
 
 IMAGE_TAG="${IMAGE_TAG:-localhost/python-executor:test}"
-IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
+IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-default privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
 SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 
 # The least privilege that works on a cgroup v1 host, found by taking each
@@ -53,6 +55,11 @@ LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/
 # IMAGE_TEST_MODES); e.g. a run with no flags at all: `echo warm container`.
 mode_flags() {
 	case "$1" in
+	# The seed's `docker run -p 8080:8080 python-executor`: Docker's default
+	# capabilities, seccomp profile, masked /proc and read-only cgroups. The
+	# image's PYEXEC_ISOLATION=auto picks the container tier, which runs the
+	# cold engine.
+	default) echo cold container ;;
 	privileged-warm) echo warm full --privileged ;;
 	privileged-cold) echo cold full --privileged ;;
 	leastpriv-warm) echo warm full "${LEASTPRIV_FLAGS[@]}" ;;
@@ -66,7 +73,9 @@ mode_flags() {
 # and restarts the supervisor, which a running container does not allow.
 # Any other test runs against the container; one that cannot fails loudly
 # (supervisortest.StartStack refuses flags it cannot honour) and belongs here.
-LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent)$'
+# Also those that start a supervisor with flags of their own (-slots,
+# -isolation, -degraded, -zygotes...) or remove the service's cgroups.
+LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -92,12 +101,15 @@ run_mode() {
 	trap 'podman logs "'"$name"'" >"'"$keep"'" 2>&1; podman rm -f -t 0 "'"$name"'" >/dev/null 2>&1 || true' EXIT
 
 	stage "start ($mode)"
-	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 -e ENGINE=$engine"
+	# The canary only marks the supervisor's environment (the suites check
+	# that no execution sees it); it changes nothing else. The default mode
+	# sets nothing more: the image's own defaults are what is tested.
+	local env=(-e PYEXEC_CANARY=canary-supervisor-env-31337)
+	[ "$mode" = default ] || env+=(-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent")
+	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 ${env[*]}"
 	local t0 t1
 	t0="$(now_ms)"
-	podman run -d --name "$name" "${fl[@]}" -p "127.0.0.1:$port:8080" \
-		-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent" \
-		-e PYEXEC_CANARY=canary-supervisor-env-31337 \
+	podman run -d --name "$name" "${fl[@]}" -p "127.0.0.1:$port:8080" "${env[@]}" \
 		"$IMAGE_TAG" >/dev/null 2>"$IMAGE_RUN_DIR/run.err" ||
 		die "podman run failed: $(cat "$IMAGE_RUN_DIR/run.err")"
 	local deadline=$((SECONDS + 180)) health=""
@@ -119,6 +131,20 @@ $(podman logs "$name" 2>&1 | tail -30)"
 	*'"engine":"'"$engine"'"'*'"isolation":"'"$isolation"*) ;;
 	*) die "/health is $health; want engine $engine with isolation $isolation" ;;
 	esac
+	case "$health" in
+	*'"tier":"'"$isolation"'"'*) ;;
+	*) die "/health is $health; want tier $isolation" ;;
+	esac
+	# The container tier names what it lacks; the full tier lacks nothing.
+	if [ "$isolation" = container ]; then
+		case "$health" in
+		*'"missing":["'*pid_namespace*network_namespace*memory_cgroup*) ;;
+		*) die "/health is $health; want the missing protections named" ;;
+		esac
+	else
+		case "$health" in *'"missing":[]'*) ;; *) die "/health is $health; want nothing missing" ;; esac
+	fi
+	hello_latency "$url"
 
 	stage "tests ($mode)"
 	# CGO off: the test binary is copied into the container for its host
@@ -148,9 +174,37 @@ $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)
 	local id before s0 s1
 	id="$(podman inspect --format '{{.Id}}' "$name")"
 	before="$(podman logs "$name" 2>&1 | wc -c)"
+	# The drain through the image: a ~3 s execution is in flight when
+	# `podman stop` sends SIGTERM; it still gets its answer, a new request
+	# during the drain gets 503 unavailable, and then the container exits.
+	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid
+	rm -rf "$dir" && mkdir -p "$dir"
+	curl -sS --max-time 60 -o "$dir/inflight.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+		-d '{"script":"import time\ndef main():\n    time.sleep(3)\n    return \"drained\"\n","timeout":10}' \
+		"$url/execute" >"$dir/inflight.code" 2>"$dir/inflight.err" &
+	cpid=$!
+	sleep 1
 	s0="$(now_ms)"
-	podman stop -t 30 "$name" >/dev/null || die "podman stop failed"
+	podman stop -t 30 "$name" >"$dir/stop.out" 2>&1 &
+	spid=$!
+	local hc="" i
+	for i in $(seq 100); do
+		hc="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "$url/health" 2>/dev/null || true)"
+		[ "$hc" = 503 ] && break
+		sleep 0.05
+	done
+	[ "$hc" = 503 ] || die "/health answered $hc, not 503, within 5 s of SIGTERM"
+	local nc
+	nc="$(curl -sS --max-time 30 -o "$dir/new.json" -w '%{http_code}' -D "$dir/new.headers" -H 'Content-Type: application/json' \
+		-d '{"script":"def main():\n    return 1\n"}' "$url/execute" 2>"$dir/new.err" || true)"
+	{ [ "$nc" = 503 ] && grep -q '"unavailable"' "$dir/new.json" && grep -qi '^retry-after:' "$dir/new.headers"; } ||
+		die "a new request during the drain got $nc $(cat "$dir/new.json" "$dir/new.err" 2>/dev/null), want 503 unavailable with Retry-After"
+	wait "$cpid" || die "the in-flight request failed: $(cat "$dir/inflight.err")"
+	{ [ "$(cat "$dir/inflight.code")" = 200 ] && grep -q '"result":"drained"' "$dir/inflight.json"; } ||
+		die "the request in flight at SIGTERM got $(cat "$dir/inflight.code") $(cat "$dir/inflight.json"), want 200 with its result"
+	wait "$spid" || die "podman stop failed: $(cat "$dir/stop.out")"
 	s1="$(now_ms)"
+	say "drain: the request in flight answered 200, a new one 503 unavailable"
 	local code
 	code="$(podman inspect --format '{{.State.ExitCode}}' "$name")"
 	local after
@@ -168,7 +222,21 @@ $after"
 	[ -z "$left" ] || die "cgroups left behind after the container stopped:
 $left"
 	say "stopped cleanly in $((s1 - s0)) ms"
-	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), SIGTERM to exit $((s1 - s0)) ms" >>"$SUMMARY"
+	echo "$mode: start-up ${startup_ms} ms (podman run to a healthy /health), hello ${HELLO_MS}, SIGTERM to exit $((s1 - s0)) ms (a 3 s execution in flight)" >>"$SUMMARY"
+}
+
+# hello_latency URL: the seed's hello example, 20 times in a row after a
+# warm-up; sets HELLO_MS to the median and the slowest round trip.
+hello_latency() {
+	local url="$1" i times=()
+	curl -fsS --max-time 30 -H 'Content-Type: application/json' -d '{"script":"def main():\n    return \"hello\"\n"}' "$url/execute" >/dev/null ||
+		die "the hello example failed"
+	for i in $(seq 20); do
+		times+=("$(curl -fsS --max-time 30 -o /dev/null -w '%{time_total}' -H 'Content-Type: application/json' \
+			-d '{"script":"def main():\n    return \"hello\"\n"}' "$url/execute")") || die "the hello example failed"
+	done
+	HELLO_MS="$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.0f ms, max %.0f ms", a[int((NR+1)/2)]*1000, a[NR]*1000}')"
+	say "hello: $HELLO_MS"
 }
 
 build() {

@@ -240,7 +240,9 @@ var probes = map[string]func(args []string) (any, error){
 		return string(b), err
 	},
 	"write-file": func(args []string) (any, error) {
-		return nil, os.WriteFile(args[0], []byte(args[1]), 0o644)
+		// 0600, as any secret must be: in the container tier an execution
+		// shares the filesystem and only permissions keep it out.
+		return nil, os.WriteFile(args[0], []byte(args[1]), 0o600)
 	},
 	"remove": func(args []string) (any, error) {
 		return nil, os.Remove(args[0])
