@@ -94,7 +94,7 @@ func startEngine(ctx context.Context, cfg Config, host *Host, r *reaper, log *lo
 		// A zygote's children are made in namespaces of their own.
 		log.Warn("the warm engine needs namespaces, which the container isolation tier does not have: running the cold engine (one nsjail per execution, slower)")
 	} else if cfg.Engine == EngineWarm {
-		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, log)
+		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, cfg.NotReadyAfter, log)
 		if err == nil {
 			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {
 				w.Close()

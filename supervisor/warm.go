@@ -24,10 +24,6 @@ const (
 	// of an order and the child to say hello; past it the zygote is
 	// considered hung and replaced.
 	childHelloTimeout = 10 * time.Second
-	// zygoteWait bounds how long an execution waits for a ready zygote
-	// (all of them restarting): about a restart with the preload, and short
-	// enough that the caller, whose deadline counts it, gets busy in time.
-	zygoteWait = DefaultNotReadyAfter
 	// childStackBytes is RLIMIT_STACK of an execution, as in the cold jail.
 	childStackBytes = 8 << 20
 )
@@ -45,6 +41,8 @@ type warmEngine struct {
 	preload   []string
 	seccomp   []byte // jail.SeccompFilter, sent to each zygote once
 	log       *logrus.Entry
+	// zygoteWait bounds an execution's wait for a ready zygote.
+	zygoteWait time.Duration
 
 	slots []*zygoteSlot
 	next  atomic.Uint32
@@ -69,7 +67,11 @@ type warmEngine struct {
 
 // newWarmEngine starts n zygotes and waits until each is ready. On error
 // nothing is left running.
-func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLimits LimitSet, log *logrus.Entry) (*warmEngine, error) {
+//
+// zygoteWait bounds how long an execution waits for a ready zygote (all of
+// them restarting): about a restart with the preload, and short enough that
+// the caller, whose deadline counts it, gets busy in time (-not-ready-after).
+func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLimits LimitSet, zygoteWait time.Duration, log *logrus.Entry) (*warmEngine, error) {
 	filter, err := jail.SeccompFilter()
 	if err != nil {
 		return nil, err
@@ -80,6 +82,7 @@ func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLim
 		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.jailLimits(), cgroups: h.Cgroups,
 		reaper: r, preload: preload, seccomp: filter, log: log, stop: make(chan struct{}),
 		spareLimits: spareKey(defaults.jailLimits()), spares: make(chan *spare),
+		zygoteWait: zygoteWait,
 	}
 	first := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -117,7 +120,7 @@ func (e *warmEngine) Close() error {
 
 // pick returns a ready zygote, round robin, waiting while all restart.
 func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
-	deadline := time.Now().Add(zygoteWait)
+	deadline := time.Now().Add(e.zygoteWait)
 	for {
 		n := uint32(len(e.slots))
 		start := e.next.Add(1)
@@ -137,7 +140,7 @@ func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
 	}
 }
 
-// errNoZygote: every zygote has been restarting for zygoteWait.
+// errNoZygote: every zygote has been restarting for the zygote wait.
 var errNoZygote = errors.New("no zygote is ready")
 
 func (e *warmEngine) Run(ctx context.Context, x *Execution) Outcome {

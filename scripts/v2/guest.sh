@@ -78,6 +78,10 @@ if grep -q "^FAIL prepare" "$RES/summary"; then
 	exit 1
 fi
 export PYEXEC_TEST_BIN_DIR="$ROOT/bin/v2"
+# Emulation makes executions and zygote restarts several times slower: the
+# tests' services wait this long for a slot or a zygote before busy
+# (supervisortest.QueueWaitEnv), so a slow queue is not taken for a full one.
+export PYEXEC_TEST_QUEUE_WAIT=60s
 BIN="$ROOT/bin/v2"
 
 # A test binary runs in its package's directory, as `go test` runs it.

@@ -223,7 +223,7 @@ func Start(t testing.TB, opt Options) *Supervisor {
 		"-stage-dir", s.StageDir,
 		"-cgroup-parent", s.CgParent,
 		"-log-level", "debug",
-	}, opt.Args...)
+	}, append(queueWaitArgs(true), opt.Args...)...)
 	if opt.Engine != "" {
 		args = append(args, "-engine", opt.Engine)
 	}
@@ -502,7 +502,7 @@ func StartGateway(t testing.TB, s *Supervisor, args ...string) *Gateway {
 	addr := l.Addr().String()
 	l.Close()
 	g := &Gateway{URL: "http://" + addr, Logs: &Buffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(filepath.Join(bin, "gateway"), append([]string{"-listen", addr, "-socket", s.Socket, "-log-level", "debug"}, args...)...)
+	g.cmd = exec.Command(filepath.Join(bin, "gateway"), append(append([]string{"-listen", addr, "-socket", s.Socket, "-log-level", "debug"}, queueWaitArgs(false)...), args...)...)
 	g.cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	g.cmd.Stdout = g.Logs
 	g.cmd.Stderr = g.Logs
@@ -571,4 +571,23 @@ func StartStack(t testing.TB, engine string, supervisorArgs ...string) *Stack {
 	}
 	s := Start(t, Options{Engine: engine, Args: supervisorArgs, GatewayUser: GatewayUser})
 	return &Stack{Supervisor: s, Gateway: StartGateway(t, s)}
+}
+
+// QueueWaitEnv, when set (a Go duration), is the queue wait and the zygote
+// wait of every supervisor and gateway the tests start, in place of their
+// 5 s defaults: under emulation (make test-v2) an execution, or a zygote's
+// restart, takes several times as long, and a queue that is only slow would
+// be answered busy. Tests that pass their own flags still win (they come
+// later on the command line).
+const QueueWaitEnv = "PYEXEC_TEST_QUEUE_WAIT"
+
+func queueWaitArgs(supervisor bool) []string {
+	v := os.Getenv(QueueWaitEnv)
+	if v == "" {
+		return nil
+	}
+	if supervisor {
+		return []string{"-max-queue-wait", v, "-not-ready-after", v}
+	}
+	return []string{"-max-queue-wait", v}
 }
