@@ -148,13 +148,29 @@ func killUID(uid int) error {
 			return nil
 		}
 		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
+			killIfUID(pid, uid)
 		}
 		if time.Now().After(deadline) {
 			return errors.New(fmt.Sprint("processes of uid ", uid, " survive SIGKILL: ", pids))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// killIfUID kills process pid if it still runs as uid. The pidfd is opened
+// first and the uid checked after: a pid that was reaped and reused between
+// the listing and the kill then names a process of another uid, which is
+// left alone (the pidfd pins the process it was opened for).
+func killIfUID(pid, uid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone already
+	}
+	defer unix.Close(fd)
+	if realUID(pid) != uid {
+		return
+	}
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 }
 
 // sharedWritableDirs are where any uid may create files in a container
