@@ -49,6 +49,19 @@ type proc struct {
 func startProc(name, bin string, args, env []string, cred *syscall.Credential) (*proc, error) {
 	p := &proc{name: name, done: make(chan struct{}), log: &logTail{}}
 	p.cmd = exec.Command(bin, args...)
+	if cred != nil {
+		// As make run does (scripts/run.sh): the checkout may be where
+		// only root can traverse, so root opens the binary and the
+		// process, already running as its user, executes the open file
+		// (fd 3 in the child). The gateway closes it once it runs.
+		f, err := os.Open(bin)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", name, err)
+		}
+		defer f.Close()
+		p.cmd = &exec.Cmd{Path: "/proc/self/fd/3", Args: append([]string{bin}, args...), ExtraFiles: []*os.File{f}}
+		env = append(env, "PYEXEC_GATEWAY_EXE_FD=3")
+	}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM, Credential: cred}
