@@ -357,6 +357,12 @@ class _Converter:
         # ids of the containers being converted right now (the path from the root), to
         # refuse a container that contains itself instead of walking it forever.
         self.ancestors: set[int] = set()
+        # A container met again at the same depth converts to the same thing: its
+        # conversion is reused and its values counted again without a walk, so a
+        # value sharing references stops at the cap after a few levels instead of
+        # walking millions of nodes. (The value keeps every container alive, so
+        # an id names one container for the whole conversion.)
+        self.done: dict[tuple[int, int], tuple[object, int]] = {}
 
     def scalar(self, value: object) -> object:
         """The plain Python value of a scalar the policy accepts, or _NOT_SCALAR.
@@ -416,10 +422,7 @@ class _Converter:
 
     def convert(self, value: object, depth: int) -> object:
         """Convert `value`, which sits inside `depth` containers."""
-        if self.max_values:
-            self.values += 1
-            if self.values > self.max_values:
-                raise ResultTooLarge(self.max_values, 2 * self.max_values, values=True)
+        self._count(1)
         # Fast path for the common exact types.
         kind = type(value)
         if kind is str or kind is bool or value is None:
@@ -443,13 +446,28 @@ class _Converter:
             raise InvalidResult(type(value).__name__)
         if depth >= MAX_DEPTH:
             raise InvalidResult(f"{type(value).__name__} nested deeper than {MAX_DEPTH} levels")
+        seen = self.done.get((id(value), depth))
+        if seen is not None:
+            plain, count = seen
+            self._count(count)
+            return plain
         if id(value) in self.ancestors:
             raise InvalidResult(f"{type(value).__name__} that contains itself")
         self.ancestors.add(id(value))
+        before = self.values
         try:
-            return self._convert_container(value, depth)
+            plain = self._convert_container(value, depth)
         finally:
             self.ancestors.discard(id(value))
+        self.done[(id(value), depth)] = (plain, self.values - before)
+        return plain
+
+    def _count(self, n: int) -> None:
+        """Count n more values against the cap."""
+        if self.max_values:
+            self.values += n
+            if self.values > self.max_values:
+                raise ResultTooLarge(self.max_values, 2 * self.max_values, values=True)
 
     def _count_digits(self, value: int) -> None:
         """Account for a big integer's decimal digits before any is written.

@@ -440,3 +440,27 @@ def test_shared_references_stop_at_the_result_cap() -> None:
         runner.encode_result(value, 1 << 20)
     assert time.monotonic() - start < 5
     assert "more than 524288 values" in str(info.value)
+
+
+def test_shared_references_are_converted_once(monkeypatch) -> None:
+    # A container met again at the same depth is not walked again: the value
+    # of 64 levels of [v, v] reaches the 8 MiB cap after converting one
+    # container per level (it walked millions before), with the same refusal.
+    walked = []
+    convert_container = runner._Converter._convert_container
+
+    def counting(self, value, depth):
+        walked.append(depth)
+        return convert_container(self, value, depth)
+
+    monkeypatch.setattr(runner._Converter, "_convert_container", counting)
+    value: list = [0]
+    for _ in range(64):
+        value = [value, value]
+    with pytest.raises(runner.ResultTooLarge) as info:
+        runner.encode_result(value, 8 << 20)
+    assert "more than 4194304 values" in str(info.value)
+    assert len(walked) <= 65, f"{len(walked)} containers walked"
+    # Shared but finite: the same JSON as unshared lists.
+    w = [1, 2]
+    assert encode({"a": w, "b": w, "c": [w, [w]]}) == b'{"a":[1,2],"b":[1,2],"c":[[1,2],[[1,2]]]}'

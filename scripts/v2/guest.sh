@@ -98,16 +98,9 @@ stage jail gotest jail jail.test -test.run 'TestDetectCgroupsHost|TestCgroupsRea
 # The end-to-end contract and the adversarial suite (limits, isolation,
 # leftovers) over HTTP, once per engine. Options.Engine makes a silent
 # fallback from warm to cold fail the run.
-# One case is left out, and said so in the summary: exponential_shared_result
-# makes the runner convert four million values before it can answer
-# result_too_large, seconds of pure CPU on the host that emulation stretches
-# past the 30 s maximum timeout (the answer becomes timeout). It proves
-# nothing about cgroups; `make test` runs it.
 E2E='TestHTTP|TestAdversarial|TestConcurrentExecutionsIsolated|TestMemoryBombBesideNormalExecution|TestClientDisconnectCancels'
-E2E_SKIP='^TestAdversarial$/^(warm|cold)$/^exponential_shared_result$'
-echo "SKIP TestAdversarial/*/exponential_shared_result (CPU-bound past the 30 s maximum under emulation; run by make test)" >>"$RES/summary"
-stage e2e-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E' -test.skip '$E2E_SKIP'"
-stage e2e-cold env PYEXEC_TEST_ENGINES=cold bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E' -test.skip '$E2E_SKIP'"
+stage e2e-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E'"
+stage e2e-cold env PYEXEC_TEST_ENGINES=cold bash -c "cd '$ROOT/gateway/e2e' && '$BIN/e2e.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run '$E2E'"
 
 # The warm engine's own integration tests: spares, zygote replacement, no
 # state across executions, limits.
