@@ -16,38 +16,4 @@
 # Needs root and make setup. Exits non-zero when any request did not get its
 # correct 200 answer. Ctrl-C stops the stack and removes its socket and
 # cgroups before exiting.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
-
-die() { echo "bench: error: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "must run as root: the benchmark starts the supervisor, which creates namespaces and cgroups"
-[ -x "$VENV/bin/python3" ] || die "no venv at $VENV: run make setup"
-if [ -z "${BIN:-}" ]; then
-	BIN="$ROOT/bin"
-	if command -v go >/dev/null; then
-		# Incremental: prints nothing and takes a moment when up to date.
-		(cd "$ROOT" && go build -o "$BIN/" ./cmd/bench ./cmd/supervisor ./cmd/gateway)
-	fi
-fi
-for b in bench supervisor gateway; do
-	[ -x "$BIN/$b" ] || die "$BIN/$b missing: run make setup"
-done
-
-# bench handles SIGINT and SIGTERM itself: it stops the stack in order and
-# checks that nothing is left. It runs in the background so that a SIGTERM
-# sent to this script alone reaches it too; the second wait collects its
-# real status after a trap interrupted the first.
-"$BIN/bench" -bin "$BIN" -venv "$VENV" -runner "$ROOT/runner/runner.py" "$@" &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
-set +e
-wait "$pid"
-rc=$?
-while kill -0 "$pid" 2>/dev/null; do
-	wait "$pid"
-	rc=$?
-done
-exit "$rc"
+exec "$(dirname "${BASH_SOURCE[0]}")/drive.sh" bench "$@"

@@ -23,36 +23,4 @@
 # by more than 16 between the sample after warm-up and the one after the load
 # (-max-rss-growth-mib, -max-fd-growth); or when a process, mount or cgroup
 # of the stack is left after it stops. Needs root and make setup.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
-
-die() { echo "soak: error: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "must run as root: the soak starts the supervisor, which creates namespaces and cgroups"
-[ -x "$VENV/bin/python3" ] || die "no venv at $VENV: run make setup"
-if [ -z "${BIN:-}" ]; then
-	BIN="$ROOT/bin"
-	if command -v go >/dev/null; then
-		(cd "$ROOT" && go build -o "$BIN/" ./cmd/soak ./cmd/supervisor ./cmd/gateway)
-	fi
-fi
-for b in soak supervisor gateway; do
-	[ -x "$BIN/$b" ] || die "$BIN/$b missing: run make setup"
-done
-
-# soak handles SIGINT and SIGTERM itself (it stops the stack and checks
-# that nothing is left); it runs in the background so a SIGTERM sent to this
-# script alone reaches it too.
-"$BIN/soak" -bin "$BIN" -venv "$VENV" -runner "$ROOT/runner/runner.py" "$@" &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
-set +e
-wait "$pid"
-rc=$?
-while kill -0 "$pid" 2>/dev/null; do
-	wait "$pid"
-	rc=$?
-done
-exit "$rc"
+exec "$(dirname "${BASH_SOURCE[0]}")/drive.sh" soak "$@"
