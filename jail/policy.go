@@ -12,7 +12,7 @@ import (
 )
 
 // Fixed parts of every jail. They are constants, not Policy fields, because
-// the product's isolation promise (ARCHITECTURE.md §4) depends on them.
+// the product's isolation promise (docs/ARCHITECTURE.md#the-isolation-policy) depends on them.
 const (
 	jailUID      = 65534 // uid and gid of the script inside the jail
 	jailHostname = "sandbox"

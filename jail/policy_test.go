@@ -14,7 +14,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-// goldenLimits are the architecture's defaults (ARCHITECTURE.md §4).
+// goldenLimits are the defaults of the limit table (docs/ARCHITECTURE.md#limits).
 var goldenLimits = Limits{
 	Wall:          30 * time.Second,
 	MemoryBytes:   512 << 20,

@@ -271,7 +271,7 @@ def write_frame(fd: int, request_id: int, msg_type: int, body: dict) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The JSON policy (ARCHITECTURE.md section 3)
+# The JSON policy (docs/ARCHITECTURE.md#the-runners-contract)
 # ---------------------------------------------------------------------------
 
 # A result nested deeper than this many containers is refused. It also keeps the

@@ -29,7 +29,7 @@ const (
 )
 
 // warmEngine runs executions in single-use children of long-lived zygotes:
-// runners that imported the heavy modules once (ARCHITECTURE.md §5). Each
+// runners that imported the heavy modules once (docs/ARCHITECTURE.md#warm-engine-zygotes-spares-orders). Each
 // child builds fresh namespaces, joins its own cgroup and locks itself down
 // before the script runs; see runner/zygote.py for the child's side.
 type warmEngine struct {
