@@ -129,6 +129,7 @@ func documentedFlags(md, file string) []docFlag {
 var (
 	helpOnce  sync.Once
 	helpFlags map[string]map[string]bool
+	helpText  string // both binaries' -help output
 	helpErr   error
 )
 
@@ -166,6 +167,7 @@ func binaryFlags(t *testing.T) map[string]map[string]bool {
 				helpErr = fmt.Errorf("%s -help: %v\n%s", bin, err, out)
 				return
 			}
+			helpText += string(out)
 			flags := map[string]bool{}
 			sc := bufio.NewScanner(bytes.NewReader(out))
 			for sc.Scan() {
@@ -231,6 +233,62 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 				t.Errorf("%s -%s is named in none of %v (the README's Configuration table is the place)", bin, name, flagDocs)
 			}
 		}
+	}
+}
+
+var envName = regexp.MustCompile(`PYEXEC_[A-Z0-9_]*[A-Z0-9]`)
+
+// TestDocumentedEnvironmentExists fails when a document names a PYEXEC_*
+// variable that nothing reads: no source file of the checkout (Go, shell,
+// Python, the Dockerfile, manifests) and no -help names it, whole or as the
+// quoted suffix a binder prefixes with "PYEXEC_", and no flag has its name.
+func TestDocumentedEnvironmentExists(t *testing.T) {
+	have := binaryFlags(t)
+	root := docsRoot(t)
+	var corpus strings.Builder
+	corpus.WriteString(helpText)
+	exts := []string{".go", ".sh", ".py", ".yaml", ".yml"}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "bin" || d.Name() == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Name() == "docs_test.go" || (!slices.Contains(exts, filepath.Ext(path)) && d.Name() != "Dockerfile" && d.Name() != "Makefile") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		corpus.Write(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := corpus.String()
+	seen := map[string]bool{}
+	for _, doc := range flagDocs {
+		for _, name := range envName.FindAllString(readDoc(t, doc), -1) {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			suffix := strings.TrimPrefix(name, "PYEXEC_")
+			flag := strings.ReplaceAll(strings.ToLower(suffix), "_", "-")
+			if strings.Contains(text, name) || strings.Contains(text, `"`+suffix+`"`) || have["gateway"][flag] || have["supervisor"][flag] {
+				continue
+			}
+			t.Errorf("%s names %s, which nothing in the checkout reads", doc, name)
+		}
+	}
+	if len(seen) < 20 {
+		t.Fatalf("found only %d PYEXEC_* variables in %v", len(seen), flagDocs)
 	}
 }
 
