@@ -20,8 +20,10 @@
 //   - Stage: bind mounts that make sources under directories the jail's
 //     user cannot traverse (such as /root) mountable by nsjail.
 //
-// Import rules: only the supervisor imports this package; the gateway and
-// the wire protocol never do. It never executes anything itself (outside
+// Import rules: only privileged code (the supervisor and its engines)
+// imports this package; the gateway, the wire protocol and its client never
+// do, and it never imports the supervisor (see
+// docs/ARCHITECTURE.md#import-rules). It never executes anything itself (outside
 // its tests): it reads files, writes cgroup files, sends SIGKILL to the
 // processes of an execution's cgroup (ExecCgroup.Kill) and, for Stage and
 // Unstage, calls mount(2) in the caller's private mount namespace.
