@@ -307,7 +307,8 @@ func TestDocumentedFlagsParser(t *testing.T) {
 
 // errorTypeConsts parses the module's non-test Go files and returns the
 // values of the constants of type ErrorType declared in package wire
-// (wire) and of type wire.ErrorType declared anywhere else (others). It
+// (inWire) and of type wire.ErrorType declared in package gateway, the
+// types the gateway adds (others). It
 // reads the sources rather than listing the constants here, so that a new
 // error type cannot be forgotten by this test as well.
 func errorTypeConsts(t *testing.T) (inWire, others map[string]string) {
@@ -346,7 +347,7 @@ func errorTypeConsts(t *testing.T) (inWire, others map[string]string) {
 						into = inWire
 					}
 				case *ast.SelectorExpr:
-					if x, ok := typ.X.(*ast.Ident); ok && x.Name == "wire" && typ.Sel.Name == "ErrorType" {
+					if x, ok := typ.X.(*ast.Ident); ok && x.Name == "wire" && typ.Sel.Name == "ErrorType" && f.Name.Name == "gateway" {
 						into = others
 					}
 				}
