@@ -1,7 +1,7 @@
 // Package main is the bench command: it compares python-executor's execution engines side by side
 // (make bench): see package cmd/bench/internal/bench. It must run as root.
 //
-//	bench [-engines cold,warm] [-n 200] [-duration 10s] [-json] ...
+//	bench [-engines cold,warm] [-n 200] [-duration 10s] [-rounds 3] [-primitive=false] [-json] ...
 //
 // It prints a Markdown table (or JSON with -json) on stdout and its progress
 // on stderr, and exits 1 if any request failed to get its correct 200
@@ -45,6 +45,8 @@ func run() int {
 	flag.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured requests before each latency and throughput cell")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each throughput cell")
 	flag.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "requests in flight in the throughput cells")
+	flag.IntVar(&cfg.OverloadConcurrency, "overload-concurrency", cfg.OverloadConcurrency, "requests in flight in the overload cell (hello and pandas mixed, default slots)")
+	flag.BoolVar(&cfg.Primitive, "primitive", cfg.Primitive, "also measure the primitive (clone into fresh namespaces from a preloaded Python) and report ratios to it")
 	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds of the throughput cells, engines taking turns; the median round is reported")
 	flag.IntVar(&cfg.MemInFlight, "mem-inflight", cfg.MemInFlight, "executions in flight while memory is measured")
 	flag.DurationVar(&cfg.MemHold, "mem-hold", cfg.MemHold, "how long each of those executions sleeps")

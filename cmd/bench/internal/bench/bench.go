@@ -3,8 +3,12 @@
 // and the gateway as its own user on a loopback port, and measures over HTTP
 // the seed README's hello-world and pandas scripts: latency at concurrency
 // 1, throughput at concurrency 4, and the memory of the sandboxed processes
-// per execution in flight. It reports the engines side by side with their
-// ratios, from one run.
+// per execution in flight; and an overload cell, a mix of both at many more
+// requests in flight than the supervisor has slots. In the same run it
+// measures the primitive the warm engine is built on (primitive.py: a clone
+// into fresh namespaces from a process with the zygote's preloads) and
+// reports the engines side by side with their ratios to each other and to
+// that primitive.
 //
 // It drives the service only from outside, through its binaries, its HTTP
 // API and /proc, and imports none of the project's packages. Only cmd/bench
@@ -46,6 +50,14 @@ type Config struct {
 	// requests in flight, after Warmup requests.
 	Duration    time.Duration
 	Concurrency int
+	// OverloadConcurrency is the requests in flight of the overload cell,
+	// a mix of hello and pandas in equal parts, run for Duration against the
+	// supervisor's default slots; it is compared with the same mix at
+	// Concurrency.
+	OverloadConcurrency int
+	// Primitive measures the primitive alone in the same run (in turn with
+	// the engines, each round).
+	Primitive bool
 	// Rounds is how many times the throughput cells are measured, the
 	// engines taking turns, each time on a fresh stack; a cell reports the
 	// median round. One machine's load drifts over minutes, and engines
@@ -65,17 +77,19 @@ type Config struct {
 // concurrency 4, memory with 4 executions holding for 3 s.
 func DefaultConfig() Config {
 	return Config{
-		GatewayUser:  "pyexec-gw",
-		SandboxUser:  "pyexec-sandbox",
-		Engines:      []string{"cold", "warm"},
-		Requests:     200,
-		Warmup:       20,
-		Duration:     10 * time.Second,
-		Concurrency:  4,
-		Rounds:       3,
-		MemInFlight:  4,
-		MemHold:      3 * time.Second,
-		StartTimeout: 120 * time.Second,
+		GatewayUser:         "pyexec-gw",
+		SandboxUser:         "pyexec-sandbox",
+		Engines:             []string{"cold", "warm"},
+		Requests:            200,
+		Warmup:              20,
+		Duration:            10 * time.Second,
+		Concurrency:         4,
+		OverloadConcurrency: 16,
+		Primitive:           true,
+		Rounds:              3,
+		MemInFlight:         4,
+		MemHold:             3 * time.Second,
+		StartTimeout:        120 * time.Second,
 	}
 }
 
@@ -94,6 +108,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("requests %d, warm-up %d: need at least 1 request and no negative warm-up", c.Requests, c.Warmup)
 	case c.Duration <= 0 || c.Concurrency < 1 || c.Rounds < 1:
 		return fmt.Errorf("duration %v, concurrency %d, rounds %d: all must be positive", c.Duration, c.Concurrency, c.Rounds)
+	case c.OverloadConcurrency < 1:
+		return fmt.Errorf("overload concurrency %d: must be positive", c.OverloadConcurrency)
 	case c.MemInFlight < 1 || c.MemHold <= 0:
 		return fmt.Errorf("memory in flight %d, hold %v: both must be positive", c.MemInFlight, c.MemHold)
 	case c.StartTimeout <= 0:
@@ -136,7 +152,14 @@ type EngineResult struct {
 	PandasLatency    *LatencyCell    `json:"pandas_latency,omitempty"`
 	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
 	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
-	Memory           *MemoryCell     `json:"memory,omitempty"`
+	// MixedThroughput is hello and pandas in equal parts at the throughput
+	// cells' concurrency; Overload the same mix at OverloadConcurrency.
+	MixedThroughput *ThroughputCell `json:"mixed_throughput,omitempty"`
+	Overload        *ThroughputCell `json:"overload,omitempty"`
+	Memory          *MemoryCell     `json:"memory,omitempty"`
+	// VsPrimitive are the figures above as ratios to the primitive's
+	// (filled when the report is written).
+	VsPrimitive *PrimitiveRatios `json:"vs_primitive,omitempty"`
 }
 
 // Tally sums the answers of every cell.
@@ -154,6 +177,12 @@ func (r *EngineResult) Tally() Tally {
 	if c := r.PandasThroughput; c != nil {
 		t.merge(c.Tally)
 	}
+	if c := r.MixedThroughput; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.Overload; c != nil {
+		t.merge(c.Tally)
+	}
 	if c := r.Memory; c != nil {
 		t.merge(c.Tally)
 	}
@@ -165,6 +194,8 @@ type Report struct {
 	Machine  Machine        `json:"machine"`
 	Settings Settings       `json:"settings"`
 	Engines  []EngineResult `json:"engines"`
+	// Primitive is nil when it was not measured (-primitive=false).
+	Primitive *PrimitiveResult `json:"primitive,omitempty"`
 }
 
 // Settings echoes what was measured.
@@ -173,14 +204,19 @@ type Settings struct {
 	Warmup      int     `json:"warmup_requests"`
 	Duration    float64 `json:"throughput_seconds"`
 	Concurrency int     `json:"throughput_concurrency"`
+	Overload    int     `json:"overload_concurrency"`
 	Rounds      int     `json:"throughput_rounds"`
 	MemInFlight int     `json:"memory_in_flight"`
 	MemHold     float64 `json:"memory_hold_seconds"`
 }
 
 // Failed reports whether the run failed: a request did not get its correct
-// 200 answer, a stack misbehaved, or no engine could be measured.
+// 200 answer, a stack or the primitive's measurement failed, or no engine
+// could be measured.
 func (r *Report) Failed() bool {
+	if r.Primitive != nil && r.Primitive.Status == StatusFailed {
+		return true
+	}
 	measured := false
 	for i := range r.Engines {
 		e := &r.Engines[i]
@@ -206,12 +242,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Machine: describeMachine(time.Now()),
 		Settings: Settings{
 			Requests: cfg.Requests, Warmup: cfg.Warmup,
-			Duration: cfg.Duration.Seconds(), Concurrency: cfg.Concurrency, Rounds: cfg.Rounds,
+			Duration: cfg.Duration.Seconds(), Concurrency: cfg.Concurrency, Overload: cfg.OverloadConcurrency, Rounds: cfg.Rounds,
 			MemInFlight: cfg.MemInFlight, MemHold: cfg.MemHold.Seconds(),
 		},
 	}
 	rep.Engines = make([]EngineResult, len(cfg.Engines))
+	if cfg.Primitive {
+		rep.Primitive = &PrimitiveResult{}
+	}
 	for round := 1; round <= cfg.Rounds; round++ {
+		if p := rep.Primitive; p != nil && (round == 1 || p.Status == StatusOK) {
+			log := cfg.Log.WithFields(logrus.Fields{"engine": PrimitiveName, "round": round})
+			log.Info("measuring the primitive: clone into fresh namespaces and exit")
+			if err := measurePrimitive(ctx, cfg, round, p); err != nil {
+				if ctx.Err() != nil {
+					p.Status = StatusInterrupted
+					if round == 1 {
+						rep.Engines = rep.Engines[:0] // none started
+					}
+					return rep, ctx.Err()
+				}
+				p.Status, p.Reason = StatusFailed, err.Error()
+				log.WithError(err).Error("primitive failed")
+			}
+		}
 		for i, engine := range cfg.Engines {
 			res := &rep.Engines[i]
 			if round > 1 && res.Status != StatusOK {
@@ -282,13 +336,23 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 				return err
 			}},
 			{"hello throughput", func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, hello, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.url, []script{hello}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
 				res.HelloThroughput = addRound(res.HelloThroughput, c)
 				return err
 			}},
 			{"pandas throughput", func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, pandas, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.url, []script{pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
 				res.PandasThroughput = addRound(res.PandasThroughput, c)
+				return err
+			}},
+			{"mixed throughput", func() error {
+				c, err := measureThroughput(ctx, st.http, st.url, []script{hello, pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				res.MixedThroughput = addRound(res.MixedThroughput, c)
+				return err
+			}},
+			{fmt.Sprintf("overload (c=%d)", cfg.OverloadConcurrency), func() error {
+				c, err := measureThroughput(ctx, st.http, st.url, []script{hello, pandas}, cfg.Warmup, cfg.OverloadConcurrency, cfg.Duration)
+				res.Overload = addRound(res.Overload, c)
 				return err
 			}},
 		}

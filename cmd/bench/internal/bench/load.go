@@ -253,20 +253,28 @@ func medianRound(rates []float64) float64 {
 
 // measureThroughput keeps conc requests in flight: first warmup requests in
 // all, then for d, after which no request is started and the ones in
-// flight are waited for. It fails only when ctx ends.
-func measureThroughput(ctx context.Context, c *http.Client, url string, sc script, warmup, conc int, d time.Duration) (ThroughputCell, error) {
+// flight are waited for. The requests take the scripts in turn (one script:
+// all the same; several: a mix in equal parts). It fails only when ctx ends.
+func measureThroughput(ctx context.Context, c *http.Client, url string, scripts []script, warmup, conc int, d time.Duration) (ThroughputCell, error) {
 	cell := ThroughputCell{Concurrency: conc}
 	var (
-		mu      sync.Mutex // guards cell, samples, last
+		mu      sync.Mutex // guards cell, samples, last, turn
 		samples []time.Duration
 		last    time.Time
+		turn    int
 	)
+	pick := func() script {
+		mu.Lock()
+		defer mu.Unlock()
+		turn++
+		return scripts[turn%len(scripts)]
+	}
 	run := func(next func() bool, measured bool) {
 		var wg sync.WaitGroup
 		for range conc {
 			wg.Go(func() {
 				for next() && ctx.Err() == nil {
-					a := execute(ctx, c, url, sc)
+					a := execute(ctx, c, url, pick())
 					if ctx.Err() != nil {
 						return
 					}

@@ -139,6 +139,7 @@ type sandboxSample struct {
 	CPUTicks uint64
 	Mem      memUsage // the sum of PerPid
 	PerPid   map[int]memUsage
+	Parent   map[int]int // of each of Pids
 }
 
 // quietSince reports whether s shows the same processes as prev and none of
@@ -176,7 +177,7 @@ func sampleSandbox(procDir string, root, uid int) (sandboxSample, error) {
 		stats[pid] = st
 		children[st.PPid] = append(children[st.PPid], pid)
 	}
-	s := sandboxSample{PerPid: make(map[int]memUsage)}
+	s := sandboxSample{PerPid: make(map[int]memUsage), Parent: make(map[int]int)}
 	queue := slices.Clone(children[root])
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -207,6 +208,7 @@ func sampleSandbox(procDir string, root, uid int) (sandboxSample, error) {
 		s.CPUTicks += st.CPUTicks
 		s.Mem = s.Mem.add(m)
 		s.PerPid[pid] = m
+		s.Parent[pid] = st.PPid
 	}
 	slices.Sort(s.Pids)
 	return s, nil
@@ -232,6 +234,60 @@ type MemoryCell struct {
 	// by InFlight: Own.Private is the private memory of one execution's
 	// processes.
 	Own memUsage `json:"own_per_execution"`
+	// IdleKinds splits Idle by zygote kind: each zygote with its spares.
+	IdleKinds []IdleKind `json:"idle_per_kind,omitempty"`
+}
+
+// IdleKind is the idle footprint of one kind of zygote: its zygotes and
+// the spares they forked, summed.
+type IdleKind struct {
+	// Kind names what the zygotes preload.
+	Kind    string   `json:"kind"`
+	Zygotes int      `json:"zygotes"`
+	Spares  int      `json:"spares"`
+	Mem     memUsage `json:"memory"`
+}
+
+// defaultKind is the one kind of zygote the bench's supervisors run: it
+// passes no -preload, so the zygotes preload the supervisor's default
+// modules.
+const defaultKind = "numpy,pandas"
+
+// idleKinds groups an idle sample's processes by zygote: a zygote is a
+// sandboxed process whose parent is not one (an nsjail, which runs as
+// root, started it); every other process is a spare of the zygote it
+// descends from. kindOf names a zygote's kind. Kinds come in the order of
+// their first zygote's pid.
+func idleKinds(s sandboxSample, kindOf func(pid int) string) []IdleKind {
+	sandboxed := make(map[int]bool, len(s.Pids))
+	for _, pid := range s.Pids {
+		sandboxed[pid] = true
+	}
+	zygoteOf := func(pid int) int {
+		for sandboxed[s.Parent[pid]] {
+			pid = s.Parent[pid]
+		}
+		return pid
+	}
+	var kinds []IdleKind
+	index := map[string]int{}
+	for _, pid := range s.Pids {
+		z := zygoteOf(pid)
+		k := kindOf(z)
+		i, ok := index[k]
+		if !ok {
+			i = len(kinds)
+			index[k] = i
+			kinds = append(kinds, IdleKind{Kind: k})
+		}
+		if z == pid {
+			kinds[i].Zygotes++
+		} else {
+			kinds[i].Spares++
+		}
+		kinds[i].Mem = kinds[i].Mem.add(s.PerPid[pid])
+	}
+	return kinds
 }
 
 // memoryPoll is how often the sandboxed processes are sampled, and
@@ -257,6 +313,7 @@ func measureMemory(ctx context.Context, st *stack, warm, hold script, k int) (Me
 		return cell, fmt.Errorf("idle baseline: %w", err)
 	}
 	cell.Idle, cell.IdleProcesses = base.Mem, len(base.Pids)
+	cell.IdleKinds = idleKinds(base, func(int) string { return defaultKind })
 
 	answers := make(chan answer, k)
 	reqCtx, cancel := context.WithCancel(ctx)

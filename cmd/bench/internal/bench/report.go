@@ -52,8 +52,12 @@ func cpuModel(cpuinfo []byte) string {
 	return ""
 }
 
-// WriteJSON writes the report as indented JSON.
+// WriteJSON writes the report as indented JSON, each engine with its
+// ratios to the primitive.
 func (r *Report) WriteJSON(w io.Writer) error {
+	for i := range r.Engines {
+		r.Engines[i].VsPrimitive = vsPrimitive(&r.Engines[i], r.Primitive)
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode report: %w", err)
@@ -75,19 +79,29 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "settings: latency over %d requests one at a time (c=1) after %d of warm-up; "+
 		"throughput for %gs at c=%d after %d of warm-up%s; "+
+		"mixed: hello and pandas in equal parts, at c=%d and at c=%d (overload) against the supervisor's default slots; "+
 		"memory with %d executions of the pandas example in flight, each sleeping %gs (supervisor -slots %d)\n\n",
-		s.Requests, s.Warmup, s.Duration, s.Concurrency, s.Warmup, rounds, s.MemInFlight, s.MemHold, s.MemInFlight)
+		s.Requests, s.Warmup, s.Duration, s.Concurrency, s.Warmup, rounds, s.Concurrency, s.Overload, s.MemInFlight, s.MemHold, s.MemInFlight)
+	prim := r.Primitive
 
 	base := r.baseline()
 	header := []string{"metric"}
 	for _, e := range r.Engines {
 		header = append(header, e.Engine)
 	}
+	if prim != nil {
+		header = append(header, PrimitiveName)
+	}
 	var others []int
 	for i, e := range r.Engines {
 		if i != base {
 			others = append(others, i)
 			header = append(header, e.Engine+"/"+r.Engines[base].Engine)
+		}
+	}
+	if prim != nil {
+		for _, e := range r.Engines {
+			header = append(header, e.Engine+"/"+PrimitiveName)
 		}
 	}
 	row(&b, header...)
@@ -98,11 +112,53 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	row(&b, align...)
 
 	// A metric is a value per engine, shown by show and compared by cmp
-	// (false: no ratio).
+	// (false: no ratio). primShow is the primitive's value for it and
+	// vsPrim an engine's ratio to that, both nil when the primitive has
+	// nothing to compare.
 	type metric struct {
-		name string
-		show func(*EngineResult) string
-		cmp  func(a, b *EngineResult) (string, bool)
+		name     string
+		show     func(*EngineResult) string
+		cmp      func(a, b *EngineResult) (string, bool)
+		primShow func(*PrimitiveResult) string
+		vsPrim   func(*EngineResult, *PrimitiveResult) (string, bool)
+	}
+	// vsPrimLatency and vsPrimRate compare with the primitive's single
+	// clone and its rate.
+	vsPrimLatency := func(m metric, cell func(*EngineResult) *LatencyCell) metric {
+		m.primShow = func(p *PrimitiveResult) string {
+			if p.Latency == nil {
+				return ""
+			}
+			l := p.Latency.Latency
+			return fmt.Sprintf("%s / %s / %s ms", fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99))
+		}
+		m.vsPrim = func(e *EngineResult, p *PrimitiveResult) (string, bool) {
+			r := latencyRatios(cell(e), p)
+			if r == nil {
+				return "", false
+			}
+			return fmt.Sprintf("%s / %s / %s", formatRatio(r[0]), formatRatio(r[1]), formatRatio(r[2])), true
+		}
+		return m
+	}
+	vsPrimRate := func(m metric, cell func(*EngineResult) *ThroughputCell) metric {
+		m.primShow = func(p *PrimitiveResult) string {
+			if p.Rate == nil {
+				return ""
+			}
+			if len(p.Rate.Rounds) > 1 {
+				return fmt.Sprintf("%.1f /s (%.1f-%.1f)", p.Rate.PerSecond, slices.Min(p.Rate.Rounds), slices.Max(p.Rate.Rounds))
+			}
+			return fmt.Sprintf("%.1f /s", p.Rate.PerSecond)
+		}
+		m.vsPrim = func(e *EngineResult, p *PrimitiveResult) (string, bool) {
+			r := rateRatio(cell(e), p)
+			if r == nil {
+				return "", false
+			}
+			return formatRatio(*r), true
+		}
+		return m
 	}
 	latency := func(cell func(*EngineResult) *LatencyCell) metric {
 		return metric{
@@ -162,6 +218,55 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			},
 		}
 	}
+	// mixedLatency shows the p50 and p99 of a mixed cell.
+	mixedLatency := func(cell func(*EngineResult) *ThroughputCell) metric {
+		return metric{
+			show: func(e *EngineResult) string {
+				if c := cell(e); c != nil && c.Completed > 0 {
+					return fmt.Sprintf("%s / %s ms", fmtMs(c.Latency.P50), fmtMs(c.Latency.P99))
+				}
+				return ""
+			},
+			cmp: func(a, b *EngineResult) (string, bool) {
+				ca, cb := cell(a), cell(b)
+				if ca == nil || cb == nil {
+					return "", false
+				}
+				return fmt.Sprintf("%s / %s", durRatio(ca.Latency.P50, cb.Latency.P50), durRatio(ca.Latency.P99, cb.Latency.P99)), true
+			},
+		}
+	}
+	// overloadKept is the overload cell's rate over the mixed one's: 1.00
+	// when overload costs nothing.
+	overloadKept := metric{show: func(e *EngineResult) string {
+		if e.Overload == nil || e.MixedThroughput == nil {
+			return ""
+		}
+		if r, ok := ratio(e.Overload.PerSecond, e.MixedThroughput.PerSecond); ok {
+			return formatRatio(r)
+		}
+		return ""
+	}}
+	// idle shows a zygote kind's idle footprint.
+	idle := func(kind string) metric {
+		find := func(e *EngineResult) *IdleKind {
+			if e.Memory == nil || e.Status != StatusOK {
+				return nil
+			}
+			for i := range e.Memory.IdleKinds {
+				if e.Memory.IdleKinds[i].Kind == kind {
+					return &e.Memory.IdleKinds[i]
+				}
+			}
+			return nil
+		}
+		return metric{show: func(e *EngineResult) string {
+			if k := find(e); k != nil {
+				return fmt.Sprintf("%d + %d: %.1f / %.1f MiB", k.Zygotes, k.Spares, mib(k.Mem.Private), mib(k.Mem.Pss))
+			}
+			return ""
+		}}
+	}
 	count := func(n func(Tally) int) metric {
 		return metric{show: func(e *EngineResult) string {
 			if e.Status == StatusUnavailable {
@@ -171,16 +276,30 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}}
 	}
 	named := func(name string, m metric) metric { m.name = name; return m }
+	helloLat := func(e *EngineResult) *LatencyCell { return e.HelloLatency }
+	pandasLat := func(e *EngineResult) *LatencyCell { return e.PandasLatency }
+	helloTp := func(e *EngineResult) *ThroughputCell { return e.HelloThroughput }
+	pandasTp := func(e *EngineResult) *ThroughputCell { return e.PandasThroughput }
+	mixedTp := func(e *EngineResult) *ThroughputCell { return e.MixedThroughput }
+	overTp := func(e *EngineResult) *ThroughputCell { return e.Overload }
 	metrics := []metric{
-		named("hello p50 / p90 / p99 (c=1)", latency(func(e *EngineResult) *LatencyCell { return e.HelloLatency })),
-		named("pandas p50 / p90 / p99 (c=1)", latency(func(e *EngineResult) *LatencyCell { return e.PandasLatency })),
-		named(fmt.Sprintf("hello throughput (c=%d)", s.Concurrency), throughput(func(e *EngineResult) *ThroughputCell { return e.HelloThroughput })),
-		named(fmt.Sprintf("pandas throughput (c=%d)", s.Concurrency), throughput(func(e *EngineResult) *ThroughputCell { return e.PandasThroughput })),
-		named("private memory per execution", memory(func(m *MemoryCell) int64 { return m.Own.Private })),
+		named("hello p50 / p90 / p99 (c=1)", vsPrimLatency(latency(helloLat), helloLat)),
+		named("pandas p50 / p90 / p99 (c=1)", vsPrimLatency(latency(pandasLat), pandasLat)),
+		named(fmt.Sprintf("hello throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(helloTp), helloTp)),
+		named(fmt.Sprintf("pandas throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(pandasTp), pandasTp)),
+		named(fmt.Sprintf("mixed throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(mixedTp), mixedTp)),
+		named(fmt.Sprintf("mixed p50 / p99 (c=%d)", s.Concurrency), mixedLatency(mixedTp)),
+		named(fmt.Sprintf("overload: mixed throughput (c=%d)", s.Overload), throughput(overTp)),
+		named(fmt.Sprintf("overload: throughput c=%d / c=%d", s.Overload, s.Concurrency), overloadKept),
+		named(fmt.Sprintf("overload: mixed p50 / p99 (c=%d)", s.Overload), mixedLatency(overTp)),
+		named("private memory per in-flight pandas execution", memory(func(m *MemoryCell) int64 { return m.Own.Private })),
 		named("added memory per execution (PSS)", memory(func(m *MemoryCell) int64 { return m.Added.Pss })),
 		named("idle sandbox memory (PSS)", memory(func(m *MemoryCell) int64 { return m.Idle.Pss })),
-		named("non-200 answers", count(func(t Tally) int { return t.Non200 })),
 	}
+	for _, k := range r.idleKindNames() {
+		metrics = append(metrics, named("idle "+k+" zygotes + spares: private / PSS", idle(k)))
+	}
+	metrics = append(metrics, named("non-200 answers", count(func(t Tally) int { return t.Non200 })))
 	if slices.ContainsFunc(r.Engines, func(e EngineResult) bool { return e.Tally().WrongResult > 0 }) {
 		metrics = append(metrics, named("200 answers with a wrong result", count(func(t Tally) int { return t.WrongResult })))
 	}
@@ -194,6 +313,19 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 			cells = append(cells, v)
 		}
+		if prim != nil {
+			v := ""
+			if m.primShow != nil {
+				v = m.primShow(prim)
+			}
+			if v == "" {
+				v = "—"
+				if prim.Status != StatusOK {
+					v = placeholder(&EngineResult{Status: prim.Status})
+				}
+			}
+			cells = append(cells, v)
+		}
 		for _, i := range others {
 			v, ok := "", false
 			if m.cmp != nil && r.Engines[i].Status == StatusOK && r.Engines[base].Status == StatusOK {
@@ -204,10 +336,31 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 			cells = append(cells, v)
 		}
+		if prim != nil {
+			for i := range r.Engines {
+				v, ok := "", false
+				if m.vsPrim != nil {
+					v, ok = m.vsPrim(&r.Engines[i], prim)
+				}
+				if !ok {
+					v = "—"
+				}
+				cells = append(cells, v)
+			}
+		}
 		row(&b, cells...)
 	}
 
 	var notes []string
+	if prim != nil && prim.Status != StatusOK && prim.Reason != "" {
+		notes = append(notes, fmt.Sprintf("- %s: %s: %s", PrimitiveName, prim.Status, prim.Reason))
+	}
+	if prim != nil {
+		notes = append(notes, "- primitive: clone(2) into fresh user, mount, PID, network, IPC and UTS namespaces (the zygote's flags) "+
+			"from a Python with numpy and pandas imported and gc frozen, the child exiting at once, run as root; "+
+			"its latency is one clone and reap at a time, its rate with as many processes cloning as the throughput cells have requests in flight. "+
+			"<engine>/primitive: latency over the primitive's single clone (percentile by percentile), throughput over its rate.")
+	}
 	for _, e := range r.Engines {
 		if e.Status != StatusOK && e.Reason != "" {
 			notes = append(notes, fmt.Sprintf("- %s: %s: %s", e.Engine, e.Status, e.Reason))
@@ -221,10 +374,29 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		"- Private memory: Private_Clean+Private_Dirty of the sandboxed processes an execution adds. "+
 			"Added memory: PSS of all sandboxed processes in flight minus idle, per execution (pages shared with a zygote or between jails split among their users). "+
 			"The per-execution nsjail process of the cold engine runs as root and is not counted.",
+		fmt.Sprintf("- Overload: the mixed cell at many more requests in flight than slots; c=%d / c=%d is its throughput over the mixed cell's.", s.Overload, s.Concurrency),
+		"- Idle zygotes + spares: the sandboxed processes of the memory stack with nothing in flight, by zygote kind (what it preloads): zygotes + spares: private / PSS, summed.",
 		"- Non-200 answers count every request of the run, warm-up included; requests without an answer count as non-200.")
 	fmt.Fprintf(&b, "\n%s\n", strings.Join(notes, "\n"))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// idleKindNames lists the zygote kinds of every engine's idle footprint,
+// in order of appearance.
+func (r *Report) idleKindNames() []string {
+	var names []string
+	for _, e := range r.Engines {
+		if e.Memory == nil {
+			continue
+		}
+		for _, k := range e.Memory.IdleKinds {
+			if !slices.Contains(names, k.Kind) {
+				names = append(names, k.Kind)
+			}
+		}
+	}
+	return names
 }
 
 // baseline is the index of the engine the ratios are against.

@@ -22,7 +22,7 @@ func throughputCell(perSecond float64) *ThroughputCell {
 func testReport() *Report {
 	return &Report{
 		Machine:  Machine{CPUs: 2, Model: "AMD EPYC", Kernel: "Linux 6.1", Date: "2025-01-02 03:04 UTC"},
-		Settings: Settings{Requests: 200, Warmup: 20, Duration: 10, Concurrency: 4, MemInFlight: 4, MemHold: 3},
+		Settings: Settings{Requests: 200, Warmup: 20, Duration: 10, Concurrency: 4, Overload: 16, MemInFlight: 4, MemHold: 3},
 		Engines: []EngineResult{
 			{
 				Engine: "cold", Status: StatusOK,
@@ -53,7 +53,7 @@ func TestWriteMarkdownRatios(t *testing.T) {
 		"| pandas p50 / p90 / p99 (c=1) | 400 / 450 / 500 ms | 12.0 / 15.0 / 25.0 ms | 0.030 / 0.033 / 0.050 |",
 		"| hello throughput (c=4) | 50.0 req/s | 200.0 req/s | 4.00 |",
 		"| pandas throughput (c=4) | 6.0 req/s | 120.0 req/s | 20.0 |",
-		"| private memory per execution | 60.0 MiB | 3.0 MiB | 0.050 |",
+		"| private memory per in-flight pandas execution | 60.0 MiB | 3.0 MiB | 0.050 |",
 		"| added memory per execution (PSS) | 64.0 MiB | 4.0 MiB | 0.062 |",
 		"| idle sandbox memory (PSS) | 0.0 MiB | 150.0 MiB | — |",
 		"| non-200 answers | 0 | 0 | — |",
