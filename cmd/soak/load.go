@@ -14,6 +14,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/python-executor/python-executor/internal/stack"
 )
 
 // Outcomes of one request.
@@ -134,12 +136,12 @@ func do(ctx context.Context, c *http.Client, url string, r request) (out, why st
 }
 
 // soak runs one engine's stack through warm-up, load and shutdown.
-func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
+func soak(ctx context.Context, cfg config, sc stack.Config, mix []kind) *report {
 	rep := &report{Engine: sc.Engine, Concurrency: cfg.concurrency, Slots: cfg.slots,
 		Kinds: map[string]counts{}, Examples: map[string][]string{}}
 	fail := func(format string, args ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, args...)) }
 	logf("%s: starting the stack", sc.Engine)
-	st, err := startStack(ctx, sc)
+	st, err := stack.Start(ctx, sc)
 	if err != nil {
 		fail("start: %v", err)
 		return rep
@@ -165,13 +167,13 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 	var wg sync.WaitGroup
 	for _, r := range append(slices.Clone(benign), hostile...) {
 		wg.Add(1)
-		go func() { defer wg.Done(); do(ctx, client, st.url, r) }()
+		go func() { defer wg.Done(); do(ctx, client, st.URL, r) }()
 	}
 	wg.Wait()
 	client.CloseIdleConnections()
 	time.Sleep(2 * time.Second)
-	rep.Supervisor[0], _ = sample(st.sup.cmd.Process.Pid)
-	rep.Gateway[0], _ = sample(st.gw.cmd.Process.Pid)
+	rep.Supervisor[0], _ = sample(st.Supervisor.Pid())
+	rep.Gateway[0], _ = sample(st.Gateway.Pid())
 
 	logf("%s: %v of load, %d in flight, %d slots", sc.Engine, cfg.duration, cfg.concurrency, cfg.slots)
 	var mu sync.Mutex
@@ -192,7 +194,7 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 				} else {
 					r = benign[rng.IntN(len(benign))]
 				}
-				out, why, took := do(ctx, client, st.url, r)
+				out, why, took := do(ctx, client, st.URL, r)
 				if ctx.Err() != nil {
 					return // interrupted: not the service's fault
 				}
@@ -228,8 +230,8 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 
 	client.CloseIdleConnections()
 	time.Sleep(3 * time.Second) // executions killed at the end finish their clean-up
-	rep.Supervisor[1], _ = sample(st.sup.cmd.Process.Pid)
-	rep.Gateway[1], _ = sample(st.gw.cmd.Process.Pid)
+	rep.Supervisor[1], _ = sample(st.Supervisor.Pid())
+	rep.Gateway[1], _ = sample(st.Gateway.Pid())
 
 	if n := rep.Total.bad(); n > 0 {
 		fail("%d of %d answers were wrong, internal, lost or hung", n, rep.Total.Requests)
@@ -249,11 +251,11 @@ func soak(ctx context.Context, cfg config, sc stackConfig, mix []kind) *report {
 		}
 	}
 	logf("%s: stopping the stack", sc.Engine)
-	if err := st.stop(); err != nil {
+	if err := st.Stop(); err != nil {
 		fail("stop: %v", err)
 	}
 	if len(rep.Failures) > 0 {
-		logf("%s: the supervisor's last errors:\n%s", sc.Engine, st.sup.log.errorLines())
+		logf("%s: the supervisor's last errors:\n%s", sc.Engine, st.Supervisor.Log.ErrorLines())
 	}
 	return rep
 }

@@ -39,6 +39,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/python-executor/python-executor/internal/stack"
 )
 
 func main() {
@@ -58,7 +60,7 @@ type config struct {
 	hostileShare float64
 	maxRSSGrowth int64 // KiB
 	maxFDGrowth  int
-	stack        stackConfig
+	stack        stack.Config
 	asJSON       bool
 }
 

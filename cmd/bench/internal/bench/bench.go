@@ -11,7 +11,8 @@
 // that primitive.
 //
 // It drives the service only from outside, through its binaries, its HTTP
-// API and /proc, and imports none of the project's packages. Only cmd/bench
+// API and /proc; of the project's packages it imports only internal/stack,
+// which starts and stops the stack for it and for cmd/soak. Only cmd/bench
 // imports it.
 package bench
 
@@ -24,6 +25,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/python-executor/python-executor/internal/stack"
 )
 
 // Config says what to measure and where the stack is. Start from
@@ -311,7 +314,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 			res.Status, res.Reason = StatusFailed, err.Error()
 		}
 	}()
-	sc := stackConfig{
+	sc := stack.Config{
 		BinDir: cfg.BinDir, Venv: cfg.Venv, Runner: cfg.Runner,
 		GatewayUser: cfg.GatewayUser, SandboxUser: cfg.SandboxUser,
 		Engine: engine, Name: fmt.Sprintf("pyexec-bench-%d-%s-%d", os.Getpid(), engine, round),
@@ -320,38 +323,38 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 	hello := newScript("hello", helloSource, helloResult)
 	pandas := newScript("pandas", pandasSource, pandasResult)
 
-	err = withStack(ctx, sc, log, func(st *stack) error {
+	err = withStack(ctx, sc, log, func(st *service) error {
 		cells := []struct {
 			what string
 			run  func() error
 		}{
 			{"hello latency", func() error {
-				c, err := measureLatency(ctx, st.http, st.url, hello, cfg.Warmup, cfg.Requests)
+				c, err := measureLatency(ctx, st.http, st.URL, hello, cfg.Warmup, cfg.Requests)
 				res.HelloLatency = &c
 				return err
 			}},
 			{"pandas latency", func() error {
-				c, err := measureLatency(ctx, st.http, st.url, pandas, cfg.Warmup, cfg.Requests)
+				c, err := measureLatency(ctx, st.http, st.URL, pandas, cfg.Warmup, cfg.Requests)
 				res.PandasLatency = &c
 				return err
 			}},
 			{"hello throughput", func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, []script{hello}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.URL, []script{hello}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
 				res.HelloThroughput = addRound(res.HelloThroughput, c)
 				return err
 			}},
 			{"pandas throughput", func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, []script{pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.URL, []script{pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
 				res.PandasThroughput = addRound(res.PandasThroughput, c)
 				return err
 			}},
 			{"mixed throughput", func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, []script{hello, pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.URL, []script{hello, pandas}, cfg.Warmup, cfg.Concurrency, cfg.Duration)
 				res.MixedThroughput = addRound(res.MixedThroughput, c)
 				return err
 			}},
 			{fmt.Sprintf("overload (c=%d)", cfg.OverloadConcurrency), func() error {
-				c, err := measureThroughput(ctx, st.http, st.url, []script{hello, pandas}, cfg.Warmup, cfg.OverloadConcurrency, cfg.Duration)
+				c, err := measureThroughput(ctx, st.http, st.URL, []script{hello, pandas}, cfg.Warmup, cfg.OverloadConcurrency, cfg.Duration)
 				res.Overload = addRound(res.Overload, c)
 				return err
 			}},
@@ -373,7 +376,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 
 	sc.Name += "-mem"
 	sc.Slots = cfg.MemInFlight
-	return withStack(ctx, sc, log, func(st *stack) error {
+	return withStack(ctx, sc, log, func(st *service) error {
 		log.Infof("measuring memory with %d executions in flight", cfg.MemInFlight)
 		c, err := measureMemory(ctx, st, pandas, holdingScript(cfg.MemHold), cfg.MemInFlight)
 		res.Memory = &c
@@ -386,16 +389,18 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 
 // withStack starts a stack, runs f on it, and stops it, reporting f's error
 // and the stop's.
-func withStack(ctx context.Context, sc stackConfig, log *logrus.Entry, f func(*stack) error) error {
+func withStack(ctx context.Context, sc stack.Config, log *logrus.Entry, f func(*service) error) error {
 	log.WithField("slots", sc.Slots).Info("starting the stack")
-	st, err := startStack(ctx, sc)
+	st, err := stack.Start(ctx, sc)
 	if err != nil {
 		return err
 	}
-	ferr := f(st)
-	serr := st.stop()
+	client := newHTTPClient(64)
+	ferr := f(&service{Stack: st, http: client})
+	client.CloseIdleConnections()
+	serr := st.Stop()
 	if (ferr != nil && ctx.Err() == nil) || serr != nil {
-		log.Warnf("the stack's logs:\n%s", st.logs())
+		log.Warnf("the stack's logs:\n%s", st.Logs())
 	}
 	return errors.Join(ferr, serr)
 }

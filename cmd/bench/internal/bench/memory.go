@@ -302,13 +302,13 @@ const (
 // samples its sandboxed processes while all k are asleep in main(). The
 // baseline is taken after warm-up, with nothing in flight and every
 // sandboxed process idle.
-func measureMemory(ctx context.Context, st *stack, warm, hold script, k int) (MemoryCell, error) {
+func measureMemory(ctx context.Context, st *service, warm, hold script, k int) (MemoryCell, error) {
 	cell := MemoryCell{InFlight: k}
-	root := st.sup.cmd.Process.Pid
+	root := st.Supervisor.Pid()
 	for range 3 {
-		cell.add(execute(ctx, st.http, st.url, warm))
+		cell.add(execute(ctx, st.http, st.URL, warm))
 	}
-	base, err := waitQuiet(ctx, root, st.sandboxUID, 0, 10*time.Second, func() bool { return false })
+	base, err := waitQuiet(ctx, root, st.SandboxUID, 0, 10*time.Second, func() bool { return false })
 	if err != nil {
 		return cell, fmt.Errorf("idle baseline: %w", err)
 	}
@@ -319,7 +319,7 @@ func measureMemory(ctx context.Context, st *stack, warm, hold script, k int) (Me
 	reqCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for range k {
-		go func() { answers <- execute(reqCtx, st.http, st.url, hold) }()
+		go func() { answers <- execute(reqCtx, st.http, st.URL, hold) }()
 	}
 	var done int
 	anyDone := func() bool {
@@ -333,7 +333,7 @@ func measureMemory(ctx context.Context, st *stack, warm, hold script, k int) (Me
 			}
 		}
 	}
-	busy, err := waitQuiet(ctx, root, st.sandboxUID, len(base.Pids)+k, 60*time.Second, anyDone)
+	busy, err := waitQuiet(ctx, root, st.SandboxUID, len(base.Pids)+k, 60*time.Second, anyDone)
 	if err != nil {
 		cancel()
 	}

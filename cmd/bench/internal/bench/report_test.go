@@ -168,26 +168,6 @@ func TestCPUModel(t *testing.T) {
 	}
 }
 
-func TestTailKeepsTheEndAndFindsTheError(t *testing.T) {
-	tl := &tail{max: 64}
-	tl.Write([]byte(strings.Repeat("x", 100) + "\n"))
-	if n := len(tl.String()); n != 64 {
-		t.Errorf("tail kept %d bytes, want 64", n)
-	}
-	tl = &tail{max: 4096}
-	tl.Write([]byte(`{"level":"info","msg":"starting"}` + "\n"))
-	tl.Write([]byte(`{"level":"error","msg":"supervisor stopped","error":"unknown engine \"warm\""}` + "\n"))
-	tl.Write([]byte(`{"level":"info","msg":"bye"}` + "\n"))
-	if got, want := tl.lastError(), `supervisor stopped: unknown engine "warm"`; got != want {
-		t.Errorf("lastError() = %q, want %q", got, want)
-	}
-	tl = &tail{max: 4096}
-	tl.Write([]byte("flag provided but not defined: -engine\nUsage of supervisor:\n  -x\n"))
-	if got, want := tl.lastError(), "-x"; got != want {
-		t.Errorf("lastError() = %q, want %q", got, want)
-	}
-}
-
 func TestThroughputRoundsReportTheMedian(t *testing.T) {
 	var cell *ThroughputCell
 	for i, rate := range []float64{140, 120, 131} {
