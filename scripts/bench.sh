@@ -2,10 +2,14 @@
 # bench.sh: compare the execution engines side by side (make bench). For each
 # engine in turn, bin/bench starts the real stack (the supervisor as root, the
 # gateway as its own user on a loopback port), measures latency, throughput
-# and memory for the seed README's hello-world and pandas scripts, stops the
-# stack, and prints a Markdown table with the ratios on stdout. The
+# and memory for the seed README's hello-world and pandas scripts, and an
+# overload cell (both mixed, 16 in flight against the default slots), stops
+# the stack, and prints a Markdown table with the ratios on stdout. In the
+# same run it measures the primitive (a clone into the zygote's namespaces
+# from a Python with numpy and pandas imported, with the venv's Python, as
+# root) and reports each engine's figures as ratios to it too. The
 # throughput cells run again in later rounds (-rounds, default 3), the
-# engines taking turns on fresh stacks; the median round is reported.
+# engines and the primitive taking turns; the median round is reported.
 #
 #   scripts/bench.sh                       every engine (cold,warm)
 #   scripts/bench.sh -engines cold -n 50   arguments go to bin/bench (-help)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -35,6 +36,7 @@ func run() int {
 	cfg := bench.DefaultConfig()
 	engines := flag.String("engines", env("PYEXEC_BENCH_ENGINES", strings.Join(cfg.Engines, ",")), "engines to measure, in order, comma-separated (env PYEXEC_BENCH_ENGINES)")
 	asJSON := flag.Bool("json", false, "print JSON instead of a Markdown table")
+	jsonOut := flag.String("json-out", "", "also write the report as JSON to this file")
 	logLevel := flag.String("log-level", "info", "progress log level on stderr: debug, info, warn or error")
 	flag.StringVar(&cfg.BinDir, "bin", filepath.Join(root, "bin"), "directory of the supervisor and gateway binaries")
 	flag.StringVar(&cfg.Venv, "venv", env("PYEXEC_VENV", filepath.Join(root, ".venv")), "the supervisor's -venv")
@@ -81,6 +83,12 @@ func run() int {
 			cfg.Log.WithError(werr).Error("write report")
 			return 1
 		}
+		if *jsonOut != "" {
+			if werr := writeFile(*jsonOut, rep.WriteJSON); werr != nil {
+				cfg.Log.WithError(werr).Error("write JSON report")
+				return 1
+			}
+		}
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -95,6 +103,18 @@ func run() int {
 	}
 	cfg.Log.WithField("duration", time.Since(start).Round(time.Second)).Info("benchmark done")
 	return 0
+}
+
+func writeFile(name string, write func(io.Writer) error) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func newLogger(level string) *logrus.Entry {

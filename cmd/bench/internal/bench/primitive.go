@@ -182,11 +182,31 @@ func rateRatio(c *ThroughputCell, p *PrimitiveResult) *float64 {
 	if c == nil || c.Completed == 0 || p == nil || p.Rate == nil {
 		return nil
 	}
-	r, ok := ratio(c.PerSecond, p.Rate.PerSecond)
+	r, ok := roundsRatio(c.Rounds, p.Rate.Rounds, c.PerSecond, p.Rate.PerSecond)
 	if !ok {
 		return nil
 	}
 	return &r
+}
+
+// roundsRatio is the ratio of two rates measured in the same rounds: the
+// median of the rounds' ratios, a[i]/b[i], when both have every round, so
+// that each ratio compares measurements minutes apart rather than the
+// medians of rounds the machine's drifting load made differ; else medA/medB.
+// It reports whether there is a ratio.
+func roundsRatio(a, b []float64, medA, medB float64) (float64, bool) {
+	if len(a) == 0 || len(a) != len(b) {
+		return ratio(medA, medB)
+	}
+	rs := make([]float64, len(a))
+	for i := range a {
+		r, ok := ratio(a[i], b[i])
+		if !ok {
+			return 0, false
+		}
+		rs[i] = r
+	}
+	return medianRound(rs), true
 }
 
 // vsPrimitive is e's ratios to p, nil when there is none.

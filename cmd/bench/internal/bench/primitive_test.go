@@ -271,3 +271,18 @@ func TestPrimitiveScriptRuns(t *testing.T) {
 		t.Errorf("primitive = %+v (latency %+v, rate %+v), want 5 samples and 2 rounds at c=2", res, res.Latency, res.Rate)
 	}
 }
+
+func TestRoundsRatioPairsTheRounds(t *testing.T) {
+	// The machine's load drifts: round 2 is slow for both. The median of the
+	// rounds' ratios is 0.5; the ratio of the medians would be 100/300.
+	a, b := []float64{100, 20, 110}, []float64{200, 40, 220}
+	if r, ok := roundsRatio(a, b, medianRound(a), 300); !ok || r != 0.5 {
+		t.Errorf("roundsRatio = %v, %v; want 0.5", r, ok)
+	}
+	if r, ok := roundsRatio([]float64{100}, []float64{200, 300}, 100, 400); !ok || r != 0.25 {
+		t.Errorf("roundsRatio of unequal rounds = %v, %v; want the medians' 0.25", r, ok)
+	}
+	if _, ok := roundsRatio([]float64{100, 0}, []float64{200, 300}, 100, 200); ok {
+		t.Error("roundsRatio with a round of no rate reported a ratio")
+	}
+}

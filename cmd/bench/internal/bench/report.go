@@ -236,13 +236,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			},
 		}
 	}
-	// overloadKept is the overload cell's rate over the mixed one's: 1.00
-	// when overload costs nothing.
+	// overloadKept is the overload cell's rate over the mixed one's, round
+	// by round: 1.00 when overload costs nothing.
 	overloadKept := metric{show: func(e *EngineResult) string {
-		if e.Overload == nil || e.MixedThroughput == nil {
+		o, m := e.Overload, e.MixedThroughput
+		if o == nil || m == nil {
 			return ""
 		}
-		if r, ok := ratio(e.Overload.PerSecond, e.MixedThroughput.PerSecond); ok {
+		if r, ok := roundsRatio(o.Rounds, m.Rounds, o.PerSecond, m.PerSecond); ok {
 			return formatRatio(r)
 		}
 		return ""
@@ -374,7 +375,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		"- Private memory: Private_Clean+Private_Dirty of the sandboxed processes an execution adds. "+
 			"Added memory: PSS of all sandboxed processes in flight minus idle, per execution (pages shared with a zygote or between jails split among their users). "+
 			"The per-execution nsjail process of the cold engine runs as root and is not counted.",
-		fmt.Sprintf("- Overload: the mixed cell at many more requests in flight than slots; c=%d / c=%d is its throughput over the mixed cell's.", s.Overload, s.Concurrency),
+		fmt.Sprintf("- Overload: the mixed cell at many more requests in flight than slots; c=%d / c=%d is its throughput over the mixed cell's, "+
+			"the median of the rounds' ratios (as are the throughput ratios to the primitive, each round's primitive measured minutes before the engines').", s.Overload, s.Concurrency),
 		"- Idle zygotes + spares: the sandboxed processes of the memory stack with nothing in flight, by zygote kind (what it preloads): zygotes + spares: private / PSS, summed.",
 		"- Non-200 answers count every request of the run, warm-up included; requests without an answer count as non-200.")
 	fmt.Fprintf(&b, "\n%s\n", strings.Join(notes, "\n"))
