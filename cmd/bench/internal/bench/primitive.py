@@ -49,7 +49,8 @@ _libc.syscall.restype = ctypes.c_long
 
 def clone_and_reap() -> None:
     ctypes.pythonapi.PyOS_BeforeFork()
-    pid = _libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(FLAGS | signal.SIGCHLD), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_ulong(0))
+    null = ctypes.c_void_p(0)
+    pid = _libc.syscall(ctypes.c_long(SYS_CLONE), ctypes.c_ulong(FLAGS | signal.SIGCHLD), null, null, null, ctypes.c_ulong(0))
     if pid == 0:
         os._exit(0)
     err = ctypes.get_errno()
