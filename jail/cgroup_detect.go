@@ -1,14 +1,14 @@
 package jail
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // DetectCgroups finds which cgroup interface is usable under root (usually
@@ -26,35 +26,34 @@ func DetectCgroups(root string) (*Cgroups, error) {
 	return detectCgroups(root, info)
 }
 
-func detectCgroups(root string, mountinfo []byte) (*Cgroups, error) {
+func detectCgroups(root string, info []byte) (*Cgroups, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("detect cgroups: root %q: want an absolute path", root)
 	}
 	root = filepath.Clean(root)
 	c := &Cgroups{root: root}
-	mounts, err := parseMountinfo(mountinfo)
+	// Only mounts at or under root; the parser undoes the kernel's octal
+	// escapes in mount points (\040 for a space).
+	mounts, err := mountinfo.GetMountsFromReader(bytes.NewReader(info), mountinfo.PrefixFilter(root))
 	if err != nil {
-		return nil, fmt.Errorf("detect cgroups: %w", err)
+		return nil, fmt.Errorf("detect cgroups: parse mountinfo: %w", err)
 	}
 	var v2at bool
 	for _, m := range mounts {
-		if m.point != root && !strings.HasPrefix(m.point, root+"/") {
-			continue
-		}
-		switch m.fstype {
+		switch m.FSType {
 		case "cgroup2":
-			if m.point == root {
+			if m.Mountpoint == root {
 				v2at = true
 			}
 		case "cgroup":
-			for _, opt := range strings.Split(m.superOpts, ",") {
+			for _, opt := range strings.Split(m.VFSOptions, ",") {
 				switch opt {
 				case "memory":
-					c.memory = m.point
+					c.memory = m.Mountpoint
 				case "pids":
-					c.pids = m.point
+					c.pids = m.Mountpoint
 				case "cpu":
-					c.cpu = m.point
+					c.cpu = m.Mountpoint
 				}
 			}
 		}
@@ -92,47 +91,6 @@ func detectCgroups(root string, mountinfo []byte) (*Cgroups, error) {
 		c.mode = CgroupV1
 	}
 	return c, nil
-}
-
-type mountInfo struct{ point, fstype, superOpts string }
-
-// parseMountinfo reads the fields it needs from /proc/self/mountinfo lines:
-// "id parent maj:min root point opts [optional...] - fstype source superopts".
-func parseMountinfo(b []byte) ([]mountInfo, error) {
-	var out []mountInfo
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := slices.Index(f, "-")
-		if len(f) < 5 || sep < 6 || len(f) < sep+4 {
-			return nil, fmt.Errorf("parse mountinfo line %q", sc.Text())
-		}
-		out = append(out, mountInfo{point: unescapeMountinfo(f[4]), fstype: f[sep+1], superOpts: f[sep+3]})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("parse mountinfo: %w", err)
-	}
-	return out, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Mode reports the detected interface.
