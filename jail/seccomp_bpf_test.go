@@ -4,9 +4,13 @@ package jail
 
 import (
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -188,3 +192,36 @@ func TestZygoteSeccompPolicy(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestSeccompFilterGolden pins the filter's exact instructions, in
+// testdata/seccomp_filter_amd64.txt (one per line: code, jt, jf, k, then
+// the disassembly). A change to the filter shows there as a reviewable
+// diff; run go test ./jail -run TestSeccompFilterGolden -update to accept it.
+func TestSeccompFilterGolden(t *testing.T) {
+	prog, err := SeccompFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := 0; i+8 <= len(prog); i += 8 {
+		raw := bpf.RawInstruction{
+			Op: binary.NativeEndian.Uint16(prog[i:]),
+			Jt: prog[i+2], Jf: prog[i+3],
+			K: binary.NativeEndian.Uint32(prog[i+4:]),
+		}
+		fmt.Fprintf(&b, "%04x %02x %02x %08x  %v\n", raw.Op, raw.Jt, raw.Jf, raw.K, raw.Disassemble())
+	}
+	golden := filepath.Join("testdata", "seccomp_filter_amd64.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden (run go test ./jail -run TestSeccompFilterGolden -update): %v", err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("SeccompFilter differs from %s:\n%s", golden, lineDiff(string(want), b.String()))
+	}
+}
