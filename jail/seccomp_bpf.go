@@ -7,7 +7,8 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-// What seccomp hands its classic BPF filter (linux/seccomp.h).
+// What a seccomp filter returns and the struct seccomp_data it reads
+// (linux/seccomp.h).
 const (
 	seccompRetKillProcess = 0x80000000
 	seccompRetErrno       = 0x00050000
