@@ -15,6 +15,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ExecCgroup is the cgroup of one execution, under the parent. It carries
+// the real limits; nsjail's own NSJAIL.<pid> cgroup inside it has looser
+// ones, so limit events are charged here and survive nsjail removing its
+// cgroup. Its methods are safe for concurrent use.
+type ExecCgroup struct {
+	cg     *Cgroups
+	id     string
+	limits Limits
+	dirs   []string // v1: memory, pids (one when co-mounted); v2: one
+
+	mu        sync.Mutex // guards oomEvent and oomEvents
+	oomEvent  int        // v1: eventfd notified on OOM; -1 when none
+	oomEvents uint64     // v1: notifications read from oomEvent so far
+}
+
 // nsjailPrefix starts the name of the cgroup nsjail creates for its child
 // (NSJAIL.<pid>); exec ids must not look like one.
 const nsjailPrefix = "NSJAIL"
@@ -33,21 +48,6 @@ const (
 	cpuShares = 1024
 	cpuWeight = 100
 )
-
-// ExecCgroup is the cgroup of one execution, under the parent. It carries
-// the real limits; nsjail's own NSJAIL.<pid> cgroup inside it has looser
-// ones, so limit events are charged here and survive nsjail removing its
-// cgroup. Its methods are safe for concurrent use.
-type ExecCgroup struct {
-	cg     *Cgroups
-	id     string
-	limits Limits
-	dirs   []string // v1: memory, pids (one when co-mounted); v2: one
-
-	mu        sync.Mutex // guards oomEvent and oomEvents
-	oomEvent  int        // v1: eventfd notified on OOM; -1 when none
-	oomEvents uint64     // v1: notifications read from oomEvent so far
-}
 
 // NewExec creates the cgroup of one execution, named id (one path
 // component, not starting with "NSJAIL"), under the parent, and sets the
