@@ -194,8 +194,7 @@ func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {
 	<-s.logDone
-	err := s.cmd.Wait()
-	s.reaper.forget(s.cmd.Process.Pid)
+	err := s.reaper.wait(s.cmd)
 	s.mu.Lock()
 	if s.pidfd >= 0 {
 		unix.Close(s.pidfd)

@@ -270,8 +270,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		logR.Close()
 	}()
 	go func() {
-		cmd.Wait()
-		e.reaper.forget(cmd.Process.Pid)
+		e.reaper.wait(cmd)
 		close(z.dead)
 	}()
 	defer func() {
