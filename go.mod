@@ -4,9 +4,11 @@ go 1.26.8
 
 require (
 	github.com/fasthttp/router v1.5.4
+	github.com/moby/sys/mountinfo v0.7.2
 	github.com/sirupsen/logrus v1.10.2
 	github.com/valyala/fasthttp v1.78.0
 	github.com/vmihailenco/msgpack/v5 v5.4.1
+	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
 

@@ -5,7 +5,7 @@
 // contract with nsjail, whose command line is then just
 // `nsjail --config <file>` (see Argv).
 //
-// It provides four things:
+// It provides five things:
 //
 //   - Render: a Policy (limits, mounts, environment, seccomp) as an nsjail
 //     config, with the isolation the product requires fixed in code
@@ -19,12 +19,14 @@
 //     its removal.
 //   - Stage: bind mounts that make sources under directories the jail's
 //     user cannot traverse (such as /root) mountable by nsjail.
+//   - Launch: the one way both engines start nsjail on a rendered config.
 //
 // Import rules: only privileged code (the supervisor and its engines)
 // imports this package; the gateway, the wire protocol and its client never
 // do, and it never imports the supervisor (see
-// docs/ARCHITECTURE.md#import-rules). It never executes anything itself (outside
-// its tests): it reads files, writes cgroup files, sends SIGKILL to the
-// processes of an execution's cgroup (ExecCgroup.Kill) and, for Stage and
-// Unstage, calls mount(2) in the caller's private mount namespace.
+// docs/ARCHITECTURE.md#import-rules). It executes nothing but nsjail, and
+// that only when the caller asks (Launch.Start); otherwise it reads files,
+// writes cgroup files, sends SIGKILL to the processes of an execution's
+// cgroup (ExecCgroup.Kill) and, for Stage and Unstage, calls mount(2) in the
+// caller's private mount namespace.
 package jail

@@ -3,16 +3,13 @@ package jail
 import (
 	"encoding/binary"
 	"fmt"
+
+	"golang.org/x/net/bpf"
 )
 
-// Classic BPF as seccomp runs it (linux/filter.h, linux/seccomp.h).
+// What a seccomp filter returns and the struct seccomp_data it reads
+// (linux/seccomp.h).
 const (
-	bpfLdWAbs  = 0x20 // BPF_LD | BPF_W | BPF_ABS
-	bpfJeqK    = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
-	bpfJsetK   = 0x45 // BPF_JMP | BPF_JSET | BPF_K
-	bpfRetK    = 0x06 // BPF_RET | BPF_K
-	bpfInsnLen = 8    // struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
-
 	seccompRetKillProcess = 0x80000000
 	seccompRetErrno       = 0x00050000
 	seccompRetAllow       = 0x7fff0000
@@ -25,13 +22,9 @@ const (
 
 	errnoEPERM  = 1
 	errnoENOSYS = 38
-)
 
-type bpfInsn struct {
-	code   uint16
-	jt, jf uint8
-	k      uint32
-}
+	bpfInsnLen = 8 // struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+)
 
 // SeccompFilter returns the strict filter of SeccompPolicy compiled to
 // classic BPF, as the bytes of a struct sock_filter array in the host's byte
@@ -45,29 +38,37 @@ func SeccompFilter() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, len(prog)*bpfInsnLen)
-	for _, in := range prog {
-		out = binary.NativeEndian.AppendUint16(out, in.code)
-		out = append(out, in.jt, in.jf)
-		out = binary.NativeEndian.AppendUint32(out, in.k)
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp filter: %w", err)
+	}
+	out := make([]byte, 0, len(raw)*bpfInsnLen)
+	for _, in := range raw {
+		out = binary.NativeEndian.AppendUint16(out, in.Op)
+		out = append(out, in.Jt, in.Jf)
+		out = binary.NativeEndian.AppendUint32(out, in.K)
 	}
 	return out, nil
 }
 
-func seccompProgram() ([]bpfInsn, error) {
+// ld loads the 32-bit word at off of struct seccomp_data (seccomp loads
+// whole words only, in the host's byte order).
+func ld(off uint32) bpf.Instruction { return bpf.LoadAbsolute{Off: off, Size: 4} }
+
+func seccompProgram() ([]bpf.Instruction, error) {
 	if len(deniedSyscalls) == 0 || auditArch == 0 {
 		return nil, fmt.Errorf("seccomp filter: %w", errNotSupported)
 	}
-	prog := []bpfInsn{
-		{code: bpfLdWAbs, k: seccompDataArch},
-		{code: bpfJeqK, jt: 1, k: auditArch},
-		{code: bpfRetK, k: seccompRetKillProcess},
-		{code: bpfLdWAbs, k: seccompDataNr},
+	prog := []bpf.Instruction{
+		ld(seccompDataArch),
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: auditArch, SkipTrue: 1},
+		bpf.RetConstant{Val: seccompRetKillProcess},
+		ld(seccompDataNr),
 	}
 	deny := func(nr uintptr, errno uint32) {
 		prog = append(prog,
-			bpfInsn{code: bpfJeqK, jf: 1, k: uint32(nr)},
-			bpfInsn{code: bpfRetK, k: seccompRetErrno | errno})
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(nr), SkipTrue: 1},
+			bpf.RetConstant{Val: seccompRetErrno | errno})
 	}
 	var nrs []uintptr
 	for _, s := range deniedSyscalls {
@@ -83,11 +84,11 @@ func seccompProgram() ([]bpfInsn, error) {
 		prog = append(prog, socketRules()...)
 	}
 	prog = append(prog,
-		bpfInsn{code: bpfJeqK, jf: 3, k: uint32(sysClone)},
-		bpfInsn{code: bpfLdWAbs, k: seccompDataArg0},
-		bpfInsn{code: bpfJsetK, jf: 1, k: uint32(cloneNewMask)},
-		bpfInsn{code: bpfRetK, k: seccompRetErrno | errnoEPERM},
-		bpfInsn{code: bpfRetK, k: seccompRetAllow},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(sysClone), SkipTrue: 3},
+		ld(seccompDataArg0),
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: uint32(cloneNewMask), SkipFalse: 1},
+		bpf.RetConstant{Val: seccompRetErrno | errnoEPERM},
+		bpf.RetConstant{Val: seccompRetAllow},
 	)
 	return prog, nil
 }
@@ -95,14 +96,14 @@ func seccompProgram() ([]bpfInsn, error) {
 // socketRules is the filter's version of kafelSocketRules. It starts and
 // ends with the syscall number in the accumulator. Arguments are compared
 // as whole 64-bit values, as kafel does: high word 0, low word allowed.
-func socketRules() []bpfInsn {
+func socketRules() []bpf.Instruction {
 	const deny, allow = "deny", "allow"
-	a := &bpfAsm{}
+	a := &labels{}
 	// socket(family, type, protocol)
 	a.jeq(uint32(sysSocket), "", "socketpair")
-	a.ldArg(0, true)
+	a.add(ldArg(0, true))
 	a.jeq(0, "", deny)
-	a.ldArg(0, false)
+	a.add(ldArg(0, false))
 	for _, f := range SocketFamilies {
 		if f == afNetlink {
 			a.jeq(afNetlink, "netlink", "")
@@ -112,77 +113,81 @@ func socketRules() []bpfInsn {
 	}
 	a.jmp(deny)
 	a.label("netlink")
-	a.ldArg(2, true)
+	a.add(ldArg(2, true))
 	a.jeq(0, "", deny)
-	a.ldArg(2, false)
+	a.add(ldArg(2, false))
 	a.jeq(netlinkRoute, allow, deny)
 	// socketpair(family, ...)
 	a.label("socketpair")
 	a.jeq(uint32(sysSocketpair), "", "next")
-	a.ldArg(0, true)
+	a.add(ldArg(0, true))
 	a.jeq(0, "", deny)
-	a.ldArg(0, false)
+	a.add(ldArg(0, false))
 	a.jeq(afUnix, allow, deny)
 	a.label(deny)
-	a.ret(seccompRetErrno | errnoEAFNOSUPPORT)
+	a.add(bpf.RetConstant{Val: seccompRetErrno | errnoEAFNOSUPPORT})
 	a.label(allow)
-	a.ret(seccompRetAllow)
+	a.add(bpf.RetConstant{Val: seccompRetAllow})
 	// Neither: reload the number for the rules that follow.
 	a.label("next")
-	a.ld(seccompDataNr)
-	return a.assemble()
+	a.add(ld(seccompDataNr))
+	return a.resolve()
 }
-
-// bpfAsm assembles a straight run of classic BPF with forward jumps to
-// labels; "" as a jump target means the next instruction.
-type bpfAsm struct {
-	prog   []bpfInsn
-	jumps  []bpfJump
-	labels map[string]int
-}
-
-type bpfJump struct {
-	at     int
-	jt, jf string
-}
-
-func (a *bpfAsm) ld(off uint32) { a.prog = append(a.prog, bpfInsn{code: bpfLdWAbs, k: off}) }
 
 // ldArg loads the high or low 32-bit word of argument i (little-endian
 // layout: amd64 is the only architecture with a filter).
-func (a *bpfAsm) ldArg(i int, high bool) {
+func ldArg(i int, high bool) bpf.Instruction {
 	off := uint32(seccompDataArgs + 8*i)
 	if high {
 		off += 4
 	}
-	a.ld(off)
+	return ld(off)
 }
 
-func (a *bpfAsm) jeq(k uint32, jt, jf string) {
-	a.jumps = append(a.jumps, bpfJump{at: len(a.prog), jt: jt, jf: jf})
-	a.prog = append(a.prog, bpfInsn{code: bpfJeqK, k: k})
+// labels lets a run of instructions jump forward to named places, which
+// golang.org/x/net/bpf leaves to its callers (it takes skip counts); ""
+// as a jump target means the next instruction.
+type labels struct {
+	prog  []bpf.Instruction
+	jumps []labelJump
+	at    map[string]int
 }
 
-// jmp jumps unconditionally (a JEQ whose both branches go to the label).
-func (a *bpfAsm) jmp(to string) { a.jeq(0, to, to) }
+type labelJump struct {
+	at     int
+	jt, jf string
+}
 
-func (a *bpfAsm) ret(k uint32) { a.prog = append(a.prog, bpfInsn{code: bpfRetK, k: k}) }
+func (a *labels) add(in bpf.Instruction) { a.prog = append(a.prog, in) }
 
-func (a *bpfAsm) label(name string) {
-	if a.labels == nil {
-		a.labels = map[string]int{}
+// jeq jumps to jt if the accumulator equals k, else to jf.
+func (a *labels) jeq(k uint32, jt, jf string) {
+	a.jumps = append(a.jumps, labelJump{at: len(a.prog), jt: jt, jf: jf})
+	a.add(bpf.JumpIf{Cond: bpf.JumpEqual, Val: k})
+}
+
+// jmp jumps unconditionally.
+func (a *labels) jmp(to string) {
+	a.jumps = append(a.jumps, labelJump{at: len(a.prog), jt: to})
+	a.add(bpf.Jump{})
+}
+
+func (a *labels) label(name string) {
+	if a.at == nil {
+		a.at = map[string]int{}
 	}
-	a.labels[name] = len(a.prog)
+	a.at[name] = len(a.prog)
 }
 
-// assemble resolves the jumps; it panics on a backward or too long jump or
-// an unknown label, which are bugs in the code above, caught by the tests.
-func (a *bpfAsm) assemble() []bpfInsn {
-	off := func(from int, to string) uint8 {
+// resolve fills in the jumps' skip counts; it panics on a backward or too
+// long jump or an unknown label, which are bugs in the code above, caught
+// by the tests.
+func (a *labels) resolve() []bpf.Instruction {
+	skip := func(from int, to string) uint8 {
 		if to == "" {
 			return 0
 		}
-		at, ok := a.labels[to]
+		at, ok := a.at[to]
 		d := at - from - 1
 		if !ok || d < 0 || d > 255 {
 			panic(fmt.Sprintf("bpf jump from %d to %q (%d, %v)", from, to, at, ok))
@@ -190,8 +195,14 @@ func (a *bpfAsm) assemble() []bpfInsn {
 		return uint8(d)
 	}
 	for _, j := range a.jumps {
-		a.prog[j.at].jt = off(j.at, j.jt)
-		a.prog[j.at].jf = off(j.at, j.jf)
+		switch in := a.prog[j.at].(type) {
+		case bpf.JumpIf:
+			in.SkipTrue, in.SkipFalse = skip(j.at, j.jt), skip(j.at, j.jf)
+			a.prog[j.at] = in
+		case bpf.Jump:
+			in.Skip = uint32(skip(j.at, j.jt))
+			a.prog[j.at] = in
+		}
 	}
 	return a.prog
 }

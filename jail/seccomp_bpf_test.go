@@ -4,58 +4,67 @@ package jail
 
 import (
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
-// runFilter interprets the subset of classic BPF that SeccompFilter emits
-// on one struct seccomp_data (nr, arch, args[0]).
+// runFilter runs SeccompFilter's bytes on one struct seccomp_data (nr,
+// arch, args[0]) in golang.org/x/net/bpf's VM.
 func runFilter(t *testing.T, prog []byte, nr, arch uint32, arg0 uint64) uint32 {
 	t.Helper()
 	return runFilterArgs(t, prog, nr, arch, arg0)
 }
 
-// runFilterArgs is runFilter with more arguments.
+// runFilterArgs is runFilter with more arguments. The program run is the
+// one decoded from the bytes the zygote installs, not the one they were
+// assembled from.
+//
+// The VM reads packets, whose words are in network byte order; seccomp
+// reads struct seccomp_data, whose words are in the host's. The filter only
+// loads whole, aligned 32-bit words, so the VM's input is seccomp_data's
+// layout with each word stored big-endian: nr, arch, instruction_pointer
+// (zero), then each args[i] as its low word at 16+8i and its high word at
+// 20+8i, as on little-endian amd64.
 func runFilterArgs(t *testing.T, prog []byte, nr, arch uint32, args ...uint64) uint32 {
 	t.Helper()
+	if len(prog) == 0 || len(prog)%bpfInsnLen != 0 {
+		t.Fatalf("program of %d bytes", len(prog))
+	}
+	var insns []bpf.Instruction
+	for i := 0; i < len(prog); i += bpfInsnLen {
+		raw := bpf.RawInstruction{
+			Op: binary.NativeEndian.Uint16(prog[i:]),
+			Jt: prog[i+2], Jf: prog[i+3],
+			K: binary.NativeEndian.Uint32(prog[i+4:]),
+		}
+		in := raw.Disassemble()
+		if _, unknown := in.(bpf.RawInstruction); unknown {
+			t.Fatalf("instruction %d: unknown opcode %#x", i/bpfInsnLen, raw.Op)
+		}
+		insns = append(insns, in)
+	}
+	vm, err := bpf.NewVM(insns)
+	if err != nil {
+		t.Fatalf("filter rejected by the VM: %v", err)
+	}
 	var data [64]byte
-	binary.NativeEndian.PutUint32(data[seccompDataNr:], nr)
-	binary.NativeEndian.PutUint32(data[seccompDataArch:], arch)
+	binary.BigEndian.PutUint32(data[seccompDataNr:], nr)
+	binary.BigEndian.PutUint32(data[seccompDataArch:], arch)
 	for i, a := range args {
-		binary.NativeEndian.PutUint64(data[seccompDataArgs+8*i:], a)
+		binary.BigEndian.PutUint32(data[seccompDataArgs+8*i:], uint32(a))
+		binary.BigEndian.PutUint32(data[seccompDataArgs+8*i+4:], uint32(a>>32))
 	}
-	var acc uint32
-	for pc := 0; ; pc++ {
-		if (pc+1)*bpfInsnLen > len(prog) {
-			t.Fatalf("program falls off its end at %d", pc)
-		}
-		in := prog[pc*bpfInsnLen:]
-		code := binary.NativeEndian.Uint16(in)
-		jt, jf := int(in[2]), int(in[3])
-		k := binary.NativeEndian.Uint32(in[4:])
-		switch code {
-		case bpfLdWAbs:
-			acc = binary.NativeEndian.Uint32(data[k:])
-		case bpfJeqK:
-			if acc == k {
-				pc += jt
-			} else {
-				pc += jf
-			}
-		case bpfJsetK:
-			if acc&k != 0 {
-				pc += jt
-			} else {
-				pc += jf
-			}
-		case bpfRetK:
-			return k
-		default:
-			t.Fatalf("unexpected opcode %#x at %d", code, pc)
-		}
+	ret, err := vm.Run(data[:])
+	if err != nil {
+		t.Fatalf("run filter: %v", err)
 	}
+	return uint32(ret)
 }
 
 func TestSeccompFilter(t *testing.T) {
@@ -188,3 +197,36 @@ func TestZygoteSeccompPolicy(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestSeccompFilterGolden pins the filter's exact instructions, in
+// testdata/seccomp_filter_amd64.txt (one per line: code, jt, jf, k, then
+// the disassembly). A change to the filter shows there as a reviewable
+// diff; run go test ./jail -run TestSeccompFilterGolden -update to accept it.
+func TestSeccompFilterGolden(t *testing.T) {
+	prog, err := SeccompFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := 0; i+8 <= len(prog); i += 8 {
+		raw := bpf.RawInstruction{
+			Op: binary.NativeEndian.Uint16(prog[i:]),
+			Jt: prog[i+2], Jf: prog[i+3],
+			K: binary.NativeEndian.Uint32(prog[i+4:]),
+		}
+		fmt.Fprintf(&b, "%04x %02x %02x %08x  %v\n", raw.Op, raw.Jt, raw.Jf, raw.K, raw.Disassemble())
+	}
+	golden := filepath.Join("testdata", "seccomp_filter_amd64.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden (run go test ./jail -run TestSeccompFilterGolden -update): %v", err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("SeccompFilter differs from %s:\n%s", golden, lineDiff(string(want), b.String()))
+	}
+}

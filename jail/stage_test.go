@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 func TestNeedsStaging(t *testing.T) {
@@ -127,20 +129,18 @@ func TestStage(t *testing.T) {
 // or below dir.
 func mountedUnder(t *testing.T, dir string) bool {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := parseMountinfo(b)
+	defer f.Close()
+	ms, err := mountinfo.GetMountsFromReader(f, func(m *mountinfo.Info) (skip, stop bool) {
+		return !within(m.Mountpoint, dir), false
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range ms {
-		if within(m.point, dir) {
-			return true
-		}
-	}
-	return false
+	return len(ms) > 0
 }
 
 func TestUnstageNotMounted(t *testing.T) {

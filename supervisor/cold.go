@@ -101,33 +101,25 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		return Outcome{}, fmt.Errorf("render jail config: %w", err)
 	}
 
-	files, err := newJailFiles(cfg)
+	files, err := newJailFiles()
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer files.closeAll()
 
-	argv := jail.Argv(e.nsjail, fmt.Sprintf("/proc/self/fd/%d", configFD))
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = []string{} // nsjail needs nothing; the jail's env is in the config
-	cmd.Stdin = nil      // /dev/null
-	cmd.Stdout = files.stdoutW
-	cmd.Stderr = files.stderrW
-	cmd.ExtraFiles = []*os.File{files.requestR, files.resultW, files.config, files.logW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If the supervisor dies, nsjail dies, and nsjail's own death signal
-		// takes the jail with it.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	sb := &nsjailSandbox{cmd: cmd, cg: cg, reaper: e.reaper, logDone: make(chan struct{}), pidfd: -1, uid: -1}
+	sb := &nsjailSandbox{cg: cg, reaper: e.reaper, logDone: make(chan struct{}), pidfd: -1, uid: -1}
 	if pol.NoNamespaces {
 		sb.uid = pol.OutsideUID
 	}
-	cmd.SysProcAttr.PidFD = &sb.pidfd
-	if err := e.reaper.start(cmd); err != nil {
-		return Outcome{}, fmt.Errorf("start nsjail: %w", err)
+	sb.cmd, sb.pidfd, err = jail.Launch{
+		Nsjail: e.nsjail, Config: cfg, ConfigFD: configFD,
+		Files:  []*os.File{files.requestR, files.resultW, nil, files.logW},
+		Stdout: files.stdoutW, Stderr: files.stderrW,
+	}.Start(e.reaper.start)
+	if err != nil {
+		return Outcome{}, err
 	}
+	cmd := sb.cmd
 	files.closeChildEnds()
 	log := x.Log.WithField("nsjail_pid", cmd.Process.Pid)
 
@@ -202,8 +194,7 @@ func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
 
 func (s *nsjailSandbox) wait() (sandboxExit, error) {
 	<-s.logDone
-	err := s.cmd.Wait()
-	s.reaper.forget(s.cmd.Process.Pid)
+	err := s.reaper.wait(s.cmd)
 	s.mu.Lock()
 	if s.pidfd >= 0 {
 		unix.Close(s.pidfd)
@@ -276,17 +267,16 @@ func nsjailFailed(log string) bool {
 	return strings.Contains(log, "[E]") || strings.Contains(log, "[F]")
 }
 
-// jailFiles are the pipes and the config file of one nsjail run.
+// jailFiles are the pipes of one nsjail run.
 type jailFiles struct {
 	requestR, requestW *os.File
 	resultR, resultW   *os.File
 	stdoutR, stdoutW   *os.File
 	stderrR, stderrW   *os.File
 	logR, logW         *os.File
-	config             *os.File
 }
 
-func newJailFiles(cfg []byte) (*jailFiles, error) {
+func newJailFiles() (*jailFiles, error) {
 	f := &jailFiles{}
 	pairs := []struct{ r, w **os.File }{
 		{&f.requestR, &f.requestW}, {&f.resultR, &f.resultW},
@@ -300,30 +290,19 @@ func newJailFiles(cfg []byte) (*jailFiles, error) {
 		}
 		*p.r, *p.w = r, w
 	}
-	// The config travels in a memfd: nothing on disk, nothing to clean up.
-	fd, err := unix.MemfdCreate("nsjail-config", unix.MFD_CLOEXEC)
-	if err != nil {
-		f.closeAll()
-		return nil, fmt.Errorf("memfd: %w", err)
-	}
-	f.config = os.NewFile(uintptr(fd), "nsjail-config")
-	if _, err := f.config.Write(cfg); err != nil {
-		f.closeAll()
-		return nil, fmt.Errorf("write config: %w", err)
-	}
 	return f, nil
 }
 
 // closeChildEnds closes the parent's copies of the fds nsjail inherited, so
 // EOF on the read ends means every jailed writer is gone.
 func (f *jailFiles) closeChildEnds() {
-	for _, c := range []*os.File{f.requestR, f.resultW, f.stdoutW, f.stderrW, f.logW, f.config} {
+	for _, c := range []*os.File{f.requestR, f.resultW, f.stdoutW, f.stderrW, f.logW} {
 		c.Close()
 	}
 }
 
 func (f *jailFiles) closeAll() {
-	for _, c := range []*os.File{f.requestR, f.requestW, f.resultR, f.resultW, f.stdoutR, f.stdoutW, f.stderrR, f.stderrW, f.logR, f.logW, f.config} {
+	for _, c := range []*os.File{f.requestR, f.requestW, f.resultR, f.resultW, f.stdoutR, f.stdoutW, f.stderrR, f.stderrW, f.logR, f.logW} {
 		if c != nil {
 			c.Close()
 		}

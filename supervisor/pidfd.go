@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,5 +52,24 @@ func killChildren(parent, parentFD int) {
 		}
 		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		unix.Close(fd)
+	}
+}
+
+// waitPidfd waits until the process of pidfd has exited (its pidfd turns
+// readable once the process is gone completely, reaped or not) or timeout
+// has passed, and reports whether it has exited. Interrupted polls resume
+// with the time left.
+func waitPidfd(pidfd int, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		// Rounded up: a wait of less than a millisecond must not become
+		// a poll that returns at once.
+		ms := int((max(time.Until(deadline), 0) + time.Millisecond - 1) / time.Millisecond)
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0
 	}
 }

@@ -48,6 +48,14 @@ func (r *reaper) start(cmd *exec.Cmd) error {
 	return nil
 }
 
+// wait waits for a child that start started (cmd.Wait) and then
+// unregisters it: both engines wait for their nsjail processes this way.
+func (r *reaper) wait(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	r.forget(cmd.Process.Pid)
+	return err
+}
+
 // forget unregisters a child after Wait has reaped it.
 func (r *reaper) forget(pid int) {
 	if r == nil {

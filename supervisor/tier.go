@@ -220,15 +220,11 @@ func killAfterExit(pid, uid int, stop <-chan struct{}) {
 		return
 	}
 	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
+	for !waitPidfd(fd, 100*time.Millisecond) {
 		select {
 		case <-stop:
 			return
 		default:
-		}
-		if n, _ := unix.Poll(fds, 100); n > 0 {
-			break
 		}
 	}
 	select {

@@ -499,13 +499,7 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 	// The socket closes once the child has been reaped, or when its zygote
 	// died; the pidfd is readable once the child has gone completely, which
 	// spares removing the cgroup a retry.
-	fds := []unix.PollFd{{Fd: int32(c.pidfd), Events: unix.POLLIN}}
-	for {
-		_, err := unix.Poll(fds, int(childExitWait/time.Millisecond))
-		if err != unix.EINTR {
-			break
-		}
-	}
+	waitPidfd(c.pidfd, childExitWait)
 	exit := sandboxExit{code: -1, sig: int(syscall.SIGKILL)}
 	switch {
 	case report != nil && report.Error != "":

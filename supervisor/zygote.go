@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -181,22 +180,12 @@ func (e *warmEngine) cleanupZygote(z *zygoteProc) {
 		// nsjail may be reaped before the zygote, its PID 1, has finished
 		// exiting; without cgroups nothing else waits for it.
 		unix.PidfdSendSignal(z.pidfd, unix.SIGKILL, nil, 0)
-		fds := []unix.PollFd{{Fd: int32(z.pidfd), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(fds, int(childExitWait/time.Millisecond)); err != unix.EINTR {
-				break
-			}
-		}
+		waitPidfd(z.pidfd, childExitWait)
 		unix.Close(z.pidfd)
 		z.pidfd = -1
 	}
 	if z.cg != nil {
-		if err := z.cg.Kill(); err != nil {
-			e.log.WithError(err).Warn("kill zygote cgroup")
-		}
-		if err := z.cg.Remove(); err != nil {
-			e.log.WithError(err).Warn("remove zygote cgroup")
-		}
+		removeCgroup(z.cg, e.log.WithField("zygote", z.slot))
 	}
 }
 
@@ -222,8 +211,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	}
 	cleanupCg := func() {
 		if cg != nil {
-			cg.Kill()
-			cg.Remove()
+			removeCgroup(cg, e.log.WithField("zygote", slot))
 		}
 	}
 	cfg, err := jail.Render(pol)
@@ -250,19 +238,6 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		cleanupCg()
 		return nil, err
 	}
-	confFD, err := unix.MemfdCreate("nsjail-config", unix.MFD_CLOEXEC)
-	if err != nil {
-		conn.Close()
-		cleanupCg()
-		return nil, fmt.Errorf("memfd: %w", err)
-	}
-	conf := os.NewFile(uintptr(confFD), "nsjail-config")
-	defer conf.Close()
-	if _, err := conf.Write(cfg); err != nil {
-		conn.Close()
-		cleanupCg()
-		return nil, fmt.Errorf("write config: %w", err)
-	}
 	logR, logW, err := os.Pipe()
 	if err != nil {
 		conn.Close()
@@ -271,21 +246,17 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	}
 
 	// fd 3: the control socket; fd 4: the config (not passed into the jail).
-	argv := jail.Argv(e.nsjail, "/proc/self/fd/4")
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = []string{}
-	cmd.Stdout = logW
-	cmd.Stderr = logW
-	cmd.ExtraFiles = []*os.File{theirs, conf}
-	nsjailFD := -1
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &nsjailFD}
-	err = e.reaper.start(cmd)
+	cmd, nsjailFD, err := jail.Launch{
+		Nsjail: e.nsjail, Config: cfg, ConfigFD: 4,
+		Files:  []*os.File{theirs, nil},
+		Stdout: logW, Stderr: logW,
+	}.Start(e.reaper.start)
 	logW.Close()
 	if err != nil {
 		logR.Close()
 		conn.Close()
 		cleanupCg()
-		return nil, fmt.Errorf("start nsjail: %w", err)
+		return nil, err
 	}
 	z = &zygoteProc{slot: slot, pidfd: -1, nsjailFD: nsjailFD, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
 	log := e.log.WithFields(logrus.Fields{"zygote": slot, "zygote_nsjail_pid": cmd.Process.Pid})
@@ -299,8 +270,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		logR.Close()
 	}()
 	go func() {
-		cmd.Wait()
-		e.reaper.forget(cmd.Process.Pid)
+		e.reaper.wait(cmd)
 		close(z.dead)
 	}()
 	defer func() {

@@ -10,12 +10,12 @@
 package stack
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/moby/sys/mountinfo"
 	"io"
 	"net"
 	"net/http"
@@ -447,13 +447,13 @@ func mountsUnder(dir string) []string {
 		return []string{"(cannot read mountinfo: " + err.Error() + ")"}
 	}
 	defer f.Close()
+	ms, err := mountinfo.GetMountsFromReader(f, mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return []string{"(cannot parse mountinfo: " + err.Error() + ")"}
+	}
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) > 4 && (fl[4] == dir || strings.HasPrefix(fl[4], dir+"/")) {
-			out = append(out, fl[4])
-		}
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
 	}
 	return out
 }
