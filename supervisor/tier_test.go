@@ -30,25 +30,3 @@ func TestConfigIsolation(t *testing.T) {
 		}
 	}
 }
-
-func TestUIDPool(t *testing.T) {
-	p := newUIDPool(61000, 2)
-	a, err1 := p.get()
-	b, err2 := p.get()
-	if err1 != nil || err2 != nil || a == b || !p.contains(a) || !p.contains(b) || p.contains(61002) || p.contains(60999) {
-		t.Fatalf("got %d %d (%v %v)", a, b, err1, err2)
-	}
-	if _, err := p.get(); err == nil {
-		t.Fatal("a third uid from a pool of two")
-	}
-	p.put(a)
-	if c, err := p.get(); err != nil || c != a {
-		t.Fatalf("after put: %d %v", c, err)
-	}
-	if err := checkUIDRangeUnused(61000, 2, 3); err == nil {
-		t.Fatal("a range smaller than needed accepted")
-	}
-	if err := checkUIDRangeUnused(0, 1, 1); err == nil {
-		t.Fatal("a range holding root accepted")
-	}
-}

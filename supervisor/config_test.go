@@ -1,29 +1,34 @@
 package supervisor
 
 import (
-	"os"
+	"strings"
 	"testing"
-	"time"
-
-	"github.com/python-executor/python-executor/jail"
 )
 
-func TestNewOrderMirrorsColdRounding(t *testing.T) {
-	l := jail.Limits{
-		Wall: time.Second, MemoryBytes: 100<<20 + 1, Pids: 64, CPUTime: 1500 * time.Millisecond,
-		FileSizeBytes: 1, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096,
+// -result-kb and the clients' largest frame are checked against each other
+// at start-up, with a message that says what to do.
+func TestResultLimitMustFitTheClientsFrame(t *testing.T) {
+	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
+	c := base
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
 	}
-	o := newOrder(l, true)
-	if o.CPUSeconds != 2 || o.FsizeBytes != 1<<20 || o.NoFile != 256 || o.TmpBytes != 64<<20 ||
-		o.TmpInodes != 4096 || o.ShmInodes != jail.ShmInodes || o.StackBytes != 8<<20 {
-		t.Errorf("newOrder(%+v, true) = %+v", l, o)
+	c = base
+	c.Defaults = DefaultLimits()
+	c.Defaults.ResultBytes = 20 << 20 // over the 16 MiB frames of the Go client
+	c.Max = c.Defaults
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "-result-kb") || !strings.Contains(err.Error(), "lower -result-kb to 16383 or less") {
+		t.Fatalf("20 MiB results with 16 MiB frames: %v", err)
 	}
-	if o.NProc != 0 || o.ASBytes != 0 {
-		t.Errorf("with a cgroup: nproc %d, as %d, want none", o.NProc, o.ASBytes)
+	c.ClientMaxFrame = 32 << 20
+	if err := c.Validate(); err != nil {
+		t.Fatalf("20 MiB results with 32 MiB frames: %v", err)
 	}
-	o = newOrder(l, false)
-	if o.NProc != 64 || o.ASBytes != 101<<20 {
-		t.Errorf("without a cgroup: nproc %d, as %d, want 64 and %d", o.NProc, o.ASBytes, 101<<20)
+	c = base
+	c.ClientMaxFrame = 64 << 10
+	if err := c.Validate(); err == nil {
+		t.Fatal("8 MiB results with 64 KiB frames accepted")
 	}
 }
 
@@ -38,16 +43,6 @@ func TestValidModuleName(t *testing.T) {
 		if got := validModuleName(tc.name); got != tc.want {
 			t.Errorf("validModuleName(%q) = %v, want %v", tc.name, got, tc.want)
 		}
-	}
-}
-
-func TestParentPid(t *testing.T) {
-	got, err := parentPid(os.Getpid())
-	if err != nil || got != os.Getppid() {
-		t.Errorf("parentPid(self) = %d, %v, want %d", got, err, os.Getppid())
-	}
-	if _, err := parentPid(0); err == nil {
-		t.Errorf("parentPid(0) succeeded")
 	}
 }
 

@@ -1,4 +1,4 @@
-package supervisor
+package warm
 
 import (
 	"bufio"
@@ -20,6 +20,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
@@ -279,7 +280,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	cmd.ExtraFiles = []*os.File{theirs, conf}
 	nsjailFD := -1
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &nsjailFD}
-	err = e.reaper.start(cmd)
+	err = e.reaper.Start(cmd)
 	logW.Close()
 	if err != nil {
 		logR.Close()
@@ -300,7 +301,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	}()
 	go func() {
 		cmd.Wait()
-		e.reaper.forget(cmd.Process.Pid)
+		e.reaper.Forget(cmd.Process.Pid)
 		close(z.dead)
 	}()
 	defer func() {
@@ -340,7 +341,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	if err := msgpack.Unmarshal(msg, &ready); err != nil || ready.V != zygoteProtocol {
 		return z, fmt.Errorf("malformed ready message (%v)", err)
 	}
-	if z.pidfd, err = pidfdOfChild(pid, cmd.Process.Pid, nsjailFD); err != nil {
+	if z.pidfd, err = proc.PidfdOfChild(pid, cmd.Process.Pid, nsjailFD); err != nil {
 		return z, fmt.Errorf("ready message from pid %d, not nsjail's child: %w", pid, err)
 	}
 	z.pid = pid
@@ -437,37 +438,6 @@ func readPacket(c *net.UnixConn, deadline time.Time) ([]byte, int, error) {
 		}
 	}
 	return buf[:n], pid, nil
-}
-
-// parentPid reads a process's parent pid from /proc.
-func parentPid(pid int) (int, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
-}
-
-// procStat returns the fields of /proc/pid/stat after the command name,
-// which may hold anything: state, ppid, ... (field 3 of proc(5) first), at
-// least nine of them.
-func procStat(pid int) ([]string, error) {
-	if pid <= 0 {
-		return nil, fmt.Errorf("pid %d", pid)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 9 {
-		return nil, errors.New("malformed stat")
-	}
-	return f, nil
 }
 
 // vmSizeBytes is a process's address-space size (VmSize), 0 when unknown.

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"fmt"
@@ -14,15 +14,15 @@ import (
 // pid during the check, so the check was about it; if it has been reaped,
 // the signal fails with ESRCH and reaches nobody.
 
-// pidfdOfChild opens a pidfd for pid after confirming that it is a child of
+// PidfdOfChild opens a pidfd for pid after confirming that it is a child of
 // parent, whose own pidfd parentFD proves that parent has not been reaped
 // (and its pid reused) meanwhile.
-func pidfdOfChild(pid, parent, parentFD int) (int, error) {
+func PidfdOfChild(pid, parent, parentFD int) (int, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return -1, fmt.Errorf("pidfd of %d: %w", pid, err)
 	}
-	ppid, err := parentPid(pid)
+	ppid, err := ParentPid(pid)
 	switch {
 	case err != nil:
 	case ppid != parent:
@@ -41,11 +41,11 @@ func pidfdOfChild(pid, parent, parentFD int) (int, error) {
 	return fd, nil
 }
 
-// killChildren SIGKILLs parent's children, each through a pidfd opened by
-// pidfdOfChild. parentFD must be parent's pidfd.
-func killChildren(parent, parentFD int) {
-	for _, c := range childrenOf(parent) {
-		fd, err := pidfdOfChild(c, parent, parentFD)
+// KillChildren SIGKILLs parent's children, each through a pidfd opened by
+// PidfdOfChild. parentFD must be parent's pidfd.
+func KillChildren(parent, parentFD int) {
+	for _, c := range ChildrenOf(parent) {
+		fd, err := PidfdOfChild(c, parent, parentFD)
 		if err != nil {
 			continue // gone, or no longer its child
 		}
