@@ -30,7 +30,7 @@ type Config struct {
 
 	// SandboxUIDBase and SandboxUIDCount are the range of host uids (and
 	// gids) executions run as, one each, where no cgroup limits them (see
-	// uidPool); nothing else on the host may use them. 0 = the defaults,
+	// proc.UIDPool); nothing else on the host may use them. 0 = the defaults,
 	// DefaultSandboxUIDBase and DefaultSandboxUIDCount.
 	SandboxUIDBase  int
 	SandboxUIDCount int

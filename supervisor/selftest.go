@@ -169,7 +169,7 @@ func fullChecks(check func(bool, string, ...any), got probeResult, host *Host) {
 	// The cold jail's user namespace is a child of the host's (65534 maps to
 	// the sandbox user); a warm child's is a child of its zygote's, whose
 	// own 65534 is that same sandbox user.
-	// Without cgroups a cold jail maps to a uid of its own (see uidPool).
+	// Without cgroups a cold jail maps to a uid of its own (see proc.UIDPool).
 	outside := func(s string) bool {
 		id, err := strconv.Atoi(s)
 		return s == sandbox || s == "65534" || (err == nil && host.UIDs != nil && host.UIDs.Contains(id))

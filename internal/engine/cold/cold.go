@@ -60,7 +60,7 @@ func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		if err != nil {
 			return engine.Outcome{}, err
 		}
-		// Given back once supervise has returned: every process of the
+		// Given back once engine.Supervise has returned: every process of the
 		// jail is gone by then.
 		defer e.uids.Put(uid)
 		pol.OutsideUID, pol.OutsideGID = uid, uid
