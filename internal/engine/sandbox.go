@@ -70,6 +70,7 @@ type PipeEnds struct {
 	RequestW, ResultR, StdoutR, StderrR *os.File
 }
 
+// Close closes every end that is set.
 func (p PipeEnds) Close() {
 	for _, f := range []*os.File{p.RequestW, p.ResultR, p.StdoutR, p.StderrR} {
 		if f != nil {

@@ -27,6 +27,7 @@ type Reaper struct {
 	known map[int]bool
 }
 
+// NewReaper makes the calling process a child subreaper; Run then reaps.
 func NewReaper() (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ type UIDPool struct {
 	free        chan int
 }
 
+// NewUIDPool returns a pool of the count uids from base, all free.
 func NewUIDPool(base, count int) *UIDPool {
 	p := &UIDPool{base: base, count: count, free: make(chan int, count)}
 	for i := 0; i < count; i++ {
@@ -54,6 +55,7 @@ func (p *UIDPool) Get() (int, error) {
 	}
 }
 
+// Put gives back a uid that Get returned.
 func (p *UIDPool) Put(id int) { p.free <- id }
 
 // Contains reports whether uid belongs to the range.
