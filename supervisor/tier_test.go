@@ -30,3 +30,40 @@ func TestConfigIsolation(t *testing.T) {
 		}
 	}
 }
+
+func TestValidModuleName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"numpy", true}, {"pandas", true}, {"scipy.stats", true}, {"_x1", true},
+		{"", false}, {"1x", false}, {"a..b", false}, {"a.", false}, {"os; import x", false}, {"a-b", false}, {"é", false},
+	} {
+		if got := validModuleName(tc.name); got != tc.want {
+			t.Errorf("validModuleName(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestConfigEngine(t *testing.T) {
+	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
+	c := base
+	if err := c.Validate(); err != nil || c.Engine != EngineWarm || c.Zygotes <= 0 || len(c.Preload) != 2 || c.ZygotePath != "/r/zygote.py" {
+		t.Errorf("defaults: %v %+v", err, c)
+	}
+	c = base
+	c.Engine = "lukewarm"
+	if err := c.Validate(); err == nil {
+		t.Errorf("engine lukewarm accepted")
+	}
+	c = base
+	c.Preload = []string{"os; import x"}
+	if err := c.Validate(); err == nil {
+		t.Errorf("bad preload accepted")
+	}
+	c = base
+	c.Preload = []string{}
+	if err := c.Validate(); err != nil || len(c.Preload) != 0 {
+		t.Errorf("empty preload: %v %v", err, c.Preload)
+	}
+}
