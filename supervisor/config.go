@@ -8,51 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/python-executor/python-executor/internal/engine"
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
-
-// LimitSet is one full set of per-execution limits.
-type LimitSet struct {
-	Timeout       time.Duration
-	MemoryBytes   int64
-	Pids          int
-	CPUTime       time.Duration
-	FileSizeBytes int64
-	OpenFiles     int
-	TmpBytes      int64
-	TmpInodes     int
-	OutputBytes   int64 // kept per stream (stdout, stderr); the rest is dropped
-	ResultBytes   int64
-}
-
-// DefaultLimits are the limits an execution gets when it asks for nothing.
-func DefaultLimits() LimitSet {
-	return LimitSet{
-		Timeout:       30 * time.Second,
-		MemoryBytes:   512 << 20,
-		Pids:          64,
-		CPUTime:       60 * time.Second,
-		FileSizeBytes: 64 << 20,
-		OpenFiles:     256,
-		TmpBytes:      64 << 20,
-		TmpInodes:     4096,
-		OutputBytes:   1 << 20,
-		ResultBytes:   8 << 20,
-	}
-}
-
-// Validate reports a limit that is not positive.
-func (l LimitSet) Validate() error {
-	for i, v := range l.values() {
-		if v <= 0 {
-			return fmt.Errorf("limit %s must be positive, got %d", limitFields[i].name, v)
-		}
-	}
-	if l.Timeout < time.Millisecond {
-		return errors.New("limit timeout must be at least 1ms")
-	}
-	return nil
-}
 
 // Config configures a Server. Zero values mean the documented default where one
 // is given.
@@ -72,7 +30,7 @@ type Config struct {
 
 	// SandboxUIDBase and SandboxUIDCount are the range of host uids (and
 	// gids) executions run as, one each, where no cgroup limits them (see
-	// uidPool); nothing else on the host may use them. 0 = the defaults,
+	// proc.UIDPool); nothing else on the host may use them. 0 = the defaults,
 	// DefaultSandboxUIDBase and DefaultSandboxUIDCount.
 	SandboxUIDBase  int
 	SandboxUIDCount int
@@ -269,7 +227,7 @@ func (c *Config) Validate() error {
 	if err := c.Max.Validate(); err != nil {
 		return fmt.Errorf("max: %w", err)
 	}
-	if err := c.Defaults.within(c.Max); err != nil {
+	if err := c.Defaults.Within(c.Max); err != nil {
 		return fmt.Errorf("defaults above max: %w", err)
 	}
 	// Checked here, at start-up: a result over the clients' frame limit would
@@ -283,7 +241,7 @@ func (c *Config) Validate() error {
 			c.Max.ResultBytes>>10, clientMax>>10, room>>10, room>>10)
 	}
 	// An error's texts are capped (four bytes per character at most).
-	if maxError := 4*(MaxErrorMessageRunes+MaxErrorTracebackRunes+2*clipMarkerRoom) + resultFrameEnvelope; clientMax < maxError {
+	if maxError := 4*(engine.MaxErrorMessageRunes+engine.MaxErrorTracebackRunes+2*engine.ClipMarkerRoom) + resultFrameEnvelope; clientMax < maxError {
 		return fmt.Errorf("the clients' largest frame of %d bytes is smaller than an error frame may be (%d bytes)", clientMax, maxError)
 	}
 	return nil

@@ -17,6 +17,10 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/engine/cold"
+	"github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
@@ -61,23 +65,14 @@ func EnterPrivateMountNamespace() error {
 }
 
 // Host is what the supervisor prepared on this host: the jail policy
-// template, the cgroups and the staged mounts.
+// template, the cgroups and the staged mounts. The embedded engine.Host is
+// what the engines get of it.
 type Host struct {
-	Policy    jail.Policy
-	Nsjail    string
-	Cgroups   *jail.Cgroups // nil when none are usable
+	engine.Host
 	Isolation string
 	// Tier is TierFull or TierContainer.
-	Tier string
-	// workDir holds the container tier's per-execution directories.
-	workDir string
-	// UIDs are the per-execution host uids, nil where cgroups limit the
-	// executions (they then all run as the sandbox user).
-	UIDs     *uidPool
+	Tier     string
 	stageDir string
-	// zygoteMount binds zygote.py beside the runner, for the warm engine's
-	// zygote jails only.
-	zygoteMount jail.Mount
 }
 
 // Close removes the cgroups and undoes the staging. (The staging would go
@@ -88,8 +83,8 @@ func (h *Host) Close() error {
 	if h.Cgroups != nil {
 		errs = append(errs, h.Cgroups.Teardown())
 	}
-	if h.workDir != "" {
-		if err := os.RemoveAll(h.workDir); err != nil {
+	if h.WorkDir != "" {
+		if err := os.RemoveAll(h.WorkDir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -104,8 +99,8 @@ func (h *Host) Close() error {
 }
 
 // ColdEngine returns the cold engine for this host. r may be nil.
-func (h *Host) ColdEngine(r *reaper) Engine {
-	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, workDir: h.workDir, reaper: r}
+func (h *Host) ColdEngine(r *proc.Reaper) Engine {
+	return cold.New(h.Host, r)
 }
 
 // CgroupMode names the cgroup mode for status reports.
@@ -162,7 +157,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	// runner and the zygote are staged under neutral paths (so
 	// /proc/self/mountinfo names none of theirs), and the venv's pyvenv.cfg,
 	// whose "command" line names the venv's host path, is shown without it.
-	neutral := []jail.Neutral{{Dst: RunnerJailPath}, {Dst: ZygoteJailPath}}
+	neutral := []jail.Neutral{{Dst: RunnerJailPath}, {Dst: warm.ZygoteJailPath}}
 	if in.Prefix != in.BasePrefix {
 		for i := range mounts {
 			if mounts[i].Kind == jail.Bind && mounts[i].Dst == in.Prefix {
@@ -178,9 +173,9 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 		}
 	}
 	mounts = append(mounts, jail.Mount{Kind: jail.Bind, Src: cfg.RunnerPath, Dst: RunnerJailPath},
-		jail.Mount{Kind: jail.Bind, Src: cfg.ZygotePath, Dst: ZygoteJailPath})
+		jail.Mount{Kind: jail.Bind, Src: cfg.ZygotePath, Dst: warm.ZygoteJailPath})
 
-	h := &Host{Nsjail: nsj, Isolation: "full", Tier: TierFull}
+	h := &Host{Host: engine.Host{Nsjail: nsj}, Isolation: "full", Tier: TierFull}
 	if err := os.MkdirAll(cfg.StageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create stage dir: %w", err)
 	}
@@ -189,7 +184,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 		return nil, fmt.Errorf("stage mounts: %w", err)
 	}
 	h.stageDir = cfg.StageDir
-	h.zygoteMount = staged[len(staged)-1]
+	h.ZygoteMount = staged[len(staged)-1]
 	staged = staged[:len(staged)-1]
 
 	cg, err := jail.DetectCgroups(cfg.CgroupRoot)
@@ -210,11 +205,11 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			h.Close()
 			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
 		}
-		if rerr := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); rerr != nil {
+		if rerr := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); rerr != nil {
 			h.Close()
 			return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", rerr)
 		}
-		h.UIDs = newUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount)
+		h.UIDs = proc.NewUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount)
 		h.Isolation = "degraded: no cgroups, rlimits only"
 		log.WithError(err).WithField("uids", fmt.Sprintf("%d-%d", cfg.SandboxUIDBase, cfg.SandboxUIDBase+cfg.SandboxUIDCount-1)).Warn("DEGRADED ISOLATION: no usable cgroups; memory is limited by rlimit_as and the supervisor's memory watch, processes by rlimit_nproc under a uid per execution")
 	}
@@ -250,8 +245,8 @@ func jailEnv(in jail.Interpreter) []string {
 		"NUMEXPR_NUM_THREADS=1",
 		"VECLIB_MAXIMUM_THREADS=1",
 		"MPLCONFIGDIR=/tmp",
-		fmt.Sprintf("PYEXEC_REQUEST_FD=%d", requestFD),
-		fmt.Sprintf("PYEXEC_RESULT_FD=%d", resultFD),
+		fmt.Sprintf("PYEXEC_REQUEST_FD=%d", cold.RequestFD),
+		fmt.Sprintf("PYEXEC_RESULT_FD=%d", cold.ResultFD),
 	}
 }
 

@@ -50,7 +50,7 @@ const (
 	ProtMemoryCgroup    = "memory_cgroup"
 	ProtPidsCgroup      = "pids_cgroup"
 	ProtMemoryWatch     = "memory_watch"                // the supervisor sums the execution's memory and kills it
-	ProtUIDPerExecution = "uid_per_execution"           // a host uid of its own (see uidPool)
+	ProtUIDPerExecution = "uid_per_execution"           // a host uid of its own (see proc.UIDPool)
 	ProtNprocPerExec    = "process_limit_per_execution" // RLIMIT_NPROC counted for this execution alone
 	ProtPrivateWorkDir  = "private_work_dir"            // a 0700 directory of its own, removed afterwards
 	ProtNoSockets       = "no_sockets"                  // seccomp refuses socket(2) of every family

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/sirupsen/logrus"
 )
 
@@ -36,13 +38,13 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 			log.WithError(err).Warn("clean up host")
 		}
 	}()
-	r, err := newReaper()
+	r, err := proc.NewReaper()
 	if err != nil {
 		return fmt.Errorf("become subreaper: %w", err)
 	}
 	stopReaper := make(chan struct{})
 	defer close(stopReaper)
-	go r.run(stopReaper)
+	go r.Run(stopReaper)
 	engine, note, err := startEngine(ctx, cfg, host, r, log)
 	if err != nil {
 		return err
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		// parent removed, the hierarchy unmounted, out of cgroup ids).
 		var n atomic.Uint64
 		srv.cgroupProbe = func() error {
-			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), cfg.Defaults.jailLimits())
+			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), cfg.Defaults.JailLimits())
 			if err != nil {
 				return err
 			}
@@ -89,12 +91,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 // startEngine starts the configured engine and proves it with the self-test.
 // A warm engine that cannot start or fails its self-test (a host that
 // refuses nested namespaces, say) is replaced by the cold engine, loudly.
-func startEngine(ctx context.Context, cfg Config, host *Host, r *reaper, log *logrus.Entry) (engine Engine, note string, err error) {
+func startEngine(ctx context.Context, cfg Config, host *Host, r *proc.Reaper, log *logrus.Entry) (engine Engine, note string, err error) {
 	if cfg.Engine == EngineWarm && host.Tier == TierContainer {
 		// A zygote's children are made in namespaces of their own.
 		log.Warn("the warm engine needs namespaces, which the container isolation tier does not have: running the cold engine (one nsjail per execution, slower)")
 	} else if cfg.Engine == EngineWarm {
-		w, err := newWarmEngine(host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, cfg.NotReadyAfter, log)
+		w, err := warm.New(host.Host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, cfg.NotReadyAfter, log)
 		if err == nil {
 			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {
 				w.Close()

@@ -128,8 +128,8 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 	if host.Tier == TierContainer {
 		// No namespaces: the checks are those of the container tier
 		// (jail.Policy.NoNamespaces).
-		check(host.UIDs.contains(got.UID) && got.GID == got.UID, "jail runs as %d:%d, want a uid and gid of its own from the sandbox range", got.UID, got.GID)
-		check(strings.HasPrefix(got.Cwd, host.workDir+"/") && got.CwdWritable, "cwd %q writable=%v, want a private directory under %s", got.Cwd, got.CwdWritable, host.workDir)
+		check(host.UIDs.Contains(got.UID) && got.GID == got.UID, "jail runs as %d:%d, want a uid and gid of its own from the sandbox range", got.UID, got.GID)
+		check(strings.HasPrefix(got.Cwd, host.WorkDir+"/") && got.CwdWritable, "cwd %q writable=%v, want a private directory under %s", got.Cwd, got.CwdWritable, host.WorkDir)
 		check(!got.RootWritable && !got.ShadowRead, "the jail can write / (%v) or read /etc/shadow (%v)", got.RootWritable, got.ShadowRead)
 		// No network namespace to contain a socket: none of any family.
 		for _, f := range []string{"unix", "inet", "inet6", "vsock", "alg", "tipc"} {
@@ -169,10 +169,10 @@ func fullChecks(check func(bool, string, ...any), got probeResult, host *Host) {
 	// The cold jail's user namespace is a child of the host's (65534 maps to
 	// the sandbox user); a warm child's is a child of its zygote's, whose
 	// own 65534 is that same sandbox user.
-	// Without cgroups a cold jail maps to a uid of its own (see uidPool).
+	// Without cgroups a cold jail maps to a uid of its own (see proc.UIDPool).
 	outside := func(s string) bool {
 		id, err := strconv.Atoi(s)
-		return s == sandbox || s == "65534" || (err == nil && host.UIDs != nil && host.UIDs.contains(id))
+		return s == sandbox || s == "65534" || (err == nil && host.UIDs != nil && host.UIDs.Contains(id))
 	}
 	check(len(got.UIDMap) == 3 && got.UIDMap[0] == "65534" && outside(got.UIDMap[1]) && got.UIDMap[2] == "1", "uid map %v, want 65534 -> %s only (no user namespace?)", got.UIDMap, sandbox)
 	check(got.PID == 1, "runner is pid %d, want 1 (no PID namespace?)", got.PID)

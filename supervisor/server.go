@@ -17,6 +17,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/python-executor/python-executor/internal/engine"
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
 
@@ -236,9 +237,9 @@ func (s *Server) Status() wire.Status {
 // readiness is implemented by engines that can lose the ability to run
 // executions while the supervisor is up (the warm engine without zygotes).
 type readiness interface {
-	// notReady says why executions cannot run, once that has been so for
+	// NotReady says why executions cannot run, once that has been so for
 	// longer than window; "" while they can.
-	notReady(window time.Duration) string
+	NotReady(window time.Duration) string
 }
 
 // notReady says why executions cannot run now; "" when they can.
@@ -254,7 +255,7 @@ func (s *Server) notReady() string {
 		}
 	}
 	if r, ok := s.engine.(readiness); ok {
-		return r.notReady(s.cfg.NotReadyAfter)
+		return r.NotReady(s.cfg.NotReadyAfter)
 	}
 	return ""
 }
@@ -444,7 +445,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		refuse(&wire.Error{Type: wire.ErrInvalidRequest, Message: "script is empty"})
 		return
 	}
-	limits, lerr := resolveLimits(req.Limits, s.cfg.Defaults, s.cfg.Max)
+	limits, lerr := engine.ResolveLimits(req.Limits, s.cfg.Defaults, s.cfg.Max)
 	if lerr != nil {
 		refuse(lerr)
 		return

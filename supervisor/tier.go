@@ -1,18 +1,15 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
@@ -20,7 +17,7 @@ import (
 // no staging (nothing is mounted), no cgroups, a uid per execution, and a
 // root-owned directory for the executions' private working directories.
 func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, log *logrus.Entry) (*Host, error) {
-	if err := checkUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); err != nil {
+	if err := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); err != nil {
 		return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", err)
 	}
 	// No jail has a mount namespace here, so the executions' uids reach the
@@ -76,13 +73,10 @@ func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, l
 	syscall.Umask(0o077)
 
 	env := jailEnv(jail.Interpreter{Prefix: filepath.Dir(filepath.Dir(python))})
-	h := &Host{
-		stageDir:  stageDir,
-		Nsjail:    nsj,
-		Isolation: "container: no namespaces or cgroups; a uid, a working directory and a seccomp filter per execution",
-		Tier:      TierContainer,
-		workDir:   cfg.WorkDir,
-		UIDs:      newUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount),
+	eh := engine.Host{
+		Nsjail:  nsj,
+		WorkDir: cfg.WorkDir,
+		UIDs:    proc.NewUIDPool(cfg.SandboxUIDBase, cfg.SandboxUIDCount),
 		Policy: jail.Policy{
 			Python:       python,
 			Args:         []string{runner},
@@ -93,143 +87,15 @@ func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, l
 			NoNamespaces: true,
 		},
 	}
+	h := &Host{
+		Host:      eh,
+		stageDir:  stageDir,
+		Isolation: "container: no namespaces or cgroups; a uid, a working directory and a seccomp filter per execution",
+		Tier:      TierContainer,
+	}
 	log.WithFields(logrus.Fields{
 		"uids": fmt.Sprintf("%d-%d", cfg.SandboxUIDBase, cfg.SandboxUIDBase+cfg.SandboxUIDCount-1), "work_dir": cfg.WorkDir,
 		"for_full_isolation": FullIsolationHint,
 	}).Warn("CONTAINER ISOLATION TIER: no namespaces or cgroups on this host; each execution runs as a uid of its own in a private directory, without capabilities, with no_new_privs, a seccomp filter that refuses every socket, rlimits and the supervisor's memory watch")
 	return h, nil
-}
-
-// execEnv is the environment of one container-tier execution: the jail's,
-// with its private directory as home and temporary directory.
-func execEnv(env []string, dir string) []string {
-	out := make([]string, 0, len(env))
-	for _, e := range env {
-		switch {
-		case strings.HasPrefix(e, "HOME="), strings.HasPrefix(e, "TMPDIR="), strings.HasPrefix(e, "MPLCONFIGDIR="):
-			name, _, _ := strings.Cut(e, "=")
-			out = append(out, name+"="+dir)
-		default:
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// newWorkDir creates an execution's private working directory, 0700 and
-// owned by its uid.
-func newWorkDir(base, id string, uid int) (string, error) {
-	dir := filepath.Join(base, "exec-"+id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create work dir: %w", err)
-	}
-	if err := os.Chown(dir, uid, uid); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("chown work dir: %w", err)
-	}
-	return dir, nil
-}
-
-// killUID kills every process running as uid, until none is left: in the
-// container tier that is every process of one execution, wherever it was
-// re-parented (there is no PID namespace to take them down with its init).
-// A process forking while it is killed is found in the next round.
-func killUID(uid int) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var pids []int
-		for _, pid := range processesOfUID(uid) {
-			// A zombie is dead already; the subreaper reaps it.
-			if f, err := procStat(pid); err == nil && f[0] != "Z" && f[0] != "X" {
-				pids = append(pids, pid)
-			}
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		for _, pid := range pids {
-			killIfUID(pid, uid)
-		}
-		if time.Now().After(deadline) {
-			return errors.New(fmt.Sprint("processes of uid ", uid, " survive SIGKILL: ", pids))
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// killIfUID kills process pid if it still runs as uid. The pidfd is opened
-// first and the uid checked after: a pid that was reaped and reused between
-// the listing and the kill then names a process of another uid, which is
-// left alone (the pidfd pins the process it was opened for).
-func killIfUID(pid, uid int) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return // gone already
-	}
-	defer unix.Close(fd)
-	if realUID(pid) != uid {
-		return
-	}
-	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-}
-
-// sharedWritableDirs are where any uid may create files in a container
-// without a mount namespace of each execution's own (the work dir lives
-// under /tmp). The container tier counts an execution's files there against
-// its tmp limits and removes them afterwards.
-var sharedWritableDirs = []string{"/tmp", "/var/tmp", "/dev/shm"}
-
-// filesOfUID sums the sizes and counts the files owned by uid under dirs,
-// without following symbolic links. With top set, it also collects the
-// top-most paths owned by uid (what removing them all takes) and does not
-// descend into them for the count.
-func filesOfUID(uid int, dirs []string, top *[]string) (bytes int64, files int) {
-	for _, d := range dirs {
-		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
-			if err != nil {
-				return nil // gone, or unreadable: not the execution's
-			}
-			info, err := e.Info()
-			if err != nil {
-				return nil
-			}
-			st, ok := info.Sys().(*syscall.Stat_t)
-			if !ok || int(st.Uid) != uid {
-				return nil
-			}
-			files++
-			bytes += st.Blocks * 512
-			if top != nil && p != d {
-				*top = append(*top, p)
-				if e.IsDir() {
-					return filepath.SkipDir
-				}
-			}
-			return nil
-		})
-	}
-	return bytes, files
-}
-
-// killAfterExit waits until process pid (nsjail) has exited, or stop is
-// closed, and then, unless stopped, kills every process of uid after
-// resultGrace (the time a runner's answer gets to be read).
-func killAfterExit(pid, uid int, stop <-chan struct{}) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	for !waitPidfd(fd, 100*time.Millisecond) {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-	}
-	select {
-	case <-stop:
-	case <-time.After(resultGrace):
-		killUID(uid)
-	}
 }

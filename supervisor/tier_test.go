@@ -31,24 +31,39 @@ func TestConfigIsolation(t *testing.T) {
 	}
 }
 
-func TestUIDPool(t *testing.T) {
-	p := newUIDPool(61000, 2)
-	a, err1 := p.get()
-	b, err2 := p.get()
-	if err1 != nil || err2 != nil || a == b || !p.contains(a) || !p.contains(b) || p.contains(61002) || p.contains(60999) {
-		t.Fatalf("got %d %d (%v %v)", a, b, err1, err2)
+func TestValidModuleName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"numpy", true}, {"pandas", true}, {"scipy.stats", true}, {"_x1", true},
+		{"", false}, {"1x", false}, {"a..b", false}, {"a.", false}, {"os; import x", false}, {"a-b", false}, {"é", false},
+	} {
+		if got := validModuleName(tc.name); got != tc.want {
+			t.Errorf("validModuleName(%q) = %v, want %v", tc.name, got, tc.want)
+		}
 	}
-	if _, err := p.get(); err == nil {
-		t.Fatal("a third uid from a pool of two")
+}
+
+func TestConfigEngine(t *testing.T) {
+	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
+	c := base
+	if err := c.Validate(); err != nil || c.Engine != EngineWarm || c.Zygotes <= 0 || len(c.Preload) != 2 || c.ZygotePath != "/r/zygote.py" {
+		t.Errorf("defaults: %v %+v", err, c)
 	}
-	p.put(a)
-	if c, err := p.get(); err != nil || c != a {
-		t.Fatalf("after put: %d %v", c, err)
+	c = base
+	c.Engine = "lukewarm"
+	if err := c.Validate(); err == nil {
+		t.Errorf("engine lukewarm accepted")
 	}
-	if err := checkUIDRangeUnused(61000, 2, 3); err == nil {
-		t.Fatal("a range smaller than needed accepted")
+	c = base
+	c.Preload = []string{"os; import x"}
+	if err := c.Validate(); err == nil {
+		t.Errorf("bad preload accepted")
 	}
-	if err := checkUIDRangeUnused(0, 1, 1); err == nil {
-		t.Fatal("a range holding root accepted")
+	c = base
+	c.Preload = []string{}
+	if err := c.Validate(); err != nil || len(c.Preload) != 0 {
+		t.Errorf("empty preload: %v %v", err, c.Preload)
 	}
 }

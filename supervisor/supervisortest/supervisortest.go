@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/python-executor/python-executor/internal/engine/warm"
 	"github.com/python-executor/python-executor/supervisor"
 	"github.com/python-executor/python-executor/supervisor/client"
 )
@@ -434,7 +435,7 @@ func isZygote(pid int) bool {
 // execution yet: a zygote's child under supervisor.SparePolicy.
 func IsSpare(pid int) bool {
 	f := procStat(pid)
-	if len(f) < 39 || f[38] != strconv.Itoa(supervisor.SparePolicy) {
+	if len(f) < 39 || f[38] != strconv.Itoa(warm.SparePolicy) {
 		return false
 	}
 	ppid, err := strconv.Atoi(f[1])

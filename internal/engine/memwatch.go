@@ -1,4 +1,4 @@
-package supervisor
+package engine
 
 import (
 	"bufio"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/python-executor/python-executor/internal/proc"
 )
 
 // The memory limit where no memory cgroup enforces it. RLIMIT_AS bounds each
@@ -49,8 +51,8 @@ type memWatch struct {
 }
 
 func startMemWatch(l LimitSet, sb watchedSandbox) *memWatch {
-	w := &memWatch{limit: l.MemoryBytes, pids: sb.processes, over: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
-		disk: sb.diskUsage, diskLimit: l.TmpBytes, filesLimit: l.TmpInodes}
+	w := &memWatch{limit: l.MemoryBytes, pids: sb.Processes, over: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		disk: sb.DiskUsage, diskLimit: l.TmpBytes, filesLimit: l.TmpInodes}
 	go w.run()
 	return w
 }
@@ -125,21 +127,21 @@ func pssBytes(pid int) int64 {
 	return 0
 }
 
-// descendants lists pid and every process below it. An orphan is re-parented
+// Descendants lists pid and every process below it. An orphan is re-parented
 // to its PID namespace's init, which is in the list wherever the execution has
 // a PID namespace of its own.
-func descendants(pid int) []int {
+func Descendants(pid int) []int {
 	out := []int{pid}
 	for i := 0; i < len(out) && len(out) < 4096; i++ {
-		out = append(out, childrenOf(out[i])...)
+		out = append(out, proc.ChildrenOf(out[i])...)
 	}
 	return out
 }
 
-// processesOfUID lists the live processes whose real uid is uid: every
+// ProcessesOfUID lists the live processes whose real uid is uid: every
 // process of an execution that runs as a uid of its own, wherever it was
 // re-parented.
-func processesOfUID(uid int) []int {
+func ProcessesOfUID(uid int) []int {
 	var out []int
 	d, err := os.Open("/proc")
 	if err != nil {
@@ -158,15 +160,15 @@ func processesOfUID(uid int) []int {
 		}
 		// /proc/pid of a process that made itself non-dumpable belongs
 		// to root whatever its uid: its status tells.
-		if int(st.Uid) == uid || (st.Uid == 0 && realUID(pid) == uid) {
+		if int(st.Uid) == uid || (st.Uid == 0 && RealUID(pid) == uid) {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// realUID is a process's real uid from /proc/pid/status, -1 when unknown.
-func realUID(pid int) int {
+// RealUID is a process's real uid from /proc/pid/status, -1 when unknown.
+func RealUID(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
@@ -191,7 +193,7 @@ func realUID(pid int) int {
 func countTasks(pids []int) int {
 	n := 0
 	for _, pid := range pids {
-		f, err := procStat(pid)
+		f, err := proc.Stat(pid)
 		if err != nil || len(f) < 18 {
 			continue
 		}

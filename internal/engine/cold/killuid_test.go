@@ -1,4 +1,4 @@
-package supervisor
+package cold
 
 import (
 	"os/exec"

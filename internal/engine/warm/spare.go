@@ -1,4 +1,4 @@
-package supervisor
+package warm
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
@@ -92,7 +94,7 @@ func (sp *spare) alive() bool {
 // dying but not dead yet; its zygote's PF_EXITING tells.
 func exiting(pid int) bool {
 	const pfExiting = 0x4
-	f, err := procStat(pid)
+	f, err := proc.Stat(pid)
 	if err != nil || f[0] == "Z" || f[0] == "X" {
 		return true
 	}
@@ -163,7 +165,7 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 		files.closeAll()
 	}
 	if pending != nil {
-		removeCgroup(pending.cg, log)
+		engine.RemoveCgroup(pending.cg, log)
 	}
 	return nil, err
 }
@@ -171,12 +173,12 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 // discardSpare ends a spare that no execution will take, and waits until it
 // is gone before removing its cgroup.
 func (e *warmEngine) discardSpare(sp *spare) {
-	sp.child.kill()
+	sp.child.Kill()
 	// Returns once the zygote has reaped the child (or died).
-	sp.child.wait()
+	sp.child.Wait()
 	sp.child.close()
 	sp.files.closeAll()
 	if sp.child.cg != nil {
-		removeCgroup(sp.child.cg, e.log.WithFields(sp.fields()))
+		engine.RemoveCgroup(sp.child.cg, e.log.WithFields(sp.fields()))
 	}
 }

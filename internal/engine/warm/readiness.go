@@ -1,4 +1,4 @@
-package supervisor
+package warm
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 )
 
 // noteZygotes records whether any zygote can take orders: the moment the
-// last one went away starts the clock notReady reads. The keepers call it
+// last one went away starts the clock NotReady reads. The keepers call it
 // whenever a slot changes.
 func (e *warmEngine) noteZygotes() {
 	for _, s := range e.slots {
@@ -18,10 +18,10 @@ func (e *warmEngine) noteZygotes() {
 	e.noneSince.CompareAndSwap(0, time.Now().UnixNano())
 }
 
-// notReady implements readiness: executions cannot run once no zygote has
+// NotReady implements the server's readiness: executions cannot run once no zygote has
 // been ready for longer than window (every one dying at start, say). A
 // shorter gap is a restart, which executions wait out.
-func (e *warmEngine) notReady(window time.Duration) string {
+func (e *warmEngine) NotReady(window time.Duration) string {
 	e.noteZygotes()
 	since := e.noneSince.Load()
 	if since == 0 {

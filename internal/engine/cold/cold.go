@@ -1,4 +1,4 @@
-package supervisor
+package cold
 
 import (
 	"bufio"
@@ -12,17 +12,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
 // The fds the runner finds inside the jail (nsjail keeps exactly these open
 // besides 0-2, see jail.Policy.PassFDs).
 const (
-	requestFD = 3
-	resultFD  = 4
+	RequestFD = 3
+	ResultFD  = 4
 	configFD  = 5 // nsjail reads its config here; not passed into the jail
 	logFD     = 6 // nsjail's own log, kept out of the script's stderr
 )
@@ -32,37 +33,42 @@ type coldEngine struct {
 	nsjail  string
 	policy  jail.Policy   // everything but the per-execution fields
 	cgroups *jail.Cgroups // nil: no usable cgroups, rlimits only
-	uids    *uidPool      // nil: every jail maps to the sandbox user
+	uids    *proc.UIDPool // nil: every jail maps to the sandbox user
 	workDir string        // the container tier's (policy.NoNamespaces) work dirs
-	reaper  *reaper       // nil: no subreaper (tests)
+	reaper  *proc.Reaper  // nil: no subreaper (tests)
+}
+
+// New returns the cold engine for host h. r may be nil.
+func New(h engine.Host, r *proc.Reaper) engine.Engine {
+	return &coldEngine{nsjail: h.Nsjail, policy: h.Policy, cgroups: h.Cgroups, uids: h.UIDs, workDir: h.WorkDir, reaper: r}
 }
 
 func (e *coldEngine) Name() string { return "cold" }
 
-func (e *coldEngine) Run(ctx context.Context, x *Execution) Outcome {
-	return timedRun(ctx, x, e.run)
+func (e *coldEngine) Run(ctx context.Context, x *engine.Execution) engine.Outcome {
+	return engine.TimedRun(ctx, x, e.run)
 }
 
-func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
+func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outcome, error) {
 	pol := e.policy
-	pol.Limits = x.Limits.jailLimits()
-	pol.PassFDs = []int{requestFD, resultFD}
+	pol.Limits = x.Limits.JailLimits()
+	pol.PassFDs = []int{RequestFD, ResultFD}
 	pol.LogFD = logFD
 
 	if e.uids != nil {
-		uid, err := e.uids.get()
+		uid, err := e.uids.Get()
 		if err != nil {
-			return Outcome{}, err
+			return engine.Outcome{}, err
 		}
-		// Given back once supervise has returned: every process of the
+		// Given back once engine.Supervise has returned: every process of the
 		// jail is gone by then.
-		defer e.uids.put(uid)
+		defer e.uids.Put(uid)
 		pol.OutsideUID, pol.OutsideGID = uid, uid
 	}
 	if pol.NoNamespaces {
 		dir, err := newWorkDir(e.workDir, x.ID, pol.OutsideUID)
 		if err != nil {
-			return Outcome{}, err
+			return engine.Outcome{}, err
 		}
 		// Deferred after the uid's return, so run first: no process of
 		// the execution survives it, and its directory goes with it.
@@ -91,19 +97,19 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		var err error
 		cg, err = e.cgroups.NewExec("exec-"+x.ID, pol.Limits)
 		if err != nil {
-			return Outcome{}, fmt.Errorf("create cgroup: %w", err)
+			return engine.Outcome{}, fmt.Errorf("create cgroup: %w", err)
 		}
-		defer removeCgroup(cg, x.Log)
+		defer engine.RemoveCgroup(cg, x.Log)
 		pol.Cgroup = cg.Placement()
 	}
 	cfg, err := jail.Render(pol)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("render jail config: %w", err)
+		return engine.Outcome{}, fmt.Errorf("render jail config: %w", err)
 	}
 
 	files, err := newJailFiles()
 	if err != nil {
-		return Outcome{}, err
+		return engine.Outcome{}, err
 	}
 	defer files.closeAll()
 
@@ -115,9 +121,9 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		Nsjail: e.nsjail, Config: cfg, ConfigFD: configFD,
 		Files:  []*os.File{files.requestR, files.resultW, nil, files.logW},
 		Stdout: files.stdoutW, Stderr: files.stderrW,
-	}.Start(e.reaper.start)
+	}.Start(e.reaper.Start)
 	if err != nil {
-		return Outcome{}, err
+		return engine.Outcome{}, err
 	}
 	cmd := sb.cmd
 	files.closeChildEnds()
@@ -144,25 +150,15 @@ func (e *coldEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		}
 		io.Copy(io.Discard, files.logR)
 	}()
-	pipes := pipeEnds{requestW: files.requestW, resultR: files.resultR, stdoutR: files.stdoutR, stderrR: files.stderrR}
-	return supervise(ctx, x, pipes, sb, cg, log)
-}
-
-// removeCgroup kills what is left in an execution's cgroup and removes it.
-func removeCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
-	if err := cg.Kill(); err != nil {
-		log.WithError(err).Warn("kill cgroup")
-	}
-	if err := cg.Remove(); err != nil {
-		log.WithError(err).Warn("remove cgroup")
-	}
+	pipes := engine.PipeEnds{RequestW: files.requestW, ResultR: files.resultR, StdoutR: files.stdoutR, StderrR: files.stderrR}
+	return engine.Supervise(ctx, x, pipes, sb, cg, log)
 }
 
 // nsjailSandbox is one nsjail process and its jail.
 type nsjailSandbox struct {
 	cmd     *exec.Cmd
 	cg      *jail.ExecCgroup
-	reaper  *reaper
+	reaper  *proc.Reaper
 	log     strings.Builder // nsjail's log, capped; written until logDone
 	logDone chan struct{}
 
@@ -173,18 +169,18 @@ type nsjailSandbox struct {
 	uid int
 }
 
-// processes lists the jail's processes: nsjail's descendants (its PID
+// Processes lists the jail's processes: nsjail's descendants (its PID
 // namespace's init adopts every orphan).
-func (s *nsjailSandbox) processes() []int {
+func (s *nsjailSandbox) Processes() []int {
 	if s.uid >= 0 {
-		return processesOfUID(s.uid)
+		return engine.ProcessesOfUID(s.uid)
 	}
-	return descendants(s.cmd.Process.Pid)[1:]
+	return engine.Descendants(s.cmd.Process.Pid)[1:]
 }
 
-// diskUsage is what the execution wrote: in the container tier, the files
+// DiskUsage is what the execution wrote: in the container tier, the files
 // of its uid in its directory and the shared writable ones.
-func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
+func (s *nsjailSandbox) DiskUsage() (int64, int, bool) {
 	if s.uid < 0 {
 		return 0, 0, false
 	}
@@ -192,9 +188,9 @@ func (s *nsjailSandbox) diskUsage() (int64, int, bool) {
 	return b, n, true
 }
 
-func (s *nsjailSandbox) wait() (sandboxExit, error) {
+func (s *nsjailSandbox) Wait() (engine.SandboxExit, error) {
 	<-s.logDone
-	err := s.reaper.wait(s.cmd)
+	err := s.reaper.Wait(s.cmd)
 	s.mu.Lock()
 	if s.pidfd >= 0 {
 		unix.Close(s.pidfd)
@@ -202,18 +198,18 @@ func (s *nsjailSandbox) wait() (sandboxExit, error) {
 	}
 	s.mu.Unlock()
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		return sandboxExit{}, fmt.Errorf("wait nsjail: %w", err)
+		return engine.SandboxExit{}, fmt.Errorf("wait nsjail: %w", err)
 	}
 	ps := s.cmd.ProcessState
-	var exit sandboxExit
-	exit.cpu = ps.UserTime() + ps.SystemTime()
+	var exit engine.SandboxExit
+	exit.CPU = ps.UserTime() + ps.SystemTime()
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		exit.maxRSS = ru.Maxrss << 10
+		exit.MaxRSS = ru.Maxrss << 10
 	}
 	status, _ := ps.Sys().(syscall.WaitStatus)
-	exit.code, exit.sig = jailExit(status)
-	if exit.code == 255 && nsjailFailed(s.log.String()) {
-		exit.failure = "nsjail failed: " + strings.TrimSpace(s.log.String())
+	exit.Code, exit.Sig = jailExit(status)
+	if exit.Code == 255 && nsjailFailed(s.log.String()) {
+		exit.Failure = "nsjail failed: " + strings.TrimSpace(s.log.String())
 	}
 	return exit, nil
 }
@@ -222,7 +218,7 @@ func (s *nsjailSandbox) wait() (sandboxExit, error) {
 // itself before it is killed too.
 const nsjailGrace = 2 * time.Second
 
-// kill ends the whole jail. It kills the jail's init (nsjail's child): when a
+// Kill ends the whole jail. It kills the jail's init (nsjail's child): when a
 // PID namespace's init dies the kernel kills every process in it, and nsjail
 // then reaps it, removes its own cgroup and exits. The cgroup kill is a
 // second line for anything that escaped. nsjail itself is killed only if it
@@ -230,11 +226,11 @@ const nsjailGrace = 2 * time.Second
 // signal, and the supervisor, a subreaper, reaps what is left. Every signal
 // goes through a pidfd (os.Process uses one too): nsjail's pid, and its
 // child's, may belong to another process once they have been reaped.
-func (s *nsjailSandbox) kill() {
-	proc := s.cmd.Process
+func (s *nsjailSandbox) Kill() {
+	p := s.cmd.Process
 	s.mu.Lock()
 	if s.pidfd >= 0 {
-		killChildren(proc.Pid, s.pidfd)
+		proc.KillChildren(p.Pid, s.pidfd)
 	}
 	s.mu.Unlock()
 	if s.cg != nil {
@@ -244,7 +240,7 @@ func (s *nsjailSandbox) kill() {
 		// No PID namespace: every process of the uid, orphans included.
 		go killUID(s.uid)
 	}
-	time.AfterFunc(nsjailGrace, func() { proc.Kill() })
+	time.AfterFunc(nsjailGrace, func() { p.Kill() })
 }
 
 // jailExit decodes nsjail's exit status into the jailed process's exit code

@@ -1,4 +1,4 @@
-package supervisor
+package engine
 
 import (
 	"fmt"
@@ -46,8 +46,8 @@ func limitSetFrom(v []int64) LimitSet {
 	}
 }
 
-// within reports the first limit of l above max.
-func (l LimitSet) within(max LimitSet) error {
+// Within reports the first limit of l above max.
+func (l LimitSet) Within(max LimitSet) error {
 	lv, mv := l.values(), max.values()
 	for i, f := range limitFields {
 		if lv[i] > mv[i] {
@@ -57,9 +57,9 @@ func (l LimitSet) within(max LimitSet) error {
 	return nil
 }
 
-// resolveLimits fills a request's zero limits from def and refuses negative
+// ResolveLimits fills a request's zero limits from def and refuses negative
 // values and values above max, naming the field.
-func resolveLimits(req wire.Limits, def, max LimitSet) (LimitSet, *wire.Error) {
+func ResolveLimits(req wire.Limits, def, max LimitSet) (LimitSet, *wire.Error) {
 	dv, mv := def.values(), max.values()
 	out := make([]int64, len(limitFields))
 	for i, f := range limitFields {
@@ -78,8 +78,8 @@ func resolveLimits(req wire.Limits, def, max LimitSet) (LimitSet, *wire.Error) {
 	return limitSetFrom(out), nil
 }
 
-// jailLimits is the part of l the jail enforces.
-func (l LimitSet) jailLimits() jail.Limits {
+// JailLimits is the part of l the jail enforces.
+func (l LimitSet) JailLimits() jail.Limits {
 	return jail.Limits{
 		Wall:          l.Timeout,
 		MemoryBytes:   l.MemoryBytes,

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reaper makes the supervisor a child subreaper and reaps the orphans that
+// Reaper makes the supervisor a child subreaper and reaps the orphans that
 // get re-parented to it. A jailed process can outlive its nsjail (nsjail
 // killed at a deadline, or failing half-way through its set-up); without a
 // subreaper it would be handed to the host's init, which on some hosts never
@@ -22,20 +22,21 @@ import (
 //
 // The supervisor's own children (nsjail processes it waits for through
 // os/exec) are registered and left alone, so Wait never loses them.
-type reaper struct {
+type Reaper struct {
 	mu    sync.Mutex // guards known; held across Start so no child is unregistered while alive
 	known map[int]bool
 }
 
-func newReaper() (*reaper, error) {
+// NewReaper makes the calling process a child subreaper; Run then reaps.
+func NewReaper() (*Reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, err
 	}
-	return &reaper{known: make(map[int]bool)}, nil
+	return &Reaper{known: make(map[int]bool)}, nil
 }
 
-// start starts cmd and registers its pid before any reaping can see it.
-func (r *reaper) start(cmd *exec.Cmd) error {
+// Start starts cmd and registers its pid before any reaping can see it.
+func (r *Reaper) Start(cmd *exec.Cmd) error {
 	if r == nil {
 		return cmd.Start()
 	}
@@ -48,16 +49,16 @@ func (r *reaper) start(cmd *exec.Cmd) error {
 	return nil
 }
 
-// wait waits for a child that start started (cmd.Wait) and then
+// Wait waits for a child that Start started (cmd.Wait) and then
 // unregisters it: both engines wait for their nsjail processes this way.
-func (r *reaper) wait(cmd *exec.Cmd) error {
+func (r *Reaper) Wait(cmd *exec.Cmd) error {
 	err := cmd.Wait()
-	r.forget(cmd.Process.Pid)
+	r.Forget(cmd.Process.Pid)
 	return err
 }
 
-// forget unregisters a child after Wait has reaped it.
-func (r *reaper) forget(pid int) {
+// Forget unregisters a child after Wait has reaped it.
+func (r *Reaper) Forget(pid int) {
 	if r == nil {
 		return
 	}
@@ -66,9 +67,9 @@ func (r *reaper) forget(pid int) {
 	r.mu.Unlock()
 }
 
-// run reaps unknown children on every SIGCHLD (and once a second, since
+// Run reaps unknown children on every SIGCHLD (and once a second, since
 // signals coalesce) until stop is closed.
-func (r *reaper) run(stop <-chan struct{}) {
+func (r *Reaper) Run(stop <-chan struct{}) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	defer signal.Stop(sigs)
@@ -85,10 +86,10 @@ func (r *reaper) run(stop <-chan struct{}) {
 	}
 }
 
-func (r *reaper) reap() {
+func (r *Reaper) reap() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, pid := range childrenOf(os.Getpid()) {
+	for _, pid := range ChildrenOf(os.Getpid()) {
 		if r.known[pid] {
 			continue
 		}
@@ -97,9 +98,9 @@ func (r *reaper) reap() {
 	}
 }
 
-// childrenOf lists pid's children, from every thread's children file (a
+// ChildrenOf lists pid's children, from every thread's children file (a
 // child belongs to the thread that forked it).
-func childrenOf(pid int) []int {
+func ChildrenOf(pid int) []int {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, _ := os.ReadDir(dir)
 	var out []int

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"fmt"
@@ -15,15 +15,15 @@ import (
 // pid during the check, so the check was about it; if it has been reaped,
 // the signal fails with ESRCH and reaches nobody.
 
-// pidfdOfChild opens a pidfd for pid after confirming that it is a child of
+// PidfdOfChild opens a pidfd for pid after confirming that it is a child of
 // parent, whose own pidfd parentFD proves that parent has not been reaped
 // (and its pid reused) meanwhile.
-func pidfdOfChild(pid, parent, parentFD int) (int, error) {
+func PidfdOfChild(pid, parent, parentFD int) (int, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return -1, fmt.Errorf("pidfd of %d: %w", pid, err)
 	}
-	ppid, err := parentPid(pid)
+	ppid, err := ParentPid(pid)
 	switch {
 	case err != nil:
 	case ppid != parent:
@@ -42,11 +42,11 @@ func pidfdOfChild(pid, parent, parentFD int) (int, error) {
 	return fd, nil
 }
 
-// killChildren SIGKILLs parent's children, each through a pidfd opened by
-// pidfdOfChild. parentFD must be parent's pidfd.
-func killChildren(parent, parentFD int) {
-	for _, c := range childrenOf(parent) {
-		fd, err := pidfdOfChild(c, parent, parentFD)
+// KillChildren SIGKILLs parent's children, each through a pidfd opened by
+// PidfdOfChild. parentFD must be parent's pidfd.
+func KillChildren(parent, parentFD int) {
+	for _, c := range ChildrenOf(parent) {
+		fd, err := PidfdOfChild(c, parent, parentFD)
 		if err != nil {
 			continue // gone, or no longer its child
 		}
@@ -55,11 +55,11 @@ func killChildren(parent, parentFD int) {
 	}
 }
 
-// waitPidfd waits until the process of pidfd has exited (its pidfd turns
+// WaitPidfd waits until the process of pidfd has exited (its pidfd turns
 // readable once the process is gone completely, reaped or not) or timeout
 // has passed, and reports whether it has exited. Interrupted polls resume
 // with the time left.
-func waitPidfd(pidfd int, timeout time.Duration) bool {
+func WaitPidfd(pidfd int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	for {

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"fmt"
@@ -27,25 +27,26 @@ const (
 	DefaultSandboxUIDCount = 512
 )
 
-// uidPool hands out the uids of the range; an id is given back once the
+// UIDPool hands out the uids of the range; an id is given back once the
 // execution's last process is gone.
-type uidPool struct {
+type UIDPool struct {
 	base, count int
 	free        chan int
 }
 
-func newUIDPool(base, count int) *uidPool {
-	p := &uidPool{base: base, count: count, free: make(chan int, count)}
+// NewUIDPool returns a pool of the count uids from base, all free.
+func NewUIDPool(base, count int) *UIDPool {
+	p := &UIDPool{base: base, count: count, free: make(chan int, count)}
 	for i := 0; i < count; i++ {
 		p.free <- base + i
 	}
 	return p
 }
 
-// get takes a free uid. The pool is sized for every execution and spare
+// Get takes a free uid. The pool is sized for every execution and spare
 // that can exist at once, so it never waits in practice; when it would,
 // that is a bug, reported rather than waited on.
-func (p *uidPool) get() (int, error) {
+func (p *UIDPool) Get() (int, error) {
 	select {
 	case id := <-p.free:
 		return id, nil
@@ -54,15 +55,16 @@ func (p *uidPool) get() (int, error) {
 	}
 }
 
-func (p *uidPool) put(id int) { p.free <- id }
+// Put gives back a uid that Get returned.
+func (p *UIDPool) Put(id int) { p.free <- id }
 
-// contains reports whether uid belongs to the range.
-func (p *uidPool) contains(uid int) bool { return uid >= p.base && uid < p.base+p.count }
+// Contains reports whether uid belongs to the range.
+func (p *UIDPool) Contains(uid int) bool { return uid >= p.base && uid < p.base+p.count }
 
-// checkUIDRangeUnused refuses a range that anything else on the host uses:
+// CheckUIDRangeUnused refuses a range that anything else on the host uses:
 // a user or group of that id, or a live process running as one. Another
 // user sharing a uid with an execution could signal it and read its files.
-func checkUIDRangeUnused(base, count, need int) error {
+func CheckUIDRangeUnused(base, count, need int) error {
 	if count < need {
 		return fmt.Errorf("the sandbox uid range has %d ids: want at least one per slot and zygote and one more, %d", count, need)
 	}

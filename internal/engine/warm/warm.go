@@ -1,4 +1,4 @@
-package supervisor
+package warm
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 	"github.com/python-executor/python-executor/supervisor/wire"
 )
@@ -37,7 +39,7 @@ type warmEngine struct {
 	policy    jail.Policy // the zygote jail's template (jail.Policy.Zygote)
 	maxLimits jail.Limits // ceilings of every execution's limits
 	cgroups   *jail.Cgroups
-	reaper    *reaper
+	reaper    *proc.Reaper
 	preload   []string
 	seccomp   []byte // jail.SeccompFilter, sent to each zygote once
 	log       *logrus.Entry
@@ -58,30 +60,30 @@ type warmEngine struct {
 	spareSeq    atomic.Uint64
 
 	// noneSince is when the last ready zygote went away (unix ns), 0 while
-	// one is ready; see notReady.
+	// one is ready; see NotReady.
 	noneSince atomic.Int64
 	// zygoteVM is the largest address space (bytes) a zygote had when it
 	// became ready.
 	zygoteVM atomic.Int64
 }
 
-// newWarmEngine starts n zygotes and waits until each is ready. On error
+// New starts n zygotes and waits until each is ready. On error
 // nothing is left running.
 //
 // zygoteWait bounds how long an execution waits for a ready zygote (all of
 // them restarting): about a restart with the preload, and short enough that
 // the caller, whose deadline counts it, gets busy in time (-not-ready-after).
-func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLimits LimitSet, zygoteWait time.Duration, log *logrus.Entry) (*warmEngine, error) {
+func New(h engine.Host, r *proc.Reaper, n int, preload []string, defaults, maxLimits engine.LimitSet, zygoteWait time.Duration, log *logrus.Entry) (*warmEngine, error) {
 	filter, err := jail.SeccompFilter()
 	if err != nil {
 		return nil, err
 	}
 	pol := h.Policy
-	pol.Mounts = append(append([]jail.Mount(nil), pol.Mounts...), h.zygoteMount)
+	pol.Mounts = append(append([]jail.Mount(nil), pol.Mounts...), h.ZygoteMount)
 	e := &warmEngine{
-		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.jailLimits(), cgroups: h.Cgroups,
+		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.JailLimits(), cgroups: h.Cgroups,
 		reaper: r, preload: preload, seccomp: filter, log: log, stop: make(chan struct{}),
-		spareLimits: spareKey(defaults.jailLimits()), spares: make(chan *spare),
+		spareLimits: spareKey(defaults.JailLimits()), spares: make(chan *spare),
 		zygoteWait: zygoteWait,
 	}
 	first := make(chan error, n)
@@ -143,14 +145,14 @@ func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
 // errNoZygote: every zygote has been restarting for the zygote wait.
 var errNoZygote = errors.New("no zygote is ready")
 
-func (e *warmEngine) Run(ctx context.Context, x *Execution) Outcome {
-	return timedRun(ctx, x, func(ctx context.Context, x *Execution) (Outcome, error) {
+func (e *warmEngine) Run(ctx context.Context, x *engine.Execution) engine.Outcome {
+	return engine.TimedRun(ctx, x, func(ctx context.Context, x *engine.Execution) (engine.Outcome, error) {
 		out, err := e.run(ctx, x)
 		if errors.Is(err, errNoZygote) {
 			// Nothing of the script ran and /health says not ready:
 			// the caller should retry (elsewhere), not count a failure.
 			x.Log.WithError(err).Warn("execution refused: no zygote")
-			return Outcome{Err: &wire.Error{Type: wire.ErrBusy, Message: "no execution sandbox is ready; retry"},
+			return engine.Outcome{Err: &wire.Error{Type: wire.ErrBusy, Message: "no execution sandbox is ready; retry"},
 				Done: wire.Done{ExitReason: wire.ExitError, ExitCode: -1}}, nil
 		}
 		return out, err
@@ -209,7 +211,7 @@ func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) zygoteOrder {
 // orderFiles are one execution's pipes and sync socket: the supervisor's
 // ends and the child's.
 type orderFiles struct {
-	ours   pipeEnds
+	ours   engine.PipeEnds
 	theirs []*os.File // stdout, stderr, request, result, sync: in the order's fd order
 	sync   *net.UnixConn
 }
@@ -230,7 +232,7 @@ func newOrderFiles() (*orderFiles, error) {
 		rs[i], ws[i] = r, w
 	}
 	// stdout, stderr, result: the child writes; request: the child reads.
-	f.ours = pipeEnds{stdoutR: rs[0], stderrR: rs[1], requestW: ws[2], resultR: rs[3]}
+	f.ours = engine.PipeEnds{StdoutR: rs[0], StderrR: rs[1], RequestW: ws[2], ResultR: rs[3]}
 	f.theirs = []*os.File{ws[0], ws[1], rs[2], ws[3]}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -258,14 +260,14 @@ func (f *orderFiles) closeTheirs() {
 
 func (f *orderFiles) closeAll() {
 	f.closeTheirs()
-	f.ours.close()
+	f.ours.Close()
 	if f.sync != nil {
 		f.sync.Close()
 	}
 }
 
-func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
-	lim := x.Limits.jailLimits()
+func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outcome, error) {
+	lim := x.Limits.JailLimits()
 	if sp := e.takeSpare(lim); sp != nil {
 		out, lost, err := e.runSpare(ctx, x, sp)
 		if !lost {
@@ -284,13 +286,13 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		}()
 		defer func() {
 			if c, err := cg.get(); err == nil {
-				removeCgroup(c, x.Log)
+				engine.RemoveCgroup(c, x.Log)
 			}
 		}()
 	}
 	body, err := msgpack.Marshal(e.newOrder(lim, cg != nil))
 	if err != nil {
-		return Outcome{}, fmt.Errorf("encode order: %w", err)
+		return engine.Outcome{}, fmt.Errorf("encode order: %w", err)
 	}
 	// Everything before the child is released is retried on another
 	// zygote: nothing of the script has run yet.
@@ -298,7 +300,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 	for attempt := 1; attempt <= launchAttempts; attempt++ {
 		files, err := newOrderFiles()
 		if err != nil {
-			return Outcome{}, err
+			return engine.Outcome{}, err
 		}
 		child, log, err := e.launch(ctx, x.Log, body, files, cg)
 		if err != nil {
@@ -309,7 +311,7 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 			}
 			if cg != nil {
 				if _, cerr := cg.get(); cerr != nil {
-					return Outcome{}, cerr // no zygote would do better
+					return engine.Outcome{}, cerr // no zygote would do better
 				}
 			}
 			x.Log.WithError(err).WithField("attempt", attempt).Warn("zygote failed to start the execution")
@@ -317,9 +319,9 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 		}
 		defer files.closeAll()
 		defer child.close()
-		return supervise(ctx, x, files.ours, child, child.cg, log)
+		return engine.Supervise(ctx, x, files.ours, child, child.cg, log)
 	}
-	return Outcome{}, lastErr
+	return engine.Outcome{}, lastErr
 }
 
 // runSpare runs x in a spare child. lost reports whether the spare died
@@ -329,11 +331,11 @@ func (e *warmEngine) run(ctx context.Context, x *Execution) (Outcome, error) {
 // reaches nothing outside but its answer, and this one never gave one.
 // (A spare is checked when it is taken, but its zygote can die a moment
 // later, between the check and the request.)
-func (e *warmEngine) runSpare(ctx context.Context, x *Execution, sp *spare) (out Outcome, lost bool, err error) {
+func (e *warmEngine) runSpare(ctx context.Context, x *engine.Execution, sp *spare) (out engine.Outcome, lost bool, err error) {
 	defer sp.files.closeAll()
 	defer sp.child.close()
 	if sp.child.cg != nil {
-		defer removeCgroup(sp.child.cg, x.Log)
+		defer engine.RemoveCgroup(sp.child.cg, x.Log)
 	}
 	log := x.Log.WithFields(sp.fields())
 	log.Debug("execution took a spare child")
@@ -351,7 +353,7 @@ func (e *warmEngine) runSpare(ctx context.Context, x *Execution, sp *spare) (out
 			x.Stderr(b)
 		}
 	}
-	out, err = supervise(ctx, &xs, sp.files.ours, sp.child, sp.child.cg, log)
+	out, err = engine.Supervise(ctx, &xs, sp.files.ours, sp.child, sp.child.cg, log)
 	zygoteGone := sp.zygote.broken.Load() || exiting(sp.zygote.pid)
 	lost = err != nil && !wrote.Load() && ctx.Err() == nil && zygoteGone
 	return out, lost, err
@@ -415,7 +417,7 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 		z.kill()
 		return nil, nil, fmt.Errorf("zygote %d did not start a child (%q): %w", z.slot, msg, err)
 	}
-	pidfd, err := pidfdOfChild(pid, z.pid, z.pidfd)
+	pidfd, err := proc.PidfdOfChild(pid, z.pid, z.pidfd)
 	if err != nil {
 		z.kill()
 		return nil, nil, fmt.Errorf("hello from pid %d, not a child of zygote %d: %w", pid, z.pid, err)
@@ -429,13 +431,13 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 	if pending != nil {
 		cg, err := pending.get()
 		if err != nil {
-			child.kill()
+			child.Kill()
 			child.close()
 			return nil, nil, err
 		}
 		child.cg = cg
 		if err := cg.Attach(pid); err != nil {
-			child.kill()
+			child.Kill()
 			child.close()
 			return nil, nil, err
 		}
@@ -443,7 +445,7 @@ func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, fil
 	log = log.WithField("attach_us", time.Since(attachStart).Microseconds())
 	files.sync.SetWriteDeadline(time.Now().Add(zygoteSendTimeout))
 	if _, err := files.sync.Write([]byte("go")); err != nil {
-		child.kill()
+		child.Kill()
 		child.close()
 		return nil, nil, fmt.Errorf("release child %d: %w", pid, err)
 	}
@@ -468,12 +470,12 @@ type childReport struct {
 	Error    string `msgpack:"error"`
 }
 
-// wait reads the reports on the sync socket until it is closed: the child
+// Wait reads the reports on the sync socket until it is closed: the child
 // (the script's process, PID 1 of the execution's namespaces) reports only a
 // failed set-up, and closes its end before the script runs; the zygote reports
 // how the child ended and closes its end once it has reaped it, hence once
 // every process of the execution is gone.
-func (c *zygoteChild) wait() (sandboxExit, error) {
+func (c *zygoteChild) Wait() (engine.SandboxExit, error) {
 	var (
 		report *childReport
 		failed string
@@ -499,36 +501,36 @@ func (c *zygoteChild) wait() (sandboxExit, error) {
 	// The socket closes once the child has been reaped, or when its zygote
 	// died; the pidfd is readable once the child has gone completely, which
 	// spares removing the cgroup a retry.
-	waitPidfd(c.pidfd, childExitWait)
-	exit := sandboxExit{code: -1, sig: int(syscall.SIGKILL)}
+	proc.WaitPidfd(c.pidfd, childExitWait)
+	exit := engine.SandboxExit{Code: -1, Sig: int(syscall.SIGKILL)}
 	switch {
 	case report != nil && report.Error != "":
-		exit.failure = "zygote child: " + report.Error
+		exit.Failure = "zygote child: " + report.Error
 	case report != nil && report.Status != nil:
-		exit.code, exit.sig = waitStatusExit(syscall.WaitStatus(*report.Status))
-		exit.cpu = time.Duration(max(report.UtimeUS, 0)+max(report.StimeUS, 0)) * time.Microsecond
-		exit.maxRSS = max(report.MaxRSSKB, 0) << 10
+		exit.Code, exit.Sig = engine.WaitStatusExit(syscall.WaitStatus(*report.Status))
+		exit.CPU = time.Duration(max(report.UtimeUS, 0)+max(report.StimeUS, 0)) * time.Microsecond
+		exit.MaxRSS = max(report.MaxRSSKB, 0) << 10
 	case failed != "":
-		exit.failure = failed
+		exit.Failure = failed
 	default:
 		// Killed by us (a deadline), by the memory limit, or with its
 		// zygote: the outcome switch tells which, and calls the rest
 		// internal.
-		exit.failure = "the zygote child ended without a report"
+		exit.Failure = "the zygote child ended without a report"
 	}
 	return exit, nil
 }
 
-// processes lists the execution's processes: the child, PID 1 of its
+// Processes lists the execution's processes: the child, PID 1 of its
 // namespace, and its descendants.
-func (c *zygoteChild) processes() []int {
-	return descendants(c.pid)
+func (c *zygoteChild) Processes() []int {
+	return engine.Descendants(c.pid)
 }
 
-// diskUsage: a warm child has a private tmpfs.
-func (c *zygoteChild) diskUsage() (int64, int, bool) { return 0, 0, false }
+// DiskUsage: a warm child has a private tmpfs.
+func (c *zygoteChild) DiskUsage() (int64, int, bool) { return 0, 0, false }
 
-func (c *zygoteChild) kill() {
+func (c *zygoteChild) Kill() {
 	// The script's process dies with it (PR_SET_PDEATHSIG), and with that
 	// process, as PID 1, its whole namespace. The cgroup kill is the second
 	// line.

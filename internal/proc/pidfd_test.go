@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"os/exec"
@@ -20,22 +20,22 @@ func TestWaitPidfd(t *testing.T) {
 	}
 	defer unix.Close(pidfd)
 	begin := time.Now()
-	if waitPidfd(pidfd, 50*time.Millisecond) {
+	if WaitPidfd(pidfd, 50*time.Millisecond) {
 		t.Fatal("waitPidfd on a live process = true, want false")
 	}
 	if d := time.Since(begin); d < 50*time.Millisecond {
 		t.Errorf("waitPidfd returned after %v, before its timeout", d)
 	}
-	if waitPidfd(pidfd, 0) {
-		t.Error("waitPidfd(0) on a live process = true, want false")
+	if WaitPidfd(pidfd, 0) {
+		t.Error("WaitPidfd(0) on a live process = true, want false")
 	}
 	unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 	// Not reaped yet: the pidfd turns readable on exit all the same.
-	if !waitPidfd(pidfd, 5*time.Second) {
+	if !WaitPidfd(pidfd, 5*time.Second) {
 		t.Fatal("waitPidfd on a killed process = false, want true")
 	}
 	cmd.Wait()
-	if !waitPidfd(pidfd, 0) {
-		t.Error("waitPidfd(0) on a reaped process = false, want true")
+	if !WaitPidfd(pidfd, 0) {
+		t.Error("WaitPidfd(0) on a reaped process = false, want true")
 	}
 }

@@ -1,4 +1,4 @@
-package supervisor
+package engine
 
 import (
 	"bytes"
@@ -25,53 +25,54 @@ import (
 // (header, msgpack framing, or an error's message and traceback).
 const resultOverhead = 1 << 20
 
-// resultGrace is how long the runner gets to exit by itself after sending its
+// ResultGrace is how long the runner gets to exit by itself after sending its
 // answer before the jail is killed. The runner calls os._exit right after
 // writing, so this only matters when something in the jail misbehaves.
-const resultGrace = 100 * time.Millisecond
+const ResultGrace = 100 * time.Millisecond
 
-// sandbox is one started execution as the shared supervision loop
-// (supervise) sees it, whatever the engine that started it.
-type sandbox interface {
-	// wait blocks until every process of the execution is gone. It is
+// Sandbox is one started execution as the shared supervision loop
+// (Supervise) sees it, whatever the engine that started it.
+type Sandbox interface {
+	// Wait blocks until every process of the execution is gone. It is
 	// called once, after the output and result pipes reached EOF.
-	wait() (sandboxExit, error)
-	// kill ends every process of the execution. It may be called more
-	// than once, and concurrently with wait.
-	kill()
+	Wait() (SandboxExit, error)
+	// Kill ends every process of the execution. It may be called more
+	// than once, and concurrently with Wait.
+	Kill()
 }
 
 // watchedSandbox is a sandbox whose memory the supervisor watches itself
 // (see memWatch) because no memory cgroup limits it.
 type watchedSandbox interface {
-	sandbox
-	// processes lists every live process of the execution.
-	processes() []int
-	// diskUsage is what the execution has written where no private tmpfs
+	Sandbox
+	// Processes lists every live process of the execution.
+	Processes() []int
+	// DiskUsage is what the execution has written where no private tmpfs
 	// bounds it (the container tier): bytes and files. ok is false where
 	// a tmpfs does.
-	diskUsage() (bytes int64, files int, ok bool)
+	DiskUsage() (bytes int64, files int, ok bool)
 }
 
-// sandboxExit is how the execution's main process (the runner) ended.
-type sandboxExit struct {
-	code, sig int           // exit code, or the signal that killed it (code -1)
-	cpu       time.Duration // CPU time of the execution's processes, when known
-	maxRSS    int64         // bytes; 0 when unknown
-	// failure is set when the engine's own machinery failed (nsjail, a
+// SandboxExit is how the execution's main process (the runner) ended.
+type SandboxExit struct {
+	Code, Sig int           // exit code, or the signal that killed it (Code -1)
+	CPU       time.Duration // CPU time of the execution's processes, when known
+	MaxRSS    int64         // bytes; 0 when unknown
+	// Failure is set when the engine's own machinery failed (nsjail, a
 	// zygote), not the script: the execution is internal, and this is
 	// logged.
-	failure string
+	Failure string
 }
 
-// pipeEnds are the supervisor's ends of an execution's pipes. supervise
+// PipeEnds are the supervisor's ends of an execution's pipes. Supervise
 // closes them.
-type pipeEnds struct {
-	requestW, resultR, stdoutR, stderrR *os.File
+type PipeEnds struct {
+	RequestW, ResultR, StdoutR, StderrR *os.File
 }
 
-func (p pipeEnds) close() {
-	for _, f := range []*os.File{p.requestW, p.resultR, p.stdoutR, p.stderrR} {
+// Close closes every end that is set.
+func (p PipeEnds) Close() {
+	for _, f := range []*os.File{p.RequestW, p.ResultR, p.StdoutR, p.StderrR} {
 		if f != nil {
 			f.Close()
 		}
@@ -84,22 +85,22 @@ type runnerAnswer struct {
 	err   error // io.EOF: the runner sent nothing
 }
 
-// supervise drives one started execution to its outcome: it sends the
+// Supervise drives one started execution to its outcome: it sends the
 // request, captures the output and the answer, enforces the deadline and
 // cancellation, and maps how it ended to an Outcome. The sandbox's processes
 // are gone when it returns. An error means the engine failed (internal).
-func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *jail.ExecCgroup, log *logrus.Entry) (Outcome, error) {
-	defer p.close()
+func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *jail.ExecCgroup, log *logrus.Entry) (Outcome, error) {
+	defer p.Close()
 	// The request goes over its own pipe, never argv: scripts can be large.
 	go func() {
 		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{Script: x.Script, MaxResultBytes: x.Limits.ResultBytes})
 		if err == nil {
-			err = wire.WriteFrame(p.requestW, body)
+			err = wire.WriteFrame(p.RequestW, body)
 		}
 		if err != nil && !errors.Is(err, syscall.EPIPE) {
 			log.WithError(err).Debug("write request")
 		}
-		p.requestW.Close()
+		p.RequestW.Close()
 	}()
 
 	var (
@@ -109,24 +110,24 @@ func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *ja
 		readersDone, processExited = make(chan struct{}), make(chan struct{})
 	)
 	wg.Add(3)
-	go func() { defer wg.Done(); stdoutTrunc = captureStream(p.stdoutR, x.Limits.OutputBytes, x.Stdout) }()
-	go func() { defer wg.Done(); stderrTrunc = captureStream(p.stderrR, x.Limits.OutputBytes, x.Stderr) }()
+	go func() { defer wg.Done(); stdoutTrunc = captureStream(p.StdoutR, x.Limits.OutputBytes, x.Stdout) }()
+	go func() { defer wg.Done(); stderrTrunc = captureStream(p.StderrR, x.Limits.OutputBytes, x.Stderr) }()
 	go func() {
 		defer wg.Done()
-		f, err := readRunnerAnswer(p.resultR, int(x.Limits.ResultBytes)+resultOverhead)
+		f, err := readRunnerAnswer(p.ResultR, int(x.Limits.ResultBytes)+resultOverhead)
 		answerCh <- runnerAnswer{frame: f, err: err}
 		// Anything after the first frame is ignored, but drained so that a
 		// writer in the jail never blocks on us.
-		io.Copy(io.Discard, p.resultR)
+		io.Copy(io.Discard, p.ResultR)
 	}()
 	go func() { wg.Wait(); close(readersDone) }()
 	var (
-		exit    sandboxExit
+		exit    SandboxExit
 		waitErr error
 	)
 	go func() {
 		<-readersDone
-		exit, waitErr = sb.wait()
+		exit, waitErr = sb.Wait()
 		close(processExited)
 	}()
 
@@ -151,7 +152,7 @@ func supervise(ctx context.Context, x *Execution, p pipeEnds, sb sandbox, cg *ja
 		reason    wire.ExitReason
 		graceC    <-chan time.Time
 		killed    bool
-		killAll   = func() { killed = true; sb.kill() }
+		killAll   = func() { killed = true; sb.Kill() }
 		answerIn  = (<-chan runnerAnswer)(answerCh)
 		cancelled = ctx.Done()
 	)
@@ -165,10 +166,10 @@ loop:
 				// What the execution holds when it answers tells a
 				// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
 				// from any other EAGAIN; there is no pids cgroup to ask.
-				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).processes())), watch.peakTasks.Load())
+				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).Processes())), watch.peakTasks.Load())
 			}
 			if a.err == nil {
-				graceC = time.After(resultGrace)
+				graceC = time.After(ResultGrace)
 			}
 		case <-graceC:
 			graceC = nil
@@ -216,7 +217,7 @@ loop:
 	}
 	fillStats(&out.Done, exit, st)
 	out.Done.PeakMemoryBytes = max(out.Done.PeakMemoryBytes, watchPeak)
-	code, sig := exit.code, exit.sig
+	code, sig := exit.Code, exit.Sig
 	out.Done.ExitCode, out.Done.Signal = code, sig
 	diskHit := memHit && watch.diskHit.Load()
 	oom, pidsHit := st.OOMKilled || (memHit && !diskHit), st.PidsLimitHit
@@ -262,11 +263,11 @@ loop:
 	// other's CPU time (a warm child's first milliseconds before it joins
 	// its cgroup; nsjail's own accounting in the tiers without one), so the
 	// larger of the two is asked.
-	case !killed && cpuLimitKill(sig, max(out.Done.CPUMS, exit.cpu.Milliseconds()), x.Limits.CPUTime):
+	case !killed && cpuLimitKill(sig, max(out.Done.CPUMS, exit.CPU.Milliseconds()), x.Limits.CPUTime):
 		reason = wire.ExitKilled
 		out.Err = &wire.Error{Type: wire.ErrResourceLimit, Message: fmt.Sprintf("the script used more than the CPU time limit of %s", x.Limits.CPUTime)}
-	case exit.failure != "":
-		return Outcome{}, errors.New(exit.failure)
+	case exit.Failure != "":
+		return Outcome{}, errors.New(exit.Failure)
 	case answer.err != io.EOF && !killed:
 		// Garbage on the result fd: the script can write there (it runs in
 		// the runner's process), so the script spoilt its own answer;
@@ -282,10 +283,10 @@ loop:
 	return out, nil
 }
 
-// timedRun runs one execution through run and stamps its wall time; an
+// TimedRun runs one execution through run and stamps its wall time; an
 // error of the engine itself (not of the script) is logged and answered as
 // internal. Both engines' Run methods are this.
-func timedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
+func TimedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
 	start := time.Now()
 	out, err := run(ctx, x)
 	if err != nil {
@@ -384,7 +385,7 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 const (
 	MaxErrorMessageRunes   = 8 << 10
 	MaxErrorTracebackRunes = 64 << 10
-	clipMarkerRoom         = 64
+	ClipMarkerRoom         = 64
 )
 
 // corruptedAnswer is the error of an execution whose result channel carried
@@ -401,10 +402,10 @@ func corruptedAnswer(detail string) *wire.Error {
 // clipText cuts s to at most limit characters by dropping its middle (the
 // start names the problem, the end holds the innermost frame), like the
 // runner's _clip. The runner's clipped text is its limit plus the marker,
-// so up to clipMarkerRoom characters over passes: an honest runner's text
+// so up to ClipMarkerRoom characters over passes: an honest runner's text
 // is never cut twice.
 func clipText(s string, limit int) string {
-	if utf8.RuneCountInString(s) <= limit+clipMarkerRoom {
+	if utf8.RuneCountInString(s) <= limit+ClipMarkerRoom {
 		return s
 	}
 	r := []rune(s)
@@ -412,8 +413,8 @@ func clipText(s string, limit int) string {
 	return fmt.Sprintf("%s\n... [%d characters omitted] ...\n%s", string(r[:half]), len(r)-2*half, string(r[len(r)-half:]))
 }
 
-// waitStatusExit decodes a wait status into an exit code and a signal.
-func waitStatusExit(ws syscall.WaitStatus) (code, sig int) {
+// WaitStatusExit decodes a wait status into an exit code and a signal.
+func WaitStatusExit(ws syscall.WaitStatus) (code, sig int) {
 	if ws.Signaled() {
 		return -1, int(ws.Signal())
 	}
@@ -447,9 +448,9 @@ func cpuLimitKill(sig int, cpuMS int64, limit time.Duration) bool {
 // fillStats fills the done event's CPU time and peak memory: from the
 // sandbox's rusage, overridden by the cgroup's counters (st, zero without a
 // cgroup) where they know better.
-func fillStats(d *wire.Done, exit sandboxExit, st jail.Stats) {
-	d.CPUMS = exit.cpu.Milliseconds()
-	d.PeakMemoryBytes = exit.maxRSS
+func fillStats(d *wire.Done, exit SandboxExit, st jail.Stats) {
+	d.CPUMS = exit.CPU.Milliseconds()
+	d.PeakMemoryBytes = exit.MaxRSS
 	if st.PeakMemoryBytes > 0 {
 		d.PeakMemoryBytes = st.PeakMemoryBytes
 	}

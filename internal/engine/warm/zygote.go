@@ -1,4 +1,4 @@
-package supervisor
+package warm
 
 import (
 	"bufio"
@@ -19,6 +19,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/jail"
 )
 
@@ -180,12 +182,12 @@ func (e *warmEngine) cleanupZygote(z *zygoteProc) {
 		// nsjail may be reaped before the zygote, its PID 1, has finished
 		// exiting; without cgroups nothing else waits for it.
 		unix.PidfdSendSignal(z.pidfd, unix.SIGKILL, nil, 0)
-		waitPidfd(z.pidfd, childExitWait)
+		proc.WaitPidfd(z.pidfd, childExitWait)
 		unix.Close(z.pidfd)
 		z.pidfd = -1
 	}
 	if z.cg != nil {
-		removeCgroup(z.cg, e.log.WithField("zygote", z.slot))
+		engine.RemoveCgroup(z.cg, e.log.WithField("zygote", z.slot))
 	}
 }
 
@@ -211,7 +213,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	}
 	cleanupCg := func() {
 		if cg != nil {
-			removeCgroup(cg, e.log.WithField("zygote", slot))
+			engine.RemoveCgroup(cg, e.log.WithField("zygote", slot))
 		}
 	}
 	cfg, err := jail.Render(pol)
@@ -250,7 +252,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		Nsjail: e.nsjail, Config: cfg, ConfigFD: 4,
 		Files:  []*os.File{theirs, nil},
 		Stdout: logW, Stderr: logW,
-	}.Start(e.reaper.start)
+	}.Start(e.reaper.Start)
 	logW.Close()
 	if err != nil {
 		logR.Close()
@@ -270,7 +272,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		logR.Close()
 	}()
 	go func() {
-		e.reaper.wait(cmd)
+		e.reaper.Wait(cmd)
 		close(z.dead)
 	}()
 	defer func() {
@@ -310,7 +312,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 	if err := msgpack.Unmarshal(msg, &ready); err != nil || ready.V != zygoteProtocol {
 		return z, fmt.Errorf("malformed ready message (%v)", err)
 	}
-	if z.pidfd, err = pidfdOfChild(pid, cmd.Process.Pid, nsjailFD); err != nil {
+	if z.pidfd, err = proc.PidfdOfChild(pid, cmd.Process.Pid, nsjailFD); err != nil {
 		return z, fmt.Errorf("ready message from pid %d, not nsjail's child: %w", pid, err)
 	}
 	z.pid = pid
@@ -407,37 +409,6 @@ func readPacket(c *net.UnixConn, deadline time.Time) ([]byte, int, error) {
 		}
 	}
 	return buf[:n], pid, nil
-}
-
-// parentPid reads a process's parent pid from /proc.
-func parentPid(pid int) (int, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
-}
-
-// procStat returns the fields of /proc/pid/stat after the command name,
-// which may hold anything: state, ppid, ... (field 3 of proc(5) first), at
-// least nine of them.
-func procStat(pid int) ([]string, error) {
-	if pid <= 0 {
-		return nil, fmt.Errorf("pid %d", pid)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 9 {
-		return nil, errors.New("malformed stat")
-	}
-	return f, nil
 }
 
 // vmSizeBytes is a process's address-space size (VmSize), 0 when unknown.

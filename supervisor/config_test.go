@@ -1,0 +1,33 @@
+package supervisor
+
+import (
+	"strings"
+	"testing"
+)
+
+// -result-kb and the clients' largest frame are checked against each other
+// at start-up, with a message that says what to do.
+func TestResultLimitMustFitTheClientsFrame(t *testing.T) {
+	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
+	c := base
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	c = base
+	c.Defaults = DefaultLimits()
+	c.Defaults.ResultBytes = 20 << 20 // over the 16 MiB frames of the Go client
+	c.Max = c.Defaults
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "-result-kb") || !strings.Contains(err.Error(), "lower -result-kb to 16383 or less") {
+		t.Fatalf("20 MiB results with 16 MiB frames: %v", err)
+	}
+	c.ClientMaxFrame = 32 << 20
+	if err := c.Validate(); err != nil {
+		t.Fatalf("20 MiB results with 32 MiB frames: %v", err)
+	}
+	c = base
+	c.ClientMaxFrame = 64 << 10
+	if err := c.Validate(); err == nil {
+		t.Fatal("8 MiB results with 64 KiB frames accepted")
+	}
+}
