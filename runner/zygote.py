@@ -73,6 +73,9 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
@@ -241,7 +244,12 @@ def _enter_namespaces(setup: ChildSetup, order: Order, uid: int, gid: int) -> No
         _check(_libc.sethostname(setup.hostname, ctypes.c_size_t(len(setup.hostname))), "sethostname")
     _mount(b"none", b"/", b"", MS_REC | MS_PRIVATE, None)
     for m in order.mounts:
-        _mount(m.source, m.target, m.fstype, m.flags, m.data)
+        # As nsjail does: a read-only mount is made writable, then remounted
+        # read-only, so that only the mount is, as in a cold jail, not the
+        # filesystem.
+        _mount(m.source, m.target, m.fstype, m.flags & ~MS_RDONLY, m.data)
+        if m.flags & MS_RDONLY:
+            _mount(b"none", m.target, b"", m.flags | MS_REMOUNT | MS_BIND, None)
     os.chdir(setup.cwd)  # on the new mounts, not the zygote's
 
 
