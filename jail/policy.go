@@ -145,9 +145,9 @@ type Policy struct {
 	// set, is ZygoteSeccompPolicy. False, the zero value, is the ordinary
 	// jail.
 	Zygote bool
-	// NoNamespaces renders the container tier's jail (see
-	// renderNoNamespaces): no namespaces, no mounts, no cgroup; the script
-	// runs as OutsideUID:OutsideGID in Cwd. False, the zero value, is the
+	// NoNamespaces renders the container tier's jail (see container.go):
+	// no namespaces, no mounts, no cgroup; the script runs as
+	// OutsideUID:OutsideGID in Cwd. False, the zero value, is the
 	// full jail.
 	NoNamespaces bool
 	// Cwd is the working directory of a NoNamespaces jail (absolute, the
