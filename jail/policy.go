@@ -98,7 +98,8 @@ type Mount struct {
 
 // Policy is everything that varies between jails. What does not vary
 // (namespaces, uid 65534 inside, no capabilities, the empty read-only root,
-// /tmp, /proc and the three device nodes) is fixed by Render.
+// /tmp, /proc and the three device nodes) is fixed by Describe, which turns
+// a Policy into the Spec both engines enforce.
 type Policy struct {
 	// Python is the interpreter's path as seen inside the jail (for
 	// example the venv's bin/python3); it is also argv[0].
@@ -107,7 +108,9 @@ type Policy struct {
 	// runner's path inside the jail). Nil means none.
 	Args []string
 	// Mounts are read-only binds of what Python needs (InterpreterMounts
-	// plus a few files of /etc), already staged (Stage) where needed.
+	// plus a few files of /etc), already staged (Stage) where needed. A
+	// Tmpfs here is fresh for every execution (a warm child mounts its
+	// own, see SpecMount.PerExecution).
 	// Render adds the fixed mounts and orders everything parents first.
 	Mounts []Mount
 	// OutsideUID and OutsideGID are the host uid and gid that the jail's
