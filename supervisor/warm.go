@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,8 +53,11 @@ type warmEngine struct {
 	// keeper per zygote offering one at a time. spareSeq names their
 	// cgroups.
 	spareLimits jail.Limits
-	spares      chan *spare
-	spareSeq    atomic.Uint64
+	// defaultOrder is the order of spareLimits (before newOrder's RLIMIT_AS
+	// adjustment).
+	defaultOrder zygoteOrder
+	spares       chan *spare
+	spareSeq     atomic.Uint64
 
 	// noneSince is when the last ready zygote went away (unix ns), 0 while
 	// one is ready; see notReady.
@@ -86,6 +90,9 @@ func newWarmEngine(h *Host, r *reaper, n int, preload []string, defaults, maxLim
 		reaper: r, preload: preload, setup: setup, log: log, stop: make(chan struct{}),
 		spareLimits: spareKey(defaults.jailLimits()), spares: make(chan *spare),
 		zygoteWait: zygoteWait,
+	}
+	if e.defaultOrder, err = newOrder(pol, defaults.jailLimits(), h.Cgroups != nil); err != nil {
+		return nil, err
 	}
 	first := make(chan error, n)
 	for i := 0; i < n; i++ {
@@ -183,9 +190,17 @@ func newOrder(pol jail.Policy, l jail.Limits, withCgroup bool) (zygoteOrder, err
 // that cost the execution nothing), so the limit bounds what the script
 // adds. The supervisor's memory watch enforces the limit on the sum.
 func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, error) {
-	o, err := newOrder(e.policy, l, withCgroup)
-	if err != nil {
-		return nil, err
+	var o zygoteOrder
+	if spareKey(l) == e.spareLimits && withCgroup == (e.cgroups != nil) {
+		// The default limits, most executions' and every spare's: the
+		// order derived once (tens of microseconds saved per execution).
+		o = e.defaultOrder
+		o.Rlimits = slices.Clone(o.Rlimits)
+	} else {
+		var err error
+		if o, err = newOrder(e.policy, l, withCgroup); err != nil {
+			return nil, err
+		}
 	}
 	for i, r := range o.Rlimits {
 		if r.Resource == unix.RLIMIT_AS {
