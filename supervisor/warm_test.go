@@ -1,12 +1,15 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/python-executor/python-executor/jail"
 )
@@ -110,5 +113,41 @@ func TestConfigEngine(t *testing.T) {
 	c.Preload = []string{}
 	if err := c.Validate(); err != nil || len(c.Preload) != 0 {
 		t.Errorf("empty preload: %v %v", err, c.Preload)
+	}
+}
+
+// The order of the default limits, derived once, is the one derived per
+// execution; the RLIMIT_AS room for the zygote's address space is added to
+// a copy.
+func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
+	l := jail.Limits{
+		Wall: time.Second, MemoryBytes: 256 << 20, Pids: 64, CPUTime: time.Second,
+		FileSizeBytes: 1 << 20, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096,
+	}
+	e := &warmEngine{policy: testPolicy(), spareLimits: spareKey(l)}
+	var err error
+	if e.defaultOrder, err = newOrder(e.policy, l, false); err != nil {
+		t.Fatal(err)
+	}
+	e.zygoteVM.Store(3 << 20)
+	cached, err := e.newOrder(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := e.newOrder(l, false)
+	e.spareLimits = jail.Limits{}
+	fresh, err := e.newOrder(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cached, fresh) || !bytes.Equal(again, fresh) {
+		t.Errorf("cached order %x, again %x, fresh %x", cached, again, fresh)
+	}
+	var o zygoteOrder
+	if err := msgpack.Unmarshal(fresh, &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.Rlimits[0].Name != "as" || o.Rlimits[0].Value != 259<<20 {
+		t.Errorf("RLIMIT_AS %+v, want 256 MiB + the zygote's 3 MiB", o.Rlimits[0])
 	}
 }
