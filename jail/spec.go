@@ -3,6 +3,7 @@ package jail
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -365,11 +366,14 @@ func (s Spec) render(p Policy, header string) ([]byte, error) {
 // ChildSpec is the Spec of one warm-engine execution: the ordinary jail p
 // describes (the zygote's template with p.Zygote off) with limits l, as
 // the cold engine would render it. withCgroup says whether the execution
-// has a cgroup (which the supervisor attaches the child to).
+// has a cgroup (which the supervisor attaches the child to). l.Wall is not
+// used: nsjail's time limit is only a backstop, which a child has not (the
+// supervisor's deadline kills it).
 func ChildSpec(p Policy, l Limits, withCgroup bool) (Spec, error) {
 	p.Zygote = false
 	p.Cgroup = nil
 	p.Limits = l
+	p.Limits.Wall = time.Second
 	if p.NoNamespaces {
 		return Spec{}, fmt.Errorf("the container tier has no zygotes")
 	}

@@ -151,3 +151,11 @@ func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
 		t.Errorf("RLIMIT_AS %+v, want 256 MiB + the zygote's 3 MiB", o.Rlimits[0])
 	}
 }
+
+// A spare's limits have no wall time (the supervisor enforces it).
+func TestOrderWithoutWallTime(t *testing.T) {
+	l := jail.Limits{MemoryBytes: 256 << 20, Pids: 64, CPUTime: time.Second, FileSizeBytes: 1 << 20, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096}
+	if _, err := newOrder(testPolicy(), l, true); err != nil {
+		t.Error(err)
+	}
+}
