@@ -12,19 +12,12 @@ golden messages in runner/testdata/zygote.
 The zygote imports the preload modules once, warms them up by running a few fixed
 workloads of its own through the runner (WARMUP), freezes the garbage collector's view
 of them, and then only forks: it never runs user code and never touches an execution's
-data. For each order it creates, with one clone(2), a single-use process in fresh user,
-mount, PID, network, IPC and UTS namespaces, the PID 1 of its PID namespace that will
-run the script; the zygote keeps only its end of the sync socket, to report how the
-process ended. The process talks to the supervisor on its sync socket (SOCK_SEQPACKET):
-
-    process -> supervisor  b"hello"         (the kernel attaches the process's host
-                                             pid: SCM_CREDENTIALS; the supervisor moves
-                                             that pid into the execution's cgroup)
-    supervisor -> process  b"go"
-    process -> supervisor  {"error": str}   when the set-up failed (nothing ran)
-    zygote -> supervisor   {"status": int, "utime_us": int, "stime_us": int,
-                            "maxrss_kb": int}  once the process has ended and been
-                                             reaped; then the zygote closes the socket
+data. For each order it creates, with one clone(2), a single-use process in the
+namespaces the init message names, the PID 1 of its PID namespace that will run the
+script; the zygote keeps only its end of the sync socket, to report how the process
+ended. The process says hello on its sync socket, waits for the supervisor's go
+(meanwhile the supervisor moves it into the execution's cgroup), and reports only a
+failed set-up; the zygote reports how it ended.
 
 What a child gets is not decided here: the supervisor derives it from the one
 isolation policy that also renders the cold engine's nsjail config (jail.Spec), and
