@@ -12,9 +12,9 @@ import (
 // process gets, derived from a Policy by one function (describe) and
 // enforced from this description alone. Render writes it as an nsjail
 // config (the cold engine's jails, the container tier's, and the warm
-// engine's zygote jails); ChildSpec and ChildOrder send the parts a warm
-// engine's child applies itself to the zygote, which applies them
-// generically (runner/ZYGOTE.md). A property added here is enforced by both
+// engine's zygote jails); ChildSpec's ChildSetup and ChildLimits are the
+// parts a warm engine's child applies itself, which the supervisor sends to
+// the zygote and the zygote applies generically (runner/ZYGOTE.md). A property added here is enforced by both
 // engines, so they cannot drift apart.
 type Spec struct {
 	// Namespaces are the namespaces the jail gets, in nsjail's order;
