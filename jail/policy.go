@@ -98,7 +98,8 @@ type Mount struct {
 
 // Policy is everything that varies between jails. What does not vary
 // (namespaces, uid 65534 inside, no capabilities, the empty read-only root,
-// /tmp, /proc and the three device nodes) is fixed by Render.
+// /tmp, /proc and the three device nodes) is fixed by Describe, which turns
+// a Policy into the Spec both engines enforce.
 type Policy struct {
 	// Python is the interpreter's path as seen inside the jail (for
 	// example the venv's bin/python3); it is also argv[0].
@@ -107,7 +108,9 @@ type Policy struct {
 	// runner's path inside the jail). Nil means none.
 	Args []string
 	// Mounts are read-only binds of what Python needs (InterpreterMounts
-	// plus a few files of /etc), already staged (Stage) where needed.
+	// plus a few files of /etc), already staged (Stage) where needed. A
+	// Tmpfs here is fresh for every execution (a warm child mounts its
+	// own, see SpecMount.PerExecution).
 	// Render adds the fixed mounts and orders everything parents first.
 	Mounts []Mount
 	// OutsideUID and OutsideGID are the host uid and gid that the jail's
@@ -145,9 +148,9 @@ type Policy struct {
 	// set, is ZygoteSeccompPolicy. False, the zero value, is the ordinary
 	// jail.
 	Zygote bool
-	// NoNamespaces renders the container tier's jail (see
-	// renderNoNamespaces): no namespaces, no mounts, no cgroup; the script
-	// runs as OutsideUID:OutsideGID in Cwd. False, the zero value, is the
+	// NoNamespaces renders the container tier's jail (see container.go):
+	// no namespaces, no mounts, no cgroup; the script runs as
+	// OutsideUID:OutsideGID in Cwd. False, the zero value, is the
 	// full jail.
 	NoNamespaces bool
 	// Cwd is the working directory of a NoNamespaces jail (absolute, the
@@ -165,161 +168,23 @@ func Argv(nsjailPath, configPath string) []string {
 }
 
 // Render validates p and returns the nsjail 3.6 configuration, in protobuf
-// text format, that runs p.Python in a fresh jail. The output is
-// deterministic: the same policy gives the same bytes.
+// text format, that runs p.Python in a fresh jail: p's Spec (see Describe)
+// and its launch details. The output is deterministic: the same policy
+// gives the same bytes.
 func Render(p Policy) ([]byte, error) {
-	if p.NoNamespaces {
-		return renderNoNamespaces(p)
-	}
-	if err := p.validate(); err != nil {
+	spec, err := Describe(p)
+	if err != nil {
 		return nil, fmt.Errorf("render jail config: %w", err)
 	}
-	mounts := jailMounts(p)
-
-	w := &textWriter{}
-	w.comment("nsjail 3.6 config rendered by python-executor/jail: do not edit.")
-	w.str("name", "python-executor")
-	w.enum("mode", "ONCE")
-	w.str("hostname", jailHostname)
-	w.str("cwd", jailCwd)
-	// The supervisor enforces the real deadline with millisecond
-	// precision; this one-second-granularity limit is only a backstop.
-	if p.Zygote {
-		// A zygote lives as long as the supervisor.
-		w.uint("time_limit", 0)
-	} else {
-		w.uint("time_limit", uint64(ceilSeconds(p.Limits.Wall))+1)
+	header := "nsjail 3.6 config rendered by python-executor/jail: do not edit."
+	if p.NoNamespaces {
+		header = "nsjail 3.6 config rendered by python-executor/jail (container tier): do not edit."
 	}
-	// nsjail's default, said out loud: jails yield the CPU to the
-	// supervisor and the gateway, which keeps deadlines and /health
-	// responsive under load.
-	w.int("nice_level", 19)
-	if p.LogFD != 0 {
-		w.int("log_fd", int64(p.LogFD))
+	cfg, err := spec.render(p, header)
+	if err != nil {
+		return nil, fmt.Errorf("render jail config: %w", err)
 	}
-	w.enum("log_level", "WARNING")
-	w.bool("keep_env", false)
-	for _, e := range p.Env {
-		w.str("envar", e)
-	}
-	w.bool("keep_caps", false)
-	w.bool("silent", false)
-	// A new session: the script cannot reach the supervisor's terminal
-	// (TIOCSTI) and the whole jail is one process group.
-	w.bool("skip_setsid", false)
-	w.bool("stderr_to_null", false)
-	for _, fd := range sortedInts(p.PassFDs) {
-		w.int("pass_fd", int64(fd))
-	}
-	// no_new_privs is nsjail's default; say it so that it is reviewed.
-	w.bool("disable_no_new_privs", false)
-
-	if p.Cgroup != nil {
-		// Memory is limited by the cgroup. An address-space limit would
-		// only break allocators and BLAS thread pools that reserve more
-		// than they touch.
-		w.enum("rlimit_as_type", "INF")
-	} else if p.Zygote {
-		// Each child sets its own, above the address space it inherits
-		// from the zygote; this is only the ceiling.
-		w.enum("rlimit_as_type", "HARD")
-	} else {
-		w.uint("rlimit_as", ceilMiB(p.Limits.MemoryBytes))
-		w.enum("rlimit_as_type", "VALUE")
-	}
-	w.uint("rlimit_core", 0)
-	w.enum("rlimit_core_type", "VALUE")
-	if p.Zygote {
-		// Each child sets its own CPU limit.
-		w.enum("rlimit_cpu_type", "INF")
-	} else {
-		w.uint("rlimit_cpu", uint64(ceilSeconds(p.Limits.CPUTime)))
-		w.enum("rlimit_cpu_type", "VALUE")
-	}
-	w.uint("rlimit_fsize", ceilMiB(p.Limits.FileSizeBytes))
-	w.enum("rlimit_fsize_type", "VALUE")
-	w.uint("rlimit_nofile", uint64(p.Limits.OpenFiles))
-	w.enum("rlimit_nofile_type", "VALUE")
-	if p.Cgroup != nil {
-		// pids.max of the cgroup is the limit. RLIMIT_NPROC counts per
-		// user: on kernels before 5.14 that is the host uid shared by
-		// every concurrent jail, so it would make jails fail each other.
-		w.enum("rlimit_nproc_type", "SOFT")
-	} else if p.Zygote {
-		// A child's processes are charged to its own user namespace and
-		// to its creator's, the zygote's, whose soft RLIMIT_NPROC at the
-		// child's creation is the ceiling there. A finite value would make
-		// the zygote and all its children share one count, so a fork bomb
-		// in one execution would stop its neighbours (and the zygote) from
-		// forking. Each child sets its own limit. (HARD: nsjail's own hard
-		// limit, which a user namespace cannot raise to infinity.)
-		w.enum("rlimit_nproc_type", "HARD")
-	} else {
-		// Since Linux 5.14 RLIMIT_NPROC is counted per user namespace, and
-		// every jail has its own, so this is a per-execution limit there.
-		// On older kernels it counts all jails of OutsideUID together.
-		w.uint("rlimit_nproc", uint64(p.Limits.Pids))
-		w.enum("rlimit_nproc_type", "VALUE")
-	}
-	w.uint("rlimit_stack", stackMiB)
-	w.enum("rlimit_stack_type", "VALUE")
-
-	w.bool("clone_newnet", true)
-	w.bool("clone_newuser", true)
-	w.bool("clone_newns", true)
-	w.bool("clone_newpid", true)
-	w.bool("clone_newipc", true)
-	w.bool("clone_newuts", true)
-	w.bool("clone_newcgroup", true)
-	for _, key := range []string{"uidmap", "gidmap"} {
-		outside := p.OutsideUID
-		if key == "gidmap" {
-			outside = p.OutsideGID
-		}
-		w.open(key)
-		w.str("inside_id", strconv.Itoa(jailUID))
-		w.str("outside_id", strconv.Itoa(outside))
-		w.uint("count", 1)
-		w.bool("use_newidmap", false)
-		w.close()
-	}
-
-	// /proc is one of the mounts below, so that it is ordered with them.
-	w.bool("mount_proc", false)
-	for _, m := range mounts {
-		m.render(w)
-	}
-	if p.Seccomp {
-		seccompPolicy := SeccompPolicy
-		if p.Zygote {
-			seccompPolicy = ZygoteSeccompPolicy
-		}
-		policy, err := seccompPolicy()
-		if err != nil {
-			return nil, fmt.Errorf("render jail config: %w", err)
-		}
-		// One element per line: nsjail concatenates the repeated field,
-		// and each line keeps its own newline.
-		for _, line := range strings.SplitAfter(policy, "\n") {
-			if line != "" {
-				w.str("seccomp_string", line)
-			}
-		}
-	}
-	if c := p.Cgroup; c != nil {
-		c.render(w)
-	}
-	// The net namespace keeps its loopback interface, down: nothing in
-	// the jail can talk to anything, not even itself over IP.
-	w.bool("iface_no_lo", true)
-
-	w.open("exec_bin")
-	w.str("path", p.Python)
-	for _, a := range p.Args {
-		w.str("arg", a)
-	}
-	w.close()
-	return w.bytes(), nil
+	return cfg, nil
 }
 
 // validate checks every field of p. It does not touch the filesystem: the
@@ -503,46 +368,41 @@ func validEnvName(s string) bool {
 // semaphores and queues need a handful of files.
 const ShmInodes = 256
 
-// mountPt is a Mount with the flags the jail decides.
-
-type mountPt struct {
-	Mount
-	nosuid, nodev, noexec bool
-}
-
 // jailMounts returns the fixed mounts and the policy's, parents first:
 // nsjail mounts in the order given, and a mount made before its parent would
 // be hidden by it (the venv may live under /tmp, on CI for instance).
-func jailMounts(p Policy) []mountPt {
-	ms := []mountPt{
-		{Mount: Mount{Kind: Tmpfs, Dst: "/", Options: rootOptions}, nosuid: true, nodev: true},
+func jailMounts(p Policy) []SpecMount {
+	ms := []SpecMount{
+		{Mount: Mount{Kind: Tmpfs, Dst: "/", Options: rootOptions}, NoSuid: true, NoDev: true},
 		// noexec: a script may write files, not run them. (ctypes
 		// callbacks do not need an executable /tmp: libffi maps its
 		// trampolines anonymously.)
 		{
 			Mount: Mount{Kind: Tmpfs, Dst: "/tmp", RW: true, Options: fmt.Sprintf(
 				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, p.Limits.TmpInodes)},
-			nosuid: true, nodev: true, noexec: true,
+			NoSuid: true, NoDev: true, NoExec: true, PerExecution: true,
 		},
-		{Mount: Mount{Kind: Proc, Dst: "/proc", RW: p.Zygote}, nosuid: true, nodev: true, noexec: true},
+		{Mount: Mount{Kind: Proc, Dst: "/proc", RW: p.Zygote}, NoSuid: true, NoDev: true, NoExec: true, PerExecution: true},
 		// multiprocessing's locks and queues need POSIX semaphores, which
 		// live in /dev/shm. Its pages are charged to the execution's memory
 		// cgroup like any other, and it shares /tmp's size cap.
 		{
 			Mount: Mount{Kind: Tmpfs, Dst: "/dev/shm", RW: true, Options: fmt.Sprintf(
 				"size=%d,nr_inodes=%d,mode=1777", p.Limits.TmpBytes, ShmInodes)},
-			nosuid: true, nodev: true, noexec: true,
+			NoSuid: true, NoDev: true, NoExec: true, PerExecution: true,
 		},
 		// Device nodes need a mount without nodev; writes to /dev/null are
 		// the only ones a script has a reason to make.
-		{Mount: Mount{Kind: Bind, Src: "/dev/null", Dst: "/dev/null", RW: true}, nosuid: true, noexec: true},
-		{Mount: Mount{Kind: Bind, Src: "/dev/zero", Dst: "/dev/zero"}, nosuid: true, noexec: true},
-		{Mount: Mount{Kind: Bind, Src: "/dev/urandom", Dst: "/dev/urandom"}, nosuid: true, noexec: true},
+		{Mount: Mount{Kind: Bind, Src: "/dev/null", Dst: "/dev/null", RW: true}, NoSuid: true, NoExec: true},
+		{Mount: Mount{Kind: Bind, Src: "/dev/zero", Dst: "/dev/zero"}, NoSuid: true, NoExec: true},
+		{Mount: Mount{Kind: Bind, Src: "/dev/urandom", Dst: "/dev/urandom"}, NoSuid: true, NoExec: true},
 	}
 	for _, m := range p.Mounts {
-		ms = append(ms, mountPt{Mount: m, nosuid: true, nodev: true})
+		// A tmpfs is a fresh one for each execution; binds are the same
+		// host files for all.
+		ms = append(ms, SpecMount{Mount: m, NoSuid: true, NoDev: true, PerExecution: m.Kind == Tmpfs})
 	}
-	slices.SortStableFunc(ms, func(a, b mountPt) int {
+	slices.SortStableFunc(ms, func(a, b SpecMount) int {
 		if d := depth(a.Dst) - depth(b.Dst); d != 0 {
 			return d
 		}
@@ -559,7 +419,7 @@ func depth(p string) int {
 	return strings.Count(p, "/")
 }
 
-func (m mountPt) render(w *textWriter) {
+func (m SpecMount) render(w *textWriter) {
 	w.open("mount")
 	switch m.Kind {
 	case Bind:
@@ -578,9 +438,9 @@ func (m mountPt) render(w *textWriter) {
 	}
 	w.bool("rw", m.RW)
 	w.bool("mandatory", true)
-	w.bool("nosuid", m.nosuid)
-	w.bool("nodev", m.nodev)
-	w.bool("noexec", m.noexec)
+	w.bool("nosuid", m.NoSuid)
+	w.bool("nodev", m.NoDev)
+	w.bool("noexec", m.NoExec)
 	w.close()
 }
 

@@ -5,42 +5,35 @@ The supervisor starts this file inside an nsjail jail (jail.Policy.Zygote) as
     <venv>/bin/python3 zygote.py
 
 with a SOCK_SEQPACKET Unix socket on the fd named by PYEXEC_CONTROL_FD. Only the
-supervisor holds the other end. Messages are msgpack maps, one per packet:
-
-    supervisor -> zygote  init   {"v": 1, "preload": [str], "seccomp": bytes}
-    zygote -> supervisor  ready  {"v": 1, "failed": [str], "warmed": [str], "huge_kb": int,
-                                  "threads": int}
-    supervisor -> zygote  order  {"v": 1, "tmp_bytes", "tmp_inodes", "shm_inodes",
-                                  "cpu_s", "fsize_bytes", "nofile", "nproc", "as_bytes",
-                                  "stack_bytes": int}
-                          with SCM_RIGHTS: stdout, stderr, request, result, sync
+supervisor holds the other end. The protocol (init, ready, orders with their fds,
+the children's hello/go and the reports) is specified in runner/ZYGOTE.md, with
+golden messages in runner/testdata/zygote.
 
 The zygote imports the preload modules once, warms them up by running a few fixed
 workloads of its own through the runner (WARMUP), freezes the garbage collector's view
 of them, and then only forks: it never runs user code and never touches an execution's
-data. For each order it creates, with one clone(2), a single-use process in fresh user,
-mount, PID, network, IPC and UTS namespaces, the PID 1 of its PID namespace that will
-run the script; the zygote keeps only its end of the sync socket, to report how the
-process ended. The process talks to the supervisor on its sync socket (SOCK_SEQPACKET):
+data. For each order it creates, with one clone(2), a single-use process in the
+namespaces the init message names, the PID 1 of its PID namespace that will run the
+script; the zygote keeps only its end of the sync socket, to report how the process
+ended. The process says hello on its sync socket, waits for the supervisor's go
+(meanwhile the supervisor moves it into the execution's cgroup), and reports only a
+failed set-up; the zygote reports how it ended.
 
-    process -> supervisor  b"hello"         (the kernel attaches the process's host
-                                             pid: SCM_CREDENTIALS; the supervisor moves
-                                             that pid into the execution's cgroup)
-    supervisor -> process  b"go"
-    process -> supervisor  {"error": str}   when the set-up failed (nothing ran)
-    zygote -> supervisor   {"status": int, "utime_us": int, "stime_us": int,
-                            "maxrss_kb": int}  once the process has ended and been
-                                             reaped; then the zygote closes the socket
-
-While the supervisor attaches it, the process maps uid/gid 65534 to its own, mounts
-private tmpfs at /tmp and /dev/shm and a fresh /proc. After "go" it unshares a cgroup
-namespace (rooted at its execution's cgroup), sets the rlimits, makes the pipes fds
-1-4, closes everything else, re-seeds the PRNGs, drops every capability, sets
-no_new_privs, installs the strict seccomp filter (compiled by the supervisor), and only
-then runs the runner on the script. Before that it forgets the zygote: the zygote's
-stack is unwound (_Become), its namespace emptied and `__main__` replaced, so the
-script finds nothing of the zygote's state (other executions, the control socket, the
-init message) beyond the preloaded modules.
+What a child gets is not decided here: the supervisor derives it from the one
+isolation policy that also renders the cold engine's nsjail config (jail.Spec), and
+sends the part that is the same for every execution in the init message (ChildSetup:
+namespaces, id map, hostname, cwd, environment, capabilities, no_new_privs, the
+seccomp program) and the part that depends on the execution's limits in each order
+(Order: the fresh mounts, the rlimits). The child applies both as given: it loops
+over the mounts and rlimits, installs the BPF bytes, sets the environment. While the
+supervisor attaches it, the process maps its ids and makes its mounts; after "go" it
+unshares a cgroup namespace (rooted at its execution's cgroup), sets the rlimits,
+makes the pipes fds 1-4, closes everything else, re-seeds the PRNGs, drops the
+capabilities, sets no_new_privs, installs the seccomp filter, and only then runs the
+runner on the script. Before that it forgets the zygote: the zygote's stack is
+unwound (_Become), its namespace emptied and `__main__` replaced, so the script finds
+nothing of the zygote's state (other executions, the control socket, the init
+message) beyond the preloaded modules.
 
 Standard library (ctypes on libc) plus msgpack only.
 """
@@ -62,12 +55,9 @@ import msgpack
 
 import runner
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # runner/ZYGOTE.md
 MAX_MESSAGE = 64 * 1024
 ORDER_FDS = 5  # stdout, stderr, request, result, sync
-
-SANDBOX_ID = 65534
-HOSTNAME = b"sandbox"
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -76,12 +66,9 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
-
 MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
@@ -139,83 +126,124 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-class Lockdown:
-    """The last steps before untrusted code: no capabilities, no_new_privs, seccomp."""
+def _field(body: dict, name: str, kind: type, what: str) -> Any:
+    value = body.get(name)
+    if type(value) is not kind or (kind is int and value < 0):
+        raise SetupError(f"{what} field {name} is {value!r}, want {'an int >= 0' if kind is int else kind.__name__}")
+    return value
 
-    def __init__(self, bpf: bytes, cap_last: int) -> None:
-        if not bpf or len(bpf) % 8 != 0 or len(bpf) // 8 > 4096:
-            raise SetupError(f"seccomp filter of {len(bpf)} bytes is not a BPF program")
-        self._filter = ctypes.create_string_buffer(bpf, len(bpf))
+
+def _strings(body: dict, name: str, what: str) -> list[str]:
+    value = _field(body, name, list, what)
+    if not all(type(v) is str and "\0" not in v for v in value):
+        raise SetupError(f"{what} field {name}: want strings without NUL")
+    return value
+
+
+class ChildSetup:
+    """What every child of this zygote gets (the init message's "child" map), checked.
+    The zygote applies it as given: it decides nothing of the isolation itself."""
+
+    REQUIRED = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID  # what this file's mechanism relies on
+
+    def __init__(self, body: object, cap_last: int) -> None:
+        if not isinstance(body, dict):
+            raise SetupError("init field child is not a map")
+        what = "child"
+        self.namespaces: int = _field(body, "namespaces", int, what)
+        if self.namespaces & self.REQUIRED != self.REQUIRED:
+            raise SetupError(f"child namespaces {self.namespaces:#x} lack user, mount or PID")
+        self.uid: int = _field(body, "uid", int, what)
+        self.gid: int = _field(body, "gid", int, what)
+        self.hostname: bytes = _field(body, "hostname", str, what).encode()
+        self.cwd: str = _field(body, "cwd", str, what)
+        self.env: dict[str, str] = {}
+        for entry in _strings(body, "env", what):
+            name, sep, value = entry.partition("=")
+            if not sep or not name:
+                raise SetupError(f"child env entry {entry!r}: want NAME=value")
+            self.env[name] = value
+        self.keep_caps: bool = _field(body, "keep_caps", bool, what)
+        self.no_new_privs: bool = _field(body, "no_new_privs", bool, what)
+        bpf = body.get("seccomp")
+        if type(bpf) is not bytes or len(bpf) % 8 != 0 or len(bpf) // 8 > 4096:
+            raise SetupError(f"seccomp filter of {len(bpf) if isinstance(bpf, bytes) else bpf!r} bytes is not a BPF program")
+        self._bpf = bpf
+        self._filter = ctypes.create_string_buffer(bpf, len(bpf) or 1)
         self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._filter))
         self._cap_last = cap_last
 
-    def apply(self) -> None:
-        for cap in range(self._cap_last + 1):
-            _prctl(PR_CAPBSET_DROP, cap)
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, ctypes.c_ulong(0))
-        header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-        data = (_CapData * 2)()
-        _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
-        _prctl(PR_SET_NO_NEW_PRIVS, 1, ctypes.c_ulong(0))
-        _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog))
+    def lock_down(self) -> None:
+        """The last steps before untrusted code: capabilities, no_new_privs, seccomp."""
+        if not self.keep_caps:
+            for cap in range(self._cap_last + 1):
+                _prctl(PR_CAPBSET_DROP, cap)
+            _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, ctypes.c_ulong(0))
+            header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+            data = (_CapData * 2)()
+            _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+        if self.no_new_privs:
+            _prctl(PR_SET_NO_NEW_PRIVS, 1, ctypes.c_ulong(0))
+        if self._bpf:
+            _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._prog))
+
+
+class Mount:
+    """One mount(2) call of an order."""
+
+    def __init__(self, body: object) -> None:
+        if not isinstance(body, dict):
+            raise SetupError("order mount is not a map")
+        what = "order mount"
+        self.source: bytes = _field(body, "source", str, what).encode()
+        self.target: bytes = _field(body, "target", str, what).encode()
+        self.fstype: bytes = _field(body, "fstype", str, what).encode()
+        self.flags: int = _field(body, "flags", int, what)
+        data: str = _field(body, "data", str, what)
+        self.data: bytes | None = data.encode() if data else None
+        if not self.target.startswith(b"/") or any(b"\0" in f for f in (self.source, self.target, self.fstype)):
+            raise SetupError(f"order mount {body!r}: want an absolute target and no NUL")
 
 
 class Order:
-    """One execution's limits, checked: every field is a non-negative int."""
-
-    FIELDS = ("tmp_bytes", "tmp_inodes", "shm_inodes", "cpu_s", "fsize_bytes", "nofile", "nproc", "as_bytes", "stack_bytes")
+    """One execution's part of the policy (runner/ZYGOTE.md, order), checked."""
 
     def __init__(self, body: object) -> None:
         if not isinstance(body, dict) or body.get("v") != PROTOCOL_VERSION:
-            raise SetupError("order is not a version 1 map")
-        for name in self.FIELDS:
-            value = body.get(name)
-            if type(value) is not int or value < 0:
-                raise SetupError(f"order field {name} is {value!r}, want an int >= 0")
-        self.tmp_bytes: int = body["tmp_bytes"]
-        self.tmp_inodes: int = body["tmp_inodes"]
-        self.shm_inodes: int = body["shm_inodes"]
-        self.cpu_s: int = body["cpu_s"]
-        self.fsize_bytes: int = body["fsize_bytes"]
-        self.nofile: int = body["nofile"]
-        self.nproc: int = body["nproc"]  # 0: no RLIMIT_NPROC (the cgroup limits tasks)
-        self.as_bytes: int = body["as_bytes"]  # 0: no RLIMIT_AS (the cgroup limits memory)
-        self.stack_bytes: int = body["stack_bytes"]
+            raise SetupError(f"order is not a version {PROTOCOL_VERSION} map")
+        self.mounts = [Mount(m) for m in _field(body, "mounts", list, "order")]
+        self.rlimits: list[tuple[str, int, int]] = []
+        for r in _field(body, "rlimits", list, "order"):
+            if not isinstance(r, dict):
+                raise SetupError("order rlimit is not a map")
+            self.rlimits.append((_field(r, "name", str, "rlimit"), _field(r, "resource", int, "rlimit"), _field(r, "value", int, "rlimit")))
 
 
 def _set_rlimits(order: Order) -> None:
-    limits = [
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_CPU, order.cpu_s),
-        (resource.RLIMIT_FSIZE, order.fsize_bytes),
-        (resource.RLIMIT_NOFILE, order.nofile),
-        (resource.RLIMIT_STACK, order.stack_bytes),
-    ]
-    if order.nproc:
-        limits.append((resource.RLIMIT_NPROC, order.nproc))
-    if order.as_bytes:
-        limits.append((resource.RLIMIT_AS, order.as_bytes))
-    for which, value in limits:
+    for name, which, value in order.rlimits:
         try:
             resource.setrlimit(which, (value, value))
         except (OSError, ValueError) as exc:
-            raise SetupError(f"setrlimit({which}, {value}): {exc}") from None
+            raise SetupError(f"setrlimit({name}, {value}): {exc}") from None
 
 
-def _enter_namespaces(order: Order, uid: int, gid: int) -> None:
-    """In the execution's process, just created in fresh user, mount, PID, network,
-    IPC and UTS namespaces: its own uid map, hostname, private /tmp, /dev/shm and
-    /proc."""
+def _enter_namespaces(setup: ChildSetup, order: Order, uid: int, gid: int) -> None:
+    """In the execution's process, just created in fresh namespaces (setup.namespaces
+    but the cgroup one): its id maps, hostname, mounts and working directory."""
     _write_file("/proc/self/setgroups", "deny")
-    _write_file("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1")
-    _write_file("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1")
-    _check(_libc.sethostname(HOSTNAME, ctypes.c_size_t(len(HOSTNAME))), "sethostname")
+    _write_file("/proc/self/uid_map", f"{setup.uid} {uid} 1")
+    _write_file("/proc/self/gid_map", f"{setup.gid} {gid} 1")
+    if setup.namespaces & CLONE_NEWUTS:
+        _check(_libc.sethostname(setup.hostname, ctypes.c_size_t(len(setup.hostname))), "sethostname")
     _mount(b"none", b"/", b"", MS_REC | MS_PRIVATE, None)
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _mount(b"tmpfs", b"/tmp", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.tmp_inodes},mode=1777".encode())
-    _mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, f"size={order.tmp_bytes},nr_inodes={order.shm_inodes},mode=1777".encode())
-    _mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    os.chdir("/tmp")  # the new tmpfs, not the zygote's directory under it
+    for m in order.mounts:
+        # As nsjail does: a read-only mount is made writable, then remounted
+        # read-only, so that only the mount is, as in a cold jail, not the
+        # filesystem.
+        _mount(m.source, m.target, m.fstype, m.flags & ~MS_RDONLY, m.data)
+        if m.flags & MS_RDONLY:
+            _mount(b"none", m.target, b"", m.flags | MS_REMOUNT | MS_BIND, None)
+    os.chdir(setup.cwd)  # on the new mounts, not the zygote's
 
 
 def _place_fds(fds: list[int], sync: socket.socket) -> None:
@@ -243,28 +271,32 @@ def _execution(job: list) -> NoReturn:
     """The single-use process of one order, PID 1 of its namespaces: finish the
     set-up, run the script. A failure before the script runs is reported on the
     sync socket, so that the supervisor tells it from anything a script can do.
-    The zygote reports how it ended. job is [sync, order, fds, lockdown, uid,
+    The zygote reports how it ended. job is [sync, order, fds, setup, uid,
     gid], emptied here so that the caller's reference keeps nothing alive."""
-    sync, order, fds, lockdown, uid, gid = job
+    sync, order, fds, setup, uid, gid = job
     job.clear()
     try:
         _drop_other_executions()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         sync.sendall(b"hello")
         # The namespaces' set-up overlaps the supervisor's cgroup attach.
-        _enter_namespaces(order, uid, gid)
+        _enter_namespaces(setup, order, uid, gid)
         if sync.recv(16) != b"go":
             os._exit(0)  # the supervisor gave up on this execution
-        # In its cgroup now: the cgroup namespace is rooted there.
-        _check(_libc.unshare(ctypes.c_int(CLONE_NEWCGROUP)), "unshare cgroup namespace")
+        if setup.namespaces & CLONE_NEWCGROUP:
+            # In its cgroup now: the cgroup namespace is rooted there.
+            _check(_libc.unshare(ctypes.c_int(CLONE_NEWCGROUP)), "unshare cgroup namespace")
         _place_fds(fds, sync)
         sync = socket.socket(fileno=SYNC_FD)
         _set_rlimits(order)
+        # The policy's environment, exactly: nothing of the zygote's.
+        os.environ.clear()
+        os.environ.update(setup.env)
         _reseed()
-        lockdown.apply()
+        setup.lock_down()
     except BaseException as exc:
         try:
-            sync.sendall(msgpack.packb({"error": f"set-up of the script's process: {type(exc).__name__}: {exc}"}))
+            sync.sendall(error_message(exc))
         except OSError:
             pass
         os._exit(125)
@@ -273,7 +305,7 @@ def _execution(job: list) -> NoReturn:
     # The script sees nothing of the zygote beyond the preloaded modules: not
     # its globals (the zygote is __main__ here, and frames lead to them), not
     # its locals (main and _serve have returned: see _Become).
-    del sync, order, fds, lockdown
+    del sync, order, fds, setup
     _forget_zygote()
     try:
         run()  # does not return
@@ -350,6 +382,32 @@ _executions: dict[int, socket.socket] = {}
 REAP_INTERVAL = 1.0
 
 
+def report_message(status: int, utime_us: int, stime_us: int, maxrss_kb: int) -> bytes:
+    """The zygote's report on an execution's sync socket once its process was reaped."""
+    return msgpack.packb({"status": status, "utime_us": utime_us, "stime_us": stime_us, "maxrss_kb": maxrss_kb})
+
+
+def error_message(exc: BaseException) -> bytes:
+    """The child's report on its sync socket when its set-up failed."""
+    return msgpack.packb({"error": f"set-up of the script's process: {type(exc).__name__}: {exc}"})
+
+
+def ready_message(failed: list[str], warmed: list[str], huge_kb: int, threads: int) -> bytes:
+    """The zygote's answer to init once it is ready for orders."""
+    return msgpack.packb({"v": PROTOCOL_VERSION, "failed": failed, "warmed": warmed, "huge_kb": huge_kb, "threads": threads}, use_bin_type=True)
+
+
+def parse_init(data: bytes, cap_last: int) -> tuple[list[str], ChildSetup]:
+    """The init message's preload list and child set-up, checked."""
+    try:
+        init = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise SetupError(f"init is not msgpack: {exc}") from None
+    if not isinstance(init, dict) or init.get("v") != PROTOCOL_VERSION:
+        raise SetupError(f"init is not a version {PROTOCOL_VERSION} map")
+    return _strings(init, "preload", "init"), ChildSetup(init.get("child"), cap_last)
+
+
 def _reap() -> None:
     while True:
         try:
@@ -361,14 +419,8 @@ def _reap() -> None:
         sync = _executions.pop(pid, None)
         if sync is None:
             continue
-        report = {
-            "status": status,
-            "utime_us": int(usage.ru_utime * 1e6),
-            "stime_us": int(usage.ru_stime * 1e6),
-            "maxrss_kb": usage.ru_maxrss,
-        }
         try:
-            sync.send(msgpack.packb(report), socket.MSG_DONTWAIT)
+            sync.send(report_message(status, int(usage.ru_utime * 1e6), int(usage.ru_stime * 1e6), usage.ru_maxrss), socket.MSG_DONTWAIT)
         except OSError:
             pass
         sync.close()
@@ -383,7 +435,7 @@ def _receive(control: socket.socket) -> tuple[bytes, list[int]]:
     return data, fds
 
 
-def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
+def _serve(control: socket.socket, setup: ChildSetup, wakeup: int) -> None:
     uid, gid = os.getuid(), os.getgid()
     while True:
         readable, _, _ = select.select([control, wakeup], [], [], REAP_INTERVAL)
@@ -414,7 +466,7 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
             _log(f"dropped an order: {exc}")
             continue
         try:
-            pid = _clone(NAMESPACES & ~CLONE_NEWCGROUP)
+            pid = _clone(setup.namespaces & ~CLONE_NEWCGROUP)
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
@@ -425,7 +477,7 @@ def _serve(control: socket.socket, lockdown: Lockdown, wakeup: int) -> None:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 control.close()
-                job = [sync, order, fds[:4], lockdown, uid, gid]
+                job = [sync, order, fds[:4], setup, uid, gid]
             except BaseException:
                 os._exit(125)
             raise _Become(job)
@@ -542,10 +594,6 @@ def _log(message: str) -> None:
         pass
 
 
-def _send(control: socket.socket, body: dict) -> None:
-    control.send(msgpack.packb(body, use_bin_type=True))
-
-
 def main() -> None:
     if os.getpid() != 1:
         _log("the zygote must be PID 1 of its jail's PID namespace (see _clone)")
@@ -555,16 +603,16 @@ def main() -> None:
     os.environ.pop("PYEXEC_CONTROL_FD", None)
     control = socket.socket(fileno=control_fd)
     os.set_inheritable(control_fd, False)
-    init = msgpack.unpackb(control.recv(MAX_MESSAGE), raw=False)
-    if not isinstance(init, dict) or init.get("v") != PROTOCOL_VERSION:
-        _log("bad init message")
-        sys.exit(2)
     with open("/proc/sys/kernel/cap_last_cap") as f:
         cap_last = int(f.read())
-    lockdown = Lockdown(init.get("seccomp", b""), cap_last)
+    try:
+        preload, setup = parse_init(control.recv(MAX_MESSAGE), cap_last)
+    except SetupError as exc:
+        _log(f"bad init message: {exc}")
+        sys.exit(2)
     failed = []
     preloaded = set()
-    for name in init.get("preload", []):
+    for name in preload:
         try:
             importlib.import_module(name)
             preloaded.add(name)
@@ -579,8 +627,8 @@ def main() -> None:
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wakeup pipe does the work
     threads = len(os.listdir("/proc/self/task"))
-    _send(control, {"v": PROTOCOL_VERSION, "failed": failed, "warmed": warmed, "huge_kb": huge_kb, "threads": threads})
-    _serve(control, lockdown, wakeup)
+    control.send(ready_message(failed, warmed, huge_kb, threads))
+    _serve(control, setup, wakeup)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -155,6 +156,14 @@ func SelfTest(ctx context.Context, engine Engine, host *Host, degraded bool, log
 		check(!strings.HasPrefix(e, "PYEXEC_") || e == "PYEXEC_REQUEST_FD" || e == "PYEXEC_RESULT_FD", "supervisor variable %s leaked into the jail", e)
 		check(e != "USER" && e != "SUDO_USER" && e != "PWD", "supervisor variable %s leaked into the jail", e)
 	}
+	// Exactly the policy's variables, whichever engine applied them.
+	var names []string
+	for _, e := range host.Policy.Env {
+		name, _, _ := strings.Cut(e, "=")
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	check(slices.Equal(got.Environ, names), "the jail's environment has %v, want the policy's %v", got.Environ, names)
 	if len(problems) > 0 {
 		return "", fmt.Errorf("isolation missing: %s", strings.Join(problems, "; "))
 	}

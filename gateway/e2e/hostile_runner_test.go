@@ -162,7 +162,7 @@ func TestHostileRunner(t *testing.T) {
 // its frames, objects of its classes, sockets): [] when nothing.
 const zygoteStateProbe = `
 import __main__, gc, socket, sys
-ZYGOTE_NAMES = {"_executions", "Lockdown", "Order", "WARMUP", "_serve", "_execution", "control", "lockdown", "order", "init", "_job"}
+ZYGOTE_NAMES = {"_executions", "ChildSetup", "Mount", "Order", "setup", "WARMUP", "_serve", "_execution", "control", "lockdown", "order", "init", "_job"}
 def main():
     found = []
     names = sorted(n for n in vars(__main__) if not (n.startswith("__") and n.endswith("__")))

@@ -7,7 +7,6 @@ import (
 	"unsafe"
 
 	"github.com/sirupsen/logrus"
-	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/internal/engine"
@@ -141,9 +140,9 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 
 // newSpare launches a child on zygote z with the spare limits.
 func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
-	body, err := msgpack.Marshal(e.newOrder(e.spareLimits, e.cgroups != nil))
+	body, err := e.newOrder(e.spareLimits, e.cgroups != nil)
 	if err != nil {
-		return nil, fmt.Errorf("encode order: %w", err)
+		return nil, err
 	}
 	var pending *pendingCgroup
 	if e.cgroups != nil {

@@ -1,27 +1,113 @@
 package warm
 
 import (
+	"bytes"
+	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/python-executor/python-executor/jail"
 )
+
+// testPolicy is a full-tier policy like the one PrepareHost builds.
+func testPolicy() jail.Policy {
+	return jail.Policy{
+		Python:     "/opt/python-executor/venv/bin/python3",
+		Args:       []string{"/opt/python-executor/runner.py"},
+		Mounts:     []jail.Mount{{Kind: jail.Bind, Src: "/usr", Dst: "/usr"}},
+		OutsideUID: 995,
+		OutsideGID: 994,
+		Env:        []string{"HOME=/tmp", "PYEXEC_REQUEST_FD=3", "PYEXEC_RESULT_FD=4"},
+		Seccomp:    true,
+	}
+}
 
 func TestNewOrderMirrorsColdRounding(t *testing.T) {
 	l := jail.Limits{
 		Wall: time.Second, MemoryBytes: 100<<20 + 1, Pids: 64, CPUTime: 1500 * time.Millisecond,
 		FileSizeBytes: 1, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096,
 	}
-	o := newOrder(l, true)
-	if o.CPUSeconds != 2 || o.FsizeBytes != 1<<20 || o.NoFile != 256 || o.TmpBytes != 64<<20 ||
-		o.TmpInodes != 4096 || o.ShmInodes != jail.ShmInodes || o.StackBytes != 8<<20 {
-		t.Errorf("newOrder(%+v, true) = %+v", l, o)
+	rlimits := func(o zygoteOrder) map[string]uint64 {
+		m := map[string]uint64{}
+		for _, r := range o.Rlimits {
+			m[r.Name] = r.Value
+		}
+		return m
 	}
-	if o.NProc != 0 || o.ASBytes != 0 {
-		t.Errorf("with a cgroup: nproc %d, as %d, want none", o.NProc, o.ASBytes)
+	o, err := newOrder(testPolicy(), l, true)
+	if err != nil {
+		t.Fatal(err)
 	}
-	o = newOrder(l, false)
-	if o.NProc != 64 || o.ASBytes != 101<<20 {
-		t.Errorf("without a cgroup: nproc %d, as %d, want 64 and %d", o.NProc, o.ASBytes, 101<<20)
+	want := map[string]uint64{"core": 0, "cpu": 2, "fsize": 1 << 20, "nofile": 256, "stack": 8 << 20}
+	if got := rlimits(o); !maps.Equal(got, want) {
+		t.Errorf("newOrder(%+v, true) rlimits = %v, want %v", l, got, want)
+	}
+	var mounts []string
+	for _, m := range o.Mounts {
+		mounts = append(mounts, fmt.Sprintf("%s %s %#x %s", m.FSType, m.Target, m.Flags, m.Data))
+	}
+	wantMounts := []string{
+		"proc /proc 0xf ",
+		"tmpfs /tmp 0xe size=67108864,nr_inodes=4096,mode=1777",
+		fmt.Sprintf("tmpfs /dev/shm 0xe size=67108864,nr_inodes=%d,mode=1777", jail.ShmInodes),
+	}
+	if !slices.Equal(mounts, wantMounts) {
+		t.Errorf("mounts = %q, want %q", mounts, wantMounts)
+	}
+	o, err = newOrder(testPolicy(), l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want["nproc"], want["as"] = 64, 101<<20
+	if got := rlimits(o); !maps.Equal(got, want) {
+		t.Errorf("newOrder(%+v, false) rlimits = %v, want %v", l, got, want)
+	}
+}
+
+// The order of the default limits, derived once, is the one derived per
+// execution; the RLIMIT_AS room for the zygote's address space is added to
+// a copy.
+func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
+	l := jail.Limits{
+		Wall: time.Second, MemoryBytes: 256 << 20, Pids: 64, CPUTime: time.Second,
+		FileSizeBytes: 1 << 20, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096,
+	}
+	e := &warmEngine{policy: testPolicy(), spareLimits: spareKey(l)}
+	var err error
+	if e.defaultOrder, err = newOrder(e.policy, l, false); err != nil {
+		t.Fatal(err)
+	}
+	e.zygoteVM.Store(3 << 20)
+	cached, err := e.newOrder(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := e.newOrder(l, false)
+	e.spareLimits = jail.Limits{}
+	fresh, err := e.newOrder(l, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cached, fresh) || !bytes.Equal(again, fresh) {
+		t.Errorf("cached order %x, again %x, fresh %x", cached, again, fresh)
+	}
+	var o zygoteOrder
+	if err := msgpack.Unmarshal(fresh, &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.Rlimits[0].Name != "as" || o.Rlimits[0].Value != 259<<20 {
+		t.Errorf("RLIMIT_AS %+v, want 256 MiB + the zygote's 3 MiB", o.Rlimits[0])
+	}
+}
+
+// A spare's limits have no wall time (the supervisor enforces it).
+func TestOrderWithoutWallTime(t *testing.T) {
+	l := jail.Limits{MemoryBytes: 256 << 20, Pids: 64, CPUTime: time.Second, FileSizeBytes: 1 << 20, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096}
+	if _, err := newOrder(testPolicy(), l, true); err != nil {
+		t.Error(err)
 	}
 }

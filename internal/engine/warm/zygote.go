@@ -31,9 +31,9 @@ const ZygoteJailPath = "/opt/python-executor/zygote.py"
 // zygoteControlFD is the control socket's fd inside the zygote jail.
 const zygoteControlFD = 3
 
-// zygoteProtocol is the version of the zygote control messages
-// (runner/zygote.py documents them).
-const zygoteProtocol = 1
+// zygoteProtocol is the version of the zygote control messages, specified
+// in runner/ZYGOTE.md.
+const zygoteProtocol = 2
 
 const (
 	// zygoteReadyTimeout bounds a zygote's start: nsjail, the interpreter
@@ -59,7 +59,8 @@ const (
 type zygoteInit struct {
 	V       int      `msgpack:"v"`
 	Preload []string `msgpack:"preload"`
-	Seccomp []byte   `msgpack:"seccomp"`
+	// Child is what the zygote applies to every child it creates.
+	Child jail.ChildSetup `msgpack:"child"`
 }
 
 // zygoteReady is the zygote's answer once its modules are imported and
@@ -296,7 +297,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		}
 	}()
 
-	init, err := msgpack.Marshal(zygoteInit{V: zygoteProtocol, Preload: e.preload, Seccomp: e.seccomp})
+	init, err := msgpack.Marshal(zygoteInit{V: zygoteProtocol, Preload: e.preload, Child: e.setup})
 	if err != nil {
 		return z, fmt.Errorf("encode init: %w", err)
 	}
