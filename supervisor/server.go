@@ -30,10 +30,11 @@ const writeTimeout = 10 * time.Second
 // helloTimeout bounds how long a new connection may take to say hello.
 const helloTimeout = 5 * time.Second
 
-// features are the optional protocol features this supervisor implements
+// offeredFeatures are the optional protocol features this supervisor implements
 // (see wire.FeatureSet); a client's hello gets those of them it asks for.
-// None yet: a feature's code registers its wire name here.
-var features = wire.NewFeatureSet()
+// None yet: a feature adds its wire constant here once the supervisor
+// implements it.
+var offeredFeatures = wire.NewFeatureSet()
 
 // Server accepts clients on the supervisor socket and runs their executions.
 type Server struct {
@@ -69,7 +70,7 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 		cgroups:   cgroups,
 		log:       log,
 		admit:     newAdmission(cfg.Slots, cfg.QueueSize),
-		features:  features,
+		features:  offeredFeatures,
 		conns:     make(map[*conn]struct{}),
 	}
 }
