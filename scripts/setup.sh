@@ -32,6 +32,9 @@ STATICCHECK_VERSION=v0.8.2
 TOOLS="$ROOT/.tools/bin"
 SKIP_LINT="${SETUP_SKIP_LINT:-${SETUP_SKIP_GO:-0}}"
 STAMP="$VENV/.setup-stamp"
+# The lint tools' own stamp: a run that skips them (the image's, or
+# SETUP_SKIP_LINT=1) neither needs nor disturbs it.
+DEV_STAMP="$VENV/.setup-stamp-dev"
 
 say() { echo "setup: $*" >&2; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -55,14 +58,16 @@ ensure_python() {
 }
 
 ensure_venv() {
-	local want reqs=(-r "$REQ") names="runner/requirements.txt"
+	local want want_dev="" reqs=(-r "$REQ") names="runner/requirements.txt"
 	want="$(sha256sum "$REQ" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.base_prefix)')"
 	if [ "$SKIP_LINT" != 1 ]; then
 		reqs+=(-r "$DEV_REQ")
 		names="$names and requirements-dev.txt"
-		want="$want dev:$(sha256sum "$DEV_REQ" | cut -d' ' -f1)"
+		want_dev="$(sha256sum "$DEV_REQ" | cut -d' ' -f1)"
 	fi
-	if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && py_version_ok "$VENV/bin/python"; then
+	if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] &&
+		{ [ -z "$want_dev" ] || [ "$(cat "$DEV_STAMP" 2>/dev/null)" = "$want_dev" ]; } &&
+		py_version_ok "$VENV/bin/python"; then
 		return 0
 	fi
 	if [ ! -x "$VENV/bin/python" ] || ! py_version_ok "$VENV/bin/python"; then
@@ -73,6 +78,7 @@ ensure_venv() {
 	say "installing pinned packages from $names"
 	"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input "${reqs[@]}"
 	echo "$want" >"$STAMP"
+	[ -z "$want_dev" ] || echo "$want_dev" >"$DEV_STAMP"
 	CHANGED=1
 }
 
