@@ -32,8 +32,9 @@ bench: setup
 soak: setup
 	@scripts/soak.sh
 
-lint:
+# gofmt, go vet, staticcheck and ruff (pinned; setup installs them).
+lint: setup
 	@scripts/test.sh lint
 
 clean:
-	rm -rf bin .venv
+	rm -rf bin .venv .tools

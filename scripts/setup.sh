@@ -8,7 +8,10 @@
 #   - the system users the service runs as (the gateway's, and the one the jails
 #     map to), when running as root;
 #   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
-#     image builds them in its own stage).
+#     image builds them in its own stage);
+#   - the pinned lint tools of `make lint`: ruff (requirements-dev.txt) in the
+#     venv, staticcheck (STATICCHECK_VERSION below) in .tools/bin. Skipped with
+#     SETUP_SKIP_LINT=1, which SETUP_SKIP_GO=1 implies (the image runs no lint).
 #
 # Environment:
 #   PYTHON            interpreter to build the venv from (default: python3.11)
@@ -23,7 +26,15 @@ PYTHON="${PYTHON:-python3.11}"
 GATEWAY_USER="${GATEWAY_USER:-pyexec-gw}"
 SANDBOX_USER="${SANDBOX_USER:-pyexec-sandbox}"
 REQ="$ROOT/runner/requirements.txt"
+DEV_REQ="$ROOT/requirements-dev.txt"
+# staticcheck's release that supports the Go of go.mod (2026.2.2).
+STATICCHECK_VERSION=v0.8.2
+TOOLS="$ROOT/.tools/bin"
+SKIP_LINT="${SETUP_SKIP_LINT:-${SETUP_SKIP_GO:-0}}"
 STAMP="$VENV/.setup-stamp"
+# The lint tools' own stamp: a run that skips them (the image's, or
+# SETUP_SKIP_LINT=1) neither needs nor disturbs it.
+DEV_STAMP="$VENV/.setup-stamp-dev"
 
 say() { echo "setup: $*" >&2; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -47,9 +58,16 @@ ensure_python() {
 }
 
 ensure_venv() {
-	local want
+	local want want_dev="" reqs=(-r "$REQ") names="runner/requirements.txt"
 	want="$(sha256sum "$REQ" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.base_prefix)')"
-	if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && py_version_ok "$VENV/bin/python"; then
+	if [ "$SKIP_LINT" != 1 ]; then
+		reqs+=(-r "$DEV_REQ")
+		names="$names and requirements-dev.txt"
+		want_dev="$(sha256sum "$DEV_REQ" | cut -d' ' -f1)"
+	fi
+	if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] &&
+		{ [ -z "$want_dev" ] || [ "$(cat "$DEV_STAMP" 2>/dev/null)" = "$want_dev" ]; } &&
+		py_version_ok "$VENV/bin/python"; then
 		return 0
 	fi
 	if [ ! -x "$VENV/bin/python" ] || ! py_version_ok "$VENV/bin/python"; then
@@ -57,9 +75,10 @@ ensure_venv() {
 		rm -rf "$VENV"
 		"$PYTHON" -m venv "$VENV"
 	fi
-	say "installing pinned packages from runner/requirements.txt"
-	"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$REQ"
+	say "installing pinned packages from $names"
+	"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-input "${reqs[@]}"
 	echo "$want" >"$STAMP"
+	[ -z "$want_dev" ] || echo "$want_dev" >"$DEV_STAMP"
 	CHANGED=1
 }
 
@@ -108,6 +127,21 @@ ensure_go() {
 	(cd "$ROOT" && go build -o bin/ ./cmd/...)
 }
 
+# ensure_staticcheck installs the pinned staticcheck into .tools/bin, built
+# by the machine's Go from the module proxy (go install name@version ignores
+# this module's go.mod, so the tool's dependencies stay out of it).
+ensure_staticcheck() {
+	[ "$SKIP_LINT" = 1 ] && return 0
+	if [ -x "$TOOLS/staticcheck" ] && "$TOOLS/staticcheck" -version 2>/dev/null | grep -qF "(${STATICCHECK_VERSION#v})"; then
+		return 0
+	fi
+	command -v go >/dev/null || die "go is not on PATH (needed to install staticcheck; SETUP_SKIP_LINT=1 skips it)"
+	say "installing staticcheck $STATICCHECK_VERSION into .tools/bin"
+	GOBIN="$TOOLS" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ||
+		die "could not install staticcheck $STATICCHECK_VERSION"
+	CHANGED=1
+}
+
 CHANGED=0
 ensure_python
 ensure_venv
@@ -115,6 +149,7 @@ ensure_nsjail
 ensure_user "$GATEWAY_USER"
 ensure_user "$SANDBOX_USER"
 ensure_go
+ensure_staticcheck
 if [ "$CHANGED" = 0 ]; then
 	say "up to date"
 else

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# test.sh: run every test of the project against the real nsjail: formatting
-# and vet, the Go unit and integration tests, and the runner's pytest suite.
+# test.sh: run every test of the project against the real nsjail: the lint
+# (gofmt, go vet, staticcheck, ruff), the Go unit and integration tests, and
+# the runner's pytest suite.
 # Expects scripts/setup.sh to have run (make test does that). Needs root: the
 # integration tests start the real supervisor, which creates namespaces and
 # cgroups. Nothing skips: under CI=true a missing prerequisite fails the run.
 #
 #   scripts/test.sh          everything
-#   scripts/test.sh lint     gofmt and go vet only
+#   scripts/test.sh lint     the lint only (make lint)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,36 @@ if [ -n "$bad" ]; then
 fi
 step "go vet"
 go vet ./...
+
+# have_tool reports whether a lint tool that setup.sh installs is there. A
+# missing one fails the run under CI=true; elsewhere it is skipped with a
+# warning (make lint and make test run setup first, so it is there).
+have_tool() {
+	[ -x "$2" ] && return 0
+	if [ "${CI:-}" = true ]; then
+		echo "lint: $1 is missing ($2); scripts/setup.sh installs it" >&2
+		exit 1
+	fi
+	echo "lint: WARNING: $1 is missing ($2): NOT RUN; scripts/setup.sh installs it" >&2
+	return 1
+}
+# Both linters run before either failure stops the run, so one pass shows
+# everything to fix.
+lint_failed=""
+step "staticcheck"
+if have_tool staticcheck "$ROOT/.tools/bin/staticcheck"; then
+	"$ROOT/.tools/bin/staticcheck" ./... || lint_failed="$lint_failed staticcheck"
+fi
+step "ruff"
+if have_tool ruff "$VENV/bin/ruff"; then
+	# ruff.toml holds the rules; no cache, so nothing is written into the
+	# checkout.
+	"$VENV/bin/ruff" check --no-cache --quiet . || lint_failed="$lint_failed ruff"
+fi
+if [ -n "$lint_failed" ]; then
+	echo "lint: failed:$lint_failed" >&2
+	exit 1
+fi
 [ "${1:-}" = lint ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

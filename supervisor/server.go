@@ -31,6 +31,12 @@ const writeTimeout = 10 * time.Second
 // helloTimeout bounds how long a new connection may take to say hello.
 const helloTimeout = 5 * time.Second
 
+// offeredFeatures are the optional protocol features this supervisor implements
+// (see wire.FeatureSet); a client's hello gets those of them it asks for.
+// None yet: a feature adds its wire constant here once the supervisor
+// implements it.
+var offeredFeatures = wire.NewFeatureSet()
+
 // Server accepts clients on the supervisor socket and runs their executions.
 type Server struct {
 	cfg       Config
@@ -40,6 +46,7 @@ type Server struct {
 	prot      Protections
 	log       *logrus.Entry
 	admit     *admission
+	features  wire.FeatureSet // offered in hellos; the package's features, or a test's
 
 	seq      atomic.Uint64 // execution ids
 	draining atomic.Bool   // set once Serve's context ended
@@ -64,6 +71,7 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 		cgroups:   cgroups,
 		log:       log,
 		admit:     newAdmission(cfg.Slots, cfg.QueueSize),
+		features:  offeredFeatures,
 		conns:     make(map[*conn]struct{}),
 	}
 }
@@ -298,6 +306,10 @@ type conn struct {
 	c   *net.UnixConn
 	log *logrus.Entry
 
+	// features are the optional features agreed in the hello, fixed for
+	// the connection's life: only these may change what it is sent.
+	features wire.FeatureSet
+
 	wmu sync.Mutex // guards writes to c
 
 	mu   sync.Mutex // guards live
@@ -350,11 +362,18 @@ func (cn *conn) serve(ctx context.Context) error {
 		cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrVersionMismatch, Message: fmt.Sprintf("protocol version %d is not supported; this supervisor speaks %d", h.Version, wire.Version)})
 		return fmt.Errorf("version mismatch: client speaks %d", h.Version)
 	}
-	if err := cn.send(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: Software}); err != nil {
+	// Features the client lists that this supervisor lacks are ignored;
+	// a client that lists none (or predates features) gets the base
+	// protocol and a hello without the key, as before features existed.
+	cn.features = cn.srv.features.Intersect(h.Features)
+	if err := cn.send(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: Software, Features: cn.features.Names()}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	cn.c.SetReadDeadline(time.Time{})
 	cn.log = cn.log.WithField("client", h.Software)
+	if cn.features.Len() > 0 {
+		cn.log = cn.log.WithField("features", cn.features.String())
+	}
 
 	for {
 		f, err := wire.ReadFrame(cn.c, max)

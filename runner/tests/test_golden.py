@@ -83,3 +83,28 @@ def test_runner_writes_the_golden_error_frame(in_process):
     # The runner's own answer for this script is byte for byte the golden error frame.
     msg_type, body = in_process("def main():\n    return {'items': [0, 1, 2, {3}]}\n")
     assert runner.encode_frame(1, msg_type, body) == golden_bytes("error")
+
+
+def test_runner_ignores_unknown_request_keys():
+    # Keys the runner does not know are ignored (PROTOCOL.md), so the supervisor
+    # can add fields without a version bump: the golden request with extra keys of
+    # every kind, before and after the known ones, reads the same.
+    import io
+
+    entry = next(entry for entry in ENTRIES if entry["name"] == "runner_request")
+    body = {"future_map": {"nested": [1, {"deeper": b"x"}]}, **from_manifest(entry["body"])}
+    body.update(future_str="x", future_nil=None, future_float=2.5, future_array=["a", 1, []])
+    frame = runner.encode_frame(entry["request_id"], entry["type"], body)
+    assert runner.read_request(io.BytesIO(frame)) == runner.read_request(io.BytesIO(golden_bytes("runner_request")))
+
+
+def test_golden_hellos_decode_without_features_knowledge():
+    # A peer that knows only version and software reads a hello with features the
+    # same way as the base hello: the features key is just an unknown key to it.
+    def base_view(name: str) -> tuple:
+        request_id, msg_type, version, body = runner.decode_frame(golden_bytes(name))
+        return request_id, msg_type, version, body.get("version"), type(body.get("software"))
+
+    assert base_view("hello_features") == base_view("hello") == (0, 0x01, 1, 1, str)
+    _, _, _, body = runner.decode_frame(golden_bytes("hello_features_answer"))
+    assert set(body["features"]) <= set(runner.decode_frame(golden_bytes("hello_features"))[3]["features"])

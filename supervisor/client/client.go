@@ -71,6 +71,11 @@ type Config struct {
 	// planted by someone else gets no scripts. 0 means root, the
 	// supervisor's uid.
 	ServerUID int
+	// Features are the optional protocol features (wire.FeatureSet) to
+	// ask for in each hello; nil asks for none, the base protocol. Ask only
+	// for features whose messages the caller's version of this package
+	// handles: a feature the supervisor agrees to may change what it sends.
+	Features []string
 }
 
 // Event is one piece of output streamed while an execution runs.
@@ -103,8 +108,9 @@ type Outcome struct {
 // Client is a connection to the supervisor, shared by concurrent callers. The
 // zero value is not usable; call New.
 type Client struct {
-	cfg Config // defaults applied
-	log *logrus.Entry
+	cfg  Config // defaults applied
+	log  *logrus.Entry
+	want wire.FeatureSet // cfg.Features as a set
 
 	mu      sync.Mutex // guards cn, dialing, closed
 	cn      *conn      // the current connection; may be dead
@@ -139,7 +145,7 @@ func New(cfg Config) *Client {
 		l.SetOutput(io.Discard)
 		log = logrus.NewEntry(l)
 	}
-	return &Client{cfg: cfg, log: log.WithField("socket", cfg.SocketPath)}
+	return &Client{cfg: cfg, want: wire.NewFeatureSet(cfg.Features...), log: log.WithField("socket", cfg.SocketPath)}
 }
 
 // Execute runs req on the supervisor and waits for its done frame. onEvent,
@@ -194,6 +200,22 @@ func (c *Client) Status(ctx context.Context) (*wire.Status, error) {
 			return st, err
 		}
 	}
+}
+
+// Features returns the optional features the supervisor agreed to use on the
+// current connection (dialling one if there is none): the empty set when it
+// offers none of Config.Features or predates features. A reconnection
+// negotiates again, so a caller that depends on a feature checks it for the
+// connection its call goes out on; errors are as for Status.
+func (c *Client) Features(ctx context.Context) (wire.FeatureSet, error) {
+	if err := ctx.Err(); err != nil {
+		return wire.FeatureSet{}, err
+	}
+	cn, err := c.connect(ctx)
+	if err != nil {
+		return wire.FeatureSet{}, err
+	}
+	return cn.features, nil
 }
 
 // Close closes the connection. Calls in flight, and calls made afterwards,
@@ -274,64 +296,74 @@ func (c *Client) open() (*conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	br := bufio.NewReader(nc)
-	if err := c.hello(nc, br, deadline); err != nil {
+	features, err := c.hello(nc, br, deadline)
+	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("%w: hello: %w", ErrUnavailable, err)
 	}
 	cn := &conn{
-		nc:    nc,
-		br:    br,
-		limit: c.cfg.MaxFrame,
-		log:   c.log,
-		wsem:  make(chan struct{}, 1),
-		dead:  make(chan struct{}),
-		calls: make(map[uint32]*call),
+		nc:       nc,
+		br:       br,
+		limit:    c.cfg.MaxFrame,
+		features: features,
+		log:      c.log,
+		wsem:     make(chan struct{}, 1),
+		dead:     make(chan struct{}),
+		calls:    make(map[uint32]*call),
 	}
 	go cn.readLoop()
 	return cn, nil
 }
 
 // hello sends the client's hello and reads the supervisor's, all before
-// deadline. A refusal is returned as the supervisor's *wire.Error.
-func (c *Client) hello(nc net.Conn, br *bufio.Reader, deadline time.Time) error {
+// deadline, and returns the features agreed on. A refusal is returned as the
+// supervisor's *wire.Error.
+func (c *Client) hello(nc net.Conn, br *bufio.Reader, deadline time.Time) (wire.FeatureSet, error) {
+	var none wire.FeatureSet
 	if err := nc.SetDeadline(deadline); err != nil {
-		return err
+		return none, err
 	}
-	f, err := wire.NewFrame(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: c.cfg.Software})
+	f, err := wire.NewFrame(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: c.cfg.Software, Features: c.want.Names()})
 	if err != nil {
-		return err
+		return none, err
 	}
 	if err := wire.WriteFrame(nc, f); err != nil {
-		return fmt.Errorf("write: %w", err)
+		return none, fmt.Errorf("write: %w", err)
 	}
 	f, err = wire.ReadFrame(br, c.cfg.MaxFrame)
 	if err != nil {
-		return fmt.Errorf("read: %w", err)
+		return none, fmt.Errorf("read: %w", err)
 	}
+	var h wire.Hello
 	switch f.Type {
 	case wire.TypeError:
 		// Read whatever the frame's version: a supervisor of another
 		// version still says why it refuses.
 		var e wire.Error
 		if err := wire.Unmarshal(f.Body, &e); err != nil {
-			return err
+			return none, err
 		}
-		return &e
+		return none, &e
 	case wire.TypeHello:
-		var h wire.Hello
 		if err := wire.Unmarshal(f.Body, &h); err != nil {
-			return err
+			return none, err
 		}
 		if f.RequestID != 0 {
-			return &wire.ProtocolError{Reason: fmt.Sprintf("hello on request %d", f.RequestID)}
+			return none, &wire.ProtocolError{Reason: fmt.Sprintf("hello on request %d", f.RequestID)}
 		}
 		if h.Version != int(wire.Version) || f.Version != wire.Version {
-			return fmt.Errorf("supervisor speaks protocol version %d (frame version %d), client %d", h.Version, f.Version, wire.Version)
+			return none, fmt.Errorf("supervisor speaks protocol version %d (frame version %d), client %d", h.Version, f.Version, wire.Version)
 		}
 	default:
-		return &wire.ProtocolError{Reason: "expected hello, got " + f.Type.String()}
+		return none, &wire.ProtocolError{Reason: "expected hello, got " + f.Type.String()}
 	}
-	return nc.SetDeadline(time.Time{})
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return none, err
+	}
+	// The supervisor answers with a subset of what was asked; a name it
+	// adds anyway is ignored, like any unknown feature, rather than
+	// trusted: the client never uses what it did not ask for.
+	return c.want.Intersect(h.Features), nil
 }
 
 // conn is one connection to the supervisor, after the hello.
@@ -339,9 +371,12 @@ type conn struct {
 	nc    net.Conn
 	br    *bufio.Reader // reads nc; used by readLoop only
 	limit int
-	log   *logrus.Entry
-	wsem  chan struct{} // a token: whoever holds it may write one whole frame to nc
-	dead  chan struct{} // closed by fail
+	// features are the optional features agreed in the hello; fixed for
+	// the connection's life.
+	features wire.FeatureSet
+	log      *logrus.Entry
+	wsem     chan struct{} // a token: whoever holds it may write one whole frame to nc
+	dead     chan struct{} // closed by fail
 
 	mu            sync.Mutex // guards err, calls, nextID, statusWaiters and every call's fields
 	err           error      // why the connection failed (wraps ErrUnavailable); set once by fail

@@ -273,7 +273,7 @@ func TestHello(t *testing.T) {
 			}()
 			fc := fs.accept()
 			h := fc.greet()
-			if want := (wire.Hello{Version: int(wire.Version), Software: tc.want}); h != want {
+			if want := (wire.Hello{Version: int(wire.Version), Software: tc.want}); !reflect.DeepEqual(h, want) {
 				t.Fatalf("client hello = %+v, want %+v", h, want)
 			}
 			fc.expect(wire.TypeStatusRequest, &wire.Empty{})
@@ -282,6 +282,133 @@ func TestHello(t *testing.T) {
 				t.Fatalf("Status() = %v, want nil", err)
 			}
 		})
+	}
+}
+
+// featuresOf runs c.Features while fc's supervisor reads the client's hello
+// (returned raw, to see which keys it has) and answers with answer.
+func featuresOf(t *testing.T, c *Client, fs *fakeSupervisor, answer any) (wire.FeatureSet, map[string]any) {
+	t.Helper()
+	type got struct {
+		set wire.FeatureSet
+		err error
+	}
+	done := make(chan got, 1)
+	go func() {
+		set, err := c.Features(t.Context())
+		done <- got{set, err}
+	}()
+	fc := fs.accept()
+	var hello map[string]any
+	fc.expect(wire.TypeHello, &hello)
+	fc.send(0, wire.TypeHello, answer)
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("Features() = %v", r.err)
+		}
+		return r.set, hello
+	case <-time.After(patience):
+		t.Fatal("Features() did not return")
+		return wire.FeatureSet{}, nil
+	}
+}
+
+func TestHelloFeatures(t *testing.T) {
+	base := wire.Hello{Version: int(wire.Version), Software: "fake-supervisor"}
+	// A supervisor from before features: its hello has only the base keys,
+	// so it cannot carry a features key even by accident.
+	type oldHello struct {
+		Version  int    `msgpack:"version"`
+		Software string `msgpack:"software"`
+	}
+	old := oldHello{Version: int(wire.Version), Software: "old-supervisor"}
+	for _, tc := range []struct {
+		name      string
+		ask       []string
+		answer    any
+		wantHello any // the client's hello's features key; nil = absent
+		want      []string
+	}{
+		{"asks for nothing: base hello", nil, base, nil, nil},
+		{"old supervisor offers nothing", []string{"files", "stream_events"}, old, []any{"files", "stream_events"}, nil},
+		{"supervisor agrees to nothing", []string{"files"}, base, []any{"files"}, nil},
+		{
+			"agreed subset; duplicates collapse",
+			[]string{"stream_events", "files", "files"},
+			wire.Hello{Version: int(wire.Version), Features: []string{"stream_events"}},
+			[]any{"files", "stream_events"},
+			[]string{"stream_events"},
+		},
+		{
+			// The supervisor must answer a subset; names it adds anyway
+			// are ignored like any unknown feature.
+			"names not asked for are ignored",
+			[]string{"files"},
+			wire.Hello{Version: int(wire.Version), Features: []string{"files", "images", "teleport"}},
+			[]any{"files"},
+			[]string{"files"},
+		},
+		{
+			"unknown keys in the answer are ignored",
+			[]string{"files"},
+			map[string]any{"version": int(wire.Version), "software": "future", "features": []string{"files"}, "future_key": map[string]any{"x": []int{1}}},
+			[]any{"files"},
+			[]string{"files"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := socketPath(t)
+			fs := startFake(t, path)
+			c, _ := newClient(t, path, Config{Features: tc.ask})
+			set, hello := featuresOf(t, c, fs, tc.answer)
+			if got, ok := hello["features"]; tc.wantHello == nil && ok {
+				t.Fatalf("client hello has features %v, want no features key", got)
+			} else if tc.wantHello != nil && !reflect.DeepEqual(got, tc.wantHello) {
+				t.Fatalf("client hello features = %#v, want %#v", got, tc.wantHello)
+			}
+			if !reflect.DeepEqual(set.Names(), tc.want) {
+				t.Fatalf("Features() = %q, want %q", set.Names(), tc.want)
+			}
+		})
+	}
+}
+
+// TestFeaturesPerConnection: a reconnection negotiates again, and Features
+// reports the current connection's agreement.
+func TestFeaturesPerConnection(t *testing.T) {
+	path := socketPath(t)
+	fs := startFake(t, path)
+	c, _ := newClient(t, path, Config{Features: []string{"files"}})
+	set, _ := featuresOf(t, c, fs, wire.Hello{Version: int(wire.Version), Features: []string{"files"}})
+	if !set.Has("files") {
+		t.Fatalf("first connection: Features() = %v, want files", set)
+	}
+	// The same connection answers again without a new hello.
+	if again, err := c.Features(t.Context()); err != nil || !again.Has("files") {
+		t.Fatalf("Features() again = %v, %v", again, err)
+	}
+	fs.noConnection()
+	// The supervisor restarts as one without the feature.
+	fs.mu.Lock()
+	first := fs.all[len(fs.all)-1]
+	fs.mu.Unlock()
+	first.nc.Close()
+	connected := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cn != nil && c.cn.alive()
+	}
+	deadline := time.Now().Add(patience)
+	for connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("the client did not notice the lost connection")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	set, _ = featuresOf(t, c, fs, wire.Hello{Version: int(wire.Version)})
+	if set.Len() != 0 {
+		t.Fatalf("after reconnecting to a supervisor without features: Features() = %v, want none", set)
 	}
 }
 

@@ -26,6 +26,11 @@ var goldenCases = []struct {
 	body any
 }{
 	{"hello", 0, TypeHello, Hello{Version: 1, Software: "python-executor/0.1"}},
+	// A client's hello listing optional features, and a supervisor's answer
+	// agreeing to part of them. The names are examples: the negotiation
+	// does not depend on which features exist.
+	{"hello_features", 0, TypeHello, Hello{Version: 1, Software: "python-executor-client", Features: []string{"example_a", "example_b"}}},
+	{"hello_features_answer", 0, TypeHello, Hello{Version: 1, Software: "python-executor/0.1", Features: []string{"example_b"}}},
 	{"execute", 7, TypeExecute, Execute{Script: "def main():\n    return {\"hello\": \"world\"}\n", TraceID: "req-1", Limits: Limits{TimeoutMS: 5000, MemoryBytes: 256 << 20}}},
 	{"cancel", 7, TypeCancel, Empty{}},
 	{"status_request", 0, TypeStatusRequest, Empty{}},

@@ -11,6 +11,12 @@ import (
 type Hello struct {
 	Version  int    `msgpack:"version"`
 	Software string `msgpack:"software"`
+	// Features is optional: in the client's hello, the optional features
+	// it understands; in the supervisor's, the ones it will use on this
+	// connection, a subset of the client's (see FeatureSet). Omitted when
+	// empty, so a base-protocol hello is byte for byte what peers without
+	// features send, and they ignore the key when it is there.
+	Features []string `msgpack:"features,omitempty"`
 }
 
 // Limits are per-execution limits a client may ask for. Every zero field means
