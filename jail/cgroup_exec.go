@@ -22,7 +22,7 @@ import (
 type ExecCgroup struct {
 	cg     *Cgroups
 	id     string
-	limits Limits
+	limits CgroupLimits
 	dirs   []string // v1: memory, pids (one when co-mounted); v2: one
 
 	mu        sync.Mutex // guards oomEvent and oomEvents
@@ -39,26 +39,18 @@ func (e *ExecCgroup) v1Dir(mount string) string {
 	return filepath.Join(mount, e.cg.parent, e.id)
 }
 
-// cpuShares is every v1 execution cgroup's cpu.shares, and cpuWeight the
-// v2 cpu.weight: the same for all, so that the CPU is shared per execution
-// rather than per process, and 60 busy processes of one execution get no
-// more of it than the one process of its neighbour. They are the kernel's
-// defaults, written anyway so that a changed default cannot skew it.
-const (
-	cpuShares = 1024
-	cpuWeight = 100
-)
-
 // NewExec creates the cgroup of one execution, named id (one path
 // component, not starting with "NSJAIL"), under the parent, and sets the
-// real limits on it: memory (no swap) and pids. In v1: memory.limit_in_bytes,
-// memory.memsw.limit_in_bytes when swap is accounted, pids.max, and an OOM
-// notification. In v2: memory.max, memory.swap.max=0, memory.oom.group=1
-// (an OOM kills the whole execution, not one of its processes) and
-// pids.max; it is left a leaf, which both Attach and nsjail's own nested
-// cgroup (see Placement) can use.
-// Only l.MemoryBytes and l.Pids are used. On error nothing is left behind.
-func (c *Cgroups) NewExec(id string, l Limits) (*ExecCgroup, error) {
+// real limits on it, l: the Cgroup section of the execution's Spec (see
+// DescribeWithCgroup and ChildSpec), never computed here, so that both
+// engines' cgroups come from the one description. In v1:
+// memory.limit_in_bytes, memory.memsw.limit_in_bytes when swap is
+// accounted, pids.max, cpu.shares when the cpu hierarchy is there, and an
+// OOM notification. In v2: memory.max, memory.swap.max, memory.oom.group,
+// pids.max and cpu.weight when the cpu controller is enabled; it is left a
+// leaf, which both Attach and nsjail's own nested cgroup (see Placement)
+// can use. On error nothing is left behind.
+func (c *Cgroups) NewExec(id string, l CgroupLimits) (*ExecCgroup, error) {
 	e, err := c.newExec(id, l)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s/%s: %w", c.parent, id, err)
@@ -66,7 +58,7 @@ func (c *Cgroups) NewExec(id string, l Limits) (*ExecCgroup, error) {
 	return e, nil
 }
 
-func (c *Cgroups) newExec(id string, l Limits) (*ExecCgroup, error) {
+func (c *Cgroups) newExec(id string, l CgroupLimits) (*ExecCgroup, error) {
 	if c.parent == "" {
 		return nil, errors.New("Setup not called")
 	}
@@ -76,8 +68,8 @@ func (c *Cgroups) newExec(id string, l Limits) (*ExecCgroup, error) {
 		}) >= 0 {
 		return nil, fmt.Errorf("id %q: want letters, digits, '-', '_' or '.', not starting with %s", id, nsjailPrefix)
 	}
-	if l.MemoryBytes <= 0 || l.Pids <= 0 {
-		return nil, fmt.Errorf("limits: memory %d bytes, pids %d: want positive", l.MemoryBytes, l.Pids)
+	if err := l.validate(); err != nil {
+		return nil, err
 	}
 	e := &ExecCgroup{cg: c, id: id, limits: l, dirs: c.dirs(id), oomEvent: -1}
 	for i, d := range e.dirs {
@@ -105,17 +97,16 @@ func (e *ExecCgroup) setLimits() error {
 	case CgroupV1:
 		md, pd := e.v1Dir(c.memory), e.v1Dir(c.pids)
 		if c.cpu != "" {
-			if err := c.write(filepath.Join(e.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(cpuShares)); err != nil {
+			if err := c.write(filepath.Join(e.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(l.CPUShares)); err != nil {
 				return err
 			}
 		}
 		if err := c.write(filepath.Join(md, "memory.limit_in_bytes"), mem); err != nil {
 			return err
 		}
-		// memory+swap equal to memory: no swap. The file exists only when
-		// the kernel accounts swap.
+		// memory+swap: the file exists only when the kernel accounts swap.
 		if memsw := filepath.Join(md, "memory.memsw.limit_in_bytes"); exists(memsw) {
-			if err := c.write(memsw, mem); err != nil {
+			if err := c.write(memsw, strconv.FormatInt(l.MemoryBytes+l.SwapBytes, 10)); err != nil {
 				return err
 			}
 		}
@@ -137,11 +128,11 @@ func (e *ExecCgroup) setLimits() error {
 			return err
 		}
 		if sw := filepath.Join(d, "memory.swap.max"); c.create || exists(sw) {
-			if err := c.write(sw, "0"); err != nil {
+			if err := c.write(sw, strconv.FormatInt(l.SwapBytes, 10)); err != nil {
 				return err
 			}
 		}
-		if og := filepath.Join(d, "memory.oom.group"); c.create || exists(og) {
+		if og := filepath.Join(d, "memory.oom.group"); l.OOMGroup && (c.create || exists(og)) {
 			if err := c.write(og, "1"); err != nil {
 				return err
 			}
@@ -151,7 +142,7 @@ func (e *ExecCgroup) setLimits() error {
 		}
 		// Only when the cpu controller is enabled here (see DetectCgroups).
 		if w := filepath.Join(d, "cpu.weight"); exists(w) {
-			if err := c.write(w, strconv.Itoa(cpuWeight)); err != nil {
+			if err := c.write(w, strconv.Itoa(l.CPUWeight)); err != nil {
 				return err
 			}
 		}

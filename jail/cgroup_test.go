@@ -56,7 +56,7 @@ func clearFiles(t *testing.T, dir string) {
 
 func TestCgroupsV2FakeTree(t *testing.T) {
 	c, root := fakeV2(t)
-	if _, err := c.NewExec("e1", goldenLimits); err == nil || !strings.Contains(err.Error(), "Setup not called") {
+	if _, err := c.NewExec("e1", cgroupLimits(goldenLimits)); err == nil || !strings.Contains(err.Error(), "Setup not called") {
 		t.Errorf("NewExec before Setup: error %v, want Setup not called", err)
 	}
 	if _, err := c.Sweep(); err == nil {
@@ -72,7 +72,7 @@ func TestCgroupsV2FakeTree(t *testing.T) {
 		}
 	}
 
-	e, err := c.NewExec("e1", goldenLimits)
+	e, err := c.NewExec("e1", cgroupLimits(goldenLimits))
 	if err != nil {
 		t.Fatalf("NewExec: %v", err)
 	}
@@ -174,18 +174,18 @@ func TestNewExecRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"", ".", "..", "a/b", "NSJAIL.1", "a b", "é"} {
-		if _, err := c.NewExec(id, goldenLimits); err == nil {
+		if _, err := c.NewExec(id, cgroupLimits(goldenLimits)); err == nil {
 			t.Errorf("NewExec(%q) = nil error, want one", id)
 		}
 	}
-	if _, err := c.NewExec("ok", Limits{MemoryBytes: 0, Pids: 1}); err == nil {
+	if _, err := c.NewExec("ok", cgroupLimits(Limits{MemoryBytes: 0, Pids: 1})); err == nil {
 		t.Error("NewExec(memory 0) = nil error, want one")
 	}
 	// An id in use is refused, and its cgroup left alone.
-	if _, err := c.NewExec("taken", goldenLimits); err != nil {
+	if _, err := c.NewExec("taken", cgroupLimits(goldenLimits)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.NewExec("taken", goldenLimits); err == nil {
+	if _, err := c.NewExec("taken", cgroupLimits(goldenLimits)); err == nil {
 		t.Error("NewExec(taken) twice = nil error, want one")
 	}
 	if _, err := os.Stat(filepath.Join(c.root, "px", "taken", "memory.max")); err != nil {
@@ -246,7 +246,7 @@ func TestCgroupsReal(t *testing.T) {
 	}
 
 	t.Run("memory limit", func(t *testing.T) {
-		x, err := c.NewExec("oom", Limits{MemoryBytes: 64 << 20, Pids: 32})
+		x, err := c.NewExec("oom", cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 32}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}
@@ -267,7 +267,7 @@ func TestCgroupsReal(t *testing.T) {
 	})
 
 	t.Run("within limits", func(t *testing.T) {
-		x, err := c.NewExec("fine", Limits{MemoryBytes: 256 << 20, Pids: 32})
+		x, err := c.NewExec("fine", cgroupLimits(Limits{MemoryBytes: 256 << 20, Pids: 32}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}
@@ -288,7 +288,7 @@ func TestCgroupsReal(t *testing.T) {
 	})
 
 	t.Run("pids limit", func(t *testing.T) {
-		x, err := c.NewExec("pids", Limits{MemoryBytes: 256 << 20, Pids: 8})
+		x, err := c.NewExec("pids", cgroupLimits(Limits{MemoryBytes: 256 << 20, Pids: 8}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}
@@ -323,7 +323,7 @@ except OSError as e:
 	// the execution's cgroup (on v2 that needs the cgroup to be a leaf that
 	// delegates no controller), and its children are born there.
 	t.Run("attach", func(t *testing.T) {
-		x, err := c.NewExec("attach", Limits{MemoryBytes: 64 << 20, Pids: 8})
+		x, err := c.NewExec("attach", cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 8}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}
@@ -367,7 +367,7 @@ except OSError as e:
 	})
 
 	t.Run("kill", func(t *testing.T) {
-		x, err := c.NewExec("kill", Limits{MemoryBytes: 256 << 20, Pids: 32})
+		x, err := c.NewExec("kill", cgroupLimits(Limits{MemoryBytes: 256 << 20, Pids: 32}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}
@@ -416,7 +416,7 @@ except OSError as e:
 	})
 
 	t.Run("sweep", func(t *testing.T) {
-		x, err := c.NewExec("leftover", Limits{MemoryBytes: 64 << 20, Pids: 8})
+		x, err := c.NewExec("leftover", cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 8}))
 		if err != nil {
 			t.Fatalf("NewExec: %v", err)
 		}

@@ -60,7 +60,7 @@ func TestKillMembersOnlyMembers(t *testing.T) {
 // happens along with a CFS quota: one of every CPU, which never throttles.
 func TestPlacementV1CPU(t *testing.T) {
 	c := &Cgroups{mode: CgroupV1, memory: "/cg/memory", pids: "/cg/pids", cpu: "/cg/cpu", parent: "pe"}
-	e := &ExecCgroup{cg: c, id: "x1", limits: Limits{MemoryBytes: 64 << 20, Pids: 8}}
+	e := &ExecCgroup{cg: c, id: "x1", limits: cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 8})}
 	p := e.Placement()
 	if err := p.validate(); err != nil {
 		t.Fatal(err)

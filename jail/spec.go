@@ -47,6 +47,61 @@ type Spec struct {
 	Nice int
 	// NoLoopback keeps the network namespace's loopback down.
 	NoLoopback bool
+	// Cgroup is what the execution's own cgroup is given (NewExec writes
+	// it, for the cold engine's nsjail and the warm engine's child alike);
+	// zero when the jail has no cgroup (the container tier, or a host
+	// without cgroups).
+	Cgroup CgroupLimits
+}
+
+// CgroupLimits are the limits written to one execution's cgroup. They are
+// derived from Limits by describe alone, so the two engines' cgroups
+// cannot differ.
+type CgroupLimits struct {
+	// MemoryBytes is memory.limit_in_bytes (v1) or memory.max (v2).
+	MemoryBytes int64
+	// SwapBytes is the swap allowed on top of MemoryBytes: v1
+	// memory.memsw.limit_in_bytes is MemoryBytes+SwapBytes (when the
+	// kernel accounts swap), v2 memory.swap.max is SwapBytes.
+	SwapBytes int64
+	// Pids is pids.max: processes and threads together.
+	Pids int
+	// CPUShares is v1 cpu.shares and CPUWeight v2 cpu.weight (when the
+	// cpu controller is there): the same for every execution, so that
+	// the CPU is shared per execution rather than per process, and 60
+	// busy processes of one execution get no more of it than the one
+	// process of its neighbour.
+	CPUShares int
+	CPUWeight int
+	// OOMGroup sets v2 memory.oom.group: an OOM kills the whole
+	// execution, not one of its processes.
+	OOMGroup bool
+}
+
+// IsZero reports whether c is the section of a jail without a cgroup.
+func (c CgroupLimits) IsZero() bool { return c == CgroupLimits{} }
+
+func (c CgroupLimits) validate() error {
+	if c.MemoryBytes <= 0 || c.Pids <= 0 || c.SwapBytes < 0 || c.CPUShares <= 0 || c.CPUWeight <= 0 {
+		return fmt.Errorf("cgroup limits %+v: want positive memory, pids and cpu share, and swap >= 0", c)
+	}
+	return nil
+}
+
+// cgroupLimits are the cgroup limits of an execution with limits l.
+func cgroupLimits(l Limits) CgroupLimits {
+	return CgroupLimits{
+		MemoryBytes: l.MemoryBytes,
+		// No swap: memory beyond the limit is an OOM kill, not a slow
+		// execution thrashing the host's disk.
+		SwapBytes: 0,
+		Pids:      l.Pids,
+		// The kernel's defaults, written anyway so that a changed default
+		// cannot skew the sharing.
+		CPUShares: 1024,
+		CPUWeight: 100,
+		OOMGroup:  true,
+	}
 }
 
 // Namespace is one kind of namespace with its clone(2) flag.
@@ -171,6 +226,20 @@ func Describe(p Policy) (Spec, error) {
 	return describe(p, p.Cgroup != nil), nil
 }
 
+// DescribeWithCgroup is Describe for a policy whose cgroup is still to be
+// created: its Spec's Cgroup section is what NewExec is given; the
+// cgroup's Placement then goes into p.Cgroup, and Render describes the same
+// Spec. In the container tier the section is zero (no cgroup).
+func DescribeWithCgroup(p Policy) (Spec, error) {
+	if p.NoNamespaces {
+		return Describe(p)
+	}
+	if err := p.validate(); err != nil {
+		return Spec{}, err
+	}
+	return describe(p, true), nil
+}
+
 // describe builds the Spec of a valid policy; withCgroup says whether a
 // cgroup limits memory and tasks (p.Cgroup may be nil for a warm child,
 // whose cgroup the supervisor attaches it to).
@@ -208,6 +277,9 @@ func describe(p Policy, withCgroup bool) Spec {
 		s.GID = IDMap{p.OutsideUID, p.OutsideUID}
 		s.Cwd = p.Cwd
 		return s
+	}
+	if withCgroup {
+		s.Cgroup = cgroupLimits(p.Limits)
 	}
 	s.Namespaces = namespaces
 	s.UID = IDMap{jailUID, p.OutsideUID}

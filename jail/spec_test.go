@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,5 +144,93 @@ func TestDescribeContainerTier(t *testing.T) {
 	}
 	if len(full.Namespaces) != 7 || full.Hostname != jailHostname || !full.NoLoopback || full.UID != (IDMap{jailUID, 995}) || full.GID != (IDMap{jailUID, 994}) {
 		t.Errorf("full spec = %+v", full)
+	}
+}
+
+// The cgroup section is derived once, from the limits, and is the same for
+// the cold engine's jail (DescribeWithCgroup, then Render with the
+// placement) and a warm engine's child (ChildSpec); a change of a limit
+// reaches both. Without a cgroup it is zero.
+func TestSpecCgroupSection(t *testing.T) {
+	p := goldenPolicy()
+	p.Limits.MemoryBytes = 300 << 20
+	p.Limits.Pids = 17
+	cold, err := DescribeWithCgroup(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := CgroupLimits{MemoryBytes: 300 << 20, SwapBytes: 0, Pids: 17, CPUShares: 1024, CPUWeight: 100, OOMGroup: true}
+	if cold.Cgroup != want {
+		t.Errorf("DescribeWithCgroup: Cgroup = %+v, want %+v", cold.Cgroup, want)
+	}
+	warm, err := ChildSpec(p, p.Limits, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if warm.Cgroup != want {
+		t.Errorf("ChildSpec: Cgroup = %+v, want %+v", warm.Cgroup, want)
+	}
+	// Once the cgroup is created from the section and placed, Render
+	// describes the same Spec.
+	c, _ := fakeV2(t)
+	if err := c.Setup("python-executor"); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.NewExec("e-section", cold.Cgroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Cgroup = e.Placement()
+	placed, err := Describe(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if placed.Cgroup != want {
+		t.Errorf("Describe with the placement: Cgroup = %+v, want %+v", placed.Cgroup, want)
+	}
+	if p.Cgroup.MemoryMax != want.MemoryBytes+mib || p.Cgroup.PidsMax != want.Pids+1 {
+		t.Errorf("placement %+v: want nsjail's limits just above %+v", p.Cgroup, want)
+	}
+
+	for name, s := range map[string]func() (Spec, error){
+		"container tier": func() (Spec, error) {
+			return DescribeWithCgroup(containerPolicy("/usr/bin/python3", "/tmp/w/exec-1"))
+		},
+		"no placement":     func() (Spec, error) { return Describe(goldenPolicy()) },
+		"child, no cgroup": func() (Spec, error) { return ChildSpec(goldenPolicy(), goldenLimits, false) },
+	} {
+		spec, err := s()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !spec.Cgroup.IsZero() {
+			t.Errorf("%s: Cgroup = %+v, want zero", name, spec.Cgroup)
+		}
+	}
+}
+
+// NewExec writes the section it is given, not values of its own.
+func TestNewExecWritesTheSection(t *testing.T) {
+	c, root := fakeV2(t)
+	if err := c.Setup("python-executor"); err != nil {
+		t.Fatal(err)
+	}
+	dir := root + "/python-executor/e-custom"
+	l := CgroupLimits{MemoryBytes: 7 << 20, SwapBytes: 1 << 20, Pids: 9, CPUShares: 512, CPUWeight: 50, OOMGroup: false}
+	if _, err := c.NewExec("e-custom", l); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{"memory.max": "7340032", "memory.swap.max": "1048576", "pids.max": "9"} {
+		if got := readFile(t, dir+"/"+file); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	if _, err := os.Stat(dir + "/memory.oom.group"); err == nil {
+		t.Errorf("memory.oom.group written (%q) with OOMGroup false", readFile(t, dir+"/memory.oom.group"))
+	}
+	for _, bad := range []CgroupLimits{{}, {MemoryBytes: 1, Pids: 1, CPUShares: 1, CPUWeight: 1, SwapBytes: -1}, {MemoryBytes: 1, Pids: 1}} {
+		if _, err := c.NewExec("e-bad", bad); err == nil {
+			t.Errorf("NewExec(%+v) = nil error, want one", bad)
+		}
 	}
 }

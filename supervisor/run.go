@@ -12,6 +12,7 @@ import (
 
 	"github.com/python-executor/python-executor/internal/engine/warm"
 	"github.com/python-executor/python-executor/internal/proc"
+	"github.com/python-executor/python-executor/jail"
 	"github.com/sirupsen/logrus"
 )
 
@@ -69,9 +70,16 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	if host.Cgroups != nil {
 		// /health must say when executions cannot get their cgroups (the
 		// parent removed, the hierarchy unmounted, out of cgroup ids).
+		// The probe's cgroup is a default execution's, from its Spec.
+		pol := host.Policy
+		pol.Limits = cfg.Defaults.JailLimits()
+		spec, err := jail.DescribeWithCgroup(pol)
+		if err != nil {
+			return fmt.Errorf("describe the execution jail: %w", err)
+		}
 		var n atomic.Uint64
 		srv.cgroupProbe = func() error {
-			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), cfg.Defaults.JailLimits())
+			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), spec.Cgroup)
 			if err != nil {
 				return err
 			}

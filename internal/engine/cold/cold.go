@@ -94,8 +94,14 @@ func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 	}
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {
-		var err error
-		cg, err = e.cgroups.NewExec("exec-"+x.ID, pol.Limits)
+		// The cgroup's limits are the Spec's (the same description the
+		// warm engine's child cgroups come from); Render describes the
+		// same Spec once the placement is in the policy.
+		spec, err := jail.DescribeWithCgroup(pol)
+		if err != nil {
+			return engine.Outcome{}, fmt.Errorf("describe jail: %w", err)
+		}
+		cg, err = e.cgroups.NewExec("exec-"+x.ID, spec.Cgroup)
 		if err != nil {
 			return engine.Outcome{}, fmt.Errorf("create cgroup: %w", err)
 		}

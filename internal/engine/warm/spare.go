@@ -140,14 +140,14 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 
 // newSpare launches a child on zygote z with the spare limits.
 func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
-	body, err := e.newOrder(e.spareLimits, e.cgroups != nil)
+	body, cgLimits, err := e.newOrder(e.spareLimits, e.cgroups != nil)
 	if err != nil {
 		return nil, err
 	}
 	var pending *pendingCgroup
 	if e.cgroups != nil {
 		pending = &pendingCgroup{done: make(chan struct{})}
-		pending.cg, pending.err = e.cgroups.NewExec(fmt.Sprintf("spare-%d", e.spareSeq.Add(1)), e.spareLimits)
+		pending.cg, pending.err = e.cgroups.NewExec(fmt.Sprintf("spare-%d", e.spareSeq.Add(1)), cgLimits)
 		close(pending.done)
 		if pending.err != nil {
 			return nil, fmt.Errorf("create cgroup: %w", pending.err)

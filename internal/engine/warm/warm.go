@@ -174,6 +174,9 @@ func (e *warmEngine) Run(ctx context.Context, x *engine.Execution) engine.Outcom
 type zygoteOrder struct {
 	V                int `msgpack:"v"`
 	jail.ChildLimits `msgpack:",inline"`
+	// cgroup is the Spec's cgroup section, which the supervisor applies
+	// (NewExec) and the zygote never sees.
+	cgroup jail.CgroupLimits
 }
 
 // newOrder is what the cold engine's jail with limits l would get: both
@@ -183,7 +186,7 @@ func newOrder(pol jail.Policy, l jail.Limits, withCgroup bool) (zygoteOrder, err
 	if err != nil {
 		return zygoteOrder{}, fmt.Errorf("execution jail: %w", err)
 	}
-	return zygoteOrder{V: zygoteProtocol, ChildLimits: spec.ChildLimits()}, nil
+	return zygoteOrder{V: zygoteProtocol, ChildLimits: spec.ChildLimits(), cgroup: spec.Cgroup}, nil
 }
 
 // newOrder is newOrder for this engine: without a cgroup, a child's
@@ -191,7 +194,9 @@ func newOrder(pol jail.Policy, l jail.Limits, withCgroup bool) (zygoteOrder, err
 // zygote (the preloaded modules, hundreds of MiB of mostly shared mappings
 // that cost the execution nothing), so the limit bounds what the script
 // adds. The supervisor's memory watch enforces the limit on the sum.
-func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, error) {
+// It also returns the limits of the child's cgroup (zero without one), from
+// the same Spec.
+func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, jail.CgroupLimits, error) {
 	var o zygoteOrder
 	if spareKey(l) == e.spareLimits && withCgroup == (e.cgroups != nil) {
 		// The default limits, most executions' and every spare's: the
@@ -201,7 +206,7 @@ func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, error) {
 	} else {
 		var err error
 		if o, err = newOrder(e.policy, l, withCgroup); err != nil {
-			return nil, err
+			return nil, jail.CgroupLimits{}, err
 		}
 	}
 	for i, r := range o.Rlimits {
@@ -211,9 +216,9 @@ func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, error) {
 	}
 	body, err := msgpack.Marshal(o)
 	if err != nil {
-		return nil, fmt.Errorf("encode order: %w", err)
+		return nil, jail.CgroupLimits{}, fmt.Errorf("encode order: %w", err)
 	}
-	return body, nil
+	return body, o.cgroup, nil
 }
 
 // orderFiles are one execution's pipes and sync socket: the supervisor's
@@ -283,6 +288,11 @@ func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		}
 		x.Log.WithError(err).WithFields(sp.fields()).Warn("the spare died with its zygote before the execution produced anything; running it in a new child")
 	}
+	// The order and the cgroup's limits come from the one Spec.
+	body, cgLimits, err := e.newOrder(lim, e.cgroups != nil)
+	if err != nil {
+		return engine.Outcome{}, err
+	}
 	// The cgroup is created while the zygote forks the child; the child
 	// waits for it before anything of the script runs.
 	var cg *pendingCgroup
@@ -290,17 +300,13 @@ func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		cg = &pendingCgroup{done: make(chan struct{})}
 		go func() {
 			defer close(cg.done)
-			cg.cg, cg.err = e.cgroups.NewExec("exec-"+x.ID, lim)
+			cg.cg, cg.err = e.cgroups.NewExec("exec-"+x.ID, cgLimits)
 		}()
 		defer func() {
 			if c, err := cg.get(); err == nil {
 				engine.RemoveCgroup(c, x.Log)
 			}
 		}()
-	}
-	body, err := e.newOrder(lim, cg != nil)
-	if err != nil {
-		return engine.Outcome{}, err
 	}
 	// Everything before the child is released is retried on another
 	// zygote: nothing of the script has run yet.

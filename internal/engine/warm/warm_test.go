@@ -58,9 +58,16 @@ func TestNewOrderMirrorsColdRounding(t *testing.T) {
 	if !slices.Equal(mounts, wantMounts) {
 		t.Errorf("mounts = %q, want %q", mounts, wantMounts)
 	}
+	// The child's cgroup gets the limits of the same Spec (no swap).
+	if c := o.cgroup; c.MemoryBytes != l.MemoryBytes || c.Pids != l.Pids || c.SwapBytes != 0 || !c.OOMGroup {
+		t.Errorf("newOrder(%+v, true) cgroup = %+v, want memory %d, pids %d, no swap, OOM group", l, c, l.MemoryBytes, l.Pids)
+	}
 	o, err = newOrder(testPolicy(), l, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !o.cgroup.IsZero() {
+		t.Errorf("newOrder(%+v, false) cgroup = %+v, want none", l, o.cgroup)
 	}
 	want["nproc"], want["as"] = 64, 101<<20
 	if got := rlimits(o); !maps.Equal(got, want) {
@@ -82,13 +89,13 @@ func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.zygoteVM.Store(3 << 20)
-	cached, err := e.newOrder(l, false)
+	cached, _, err := e.newOrder(l, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := e.newOrder(l, false)
+	again, _, _ := e.newOrder(l, false)
 	e.spareLimits = jail.Limits{}
-	fresh, err := e.newOrder(l, false)
+	fresh, _, err := e.newOrder(l, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -204,7 +204,11 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {
-		lim := pol.Limits
+		spec, err := jail.DescribeWithCgroup(pol)
+		if err != nil {
+			return nil, fmt.Errorf("describe zygote jail: %w", err)
+		}
+		lim := spec.Cgroup
 		lim.MemoryBytes = max(lim.MemoryBytes, zygoteMemoryBytes)
 		cg, err = e.cgroups.NewExec(fmt.Sprintf("zygote-%d-%d", slot, gen), lim)
 		if err != nil {
