@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,7 +31,10 @@ import (
 // and a small tmpfs (a per-execution mount, which a warm child makes from
 // its order), and sees every change in both engines' jails, real nsjail and
 // real zygote; and it sees both jails equal where the policy decides
-// (environment, rlimits, the topmost mount at each mount point).
+// (environment, rlimits, the topmost mount at each mount point). The
+// cgroup limits (jail.Spec's Cgroup section) are changed too, through the
+// execution's memory and pids limits: the helper reads them from the
+// execution's cgroup while its script waits.
 
 // policyHelperEnv makes the test binary the helper below (a supervisor of
 // its own, which needs a private mount namespace); its value is the
@@ -45,6 +49,13 @@ type policyHelperConfig struct {
 	ProbeWord string // the environment variable's value
 }
 
+// The execution's memory and pids limits the probes run with: not the
+// defaults, so that the cgroup values read show they came from them.
+const (
+	policyMemoryBytes = 320 << 20
+	policyPids        = 23
+)
+
 const (
 	policyProbeDst   = "/opt/policy-probe"
 	policyScratchDst = "/scratch"
@@ -54,7 +65,7 @@ const (
 // policyProbeScript reports what of the policy's change it sees, and what
 // the policy decides: environment, rlimits, mounts.
 const policyProbeScript = `
-import os, resource
+import os, resource, time
 
 def attempt(f):
     try:
@@ -69,6 +80,15 @@ def write(path, n):
 
 def main():
     out = {"probe_env": os.environ.get("POLICY_PROBE", "")}
+    # The helper reads this execution's cgroup from outside, then says so
+    # by creating "go" in the bound directory.
+    gate = "timeout"
+    for _ in range(400):
+        if os.path.exists("/opt/policy-probe/go"):
+            gate = "go"
+            break
+        time.sleep(0.05)
+    out["gate"] = gate
     try:
         out["marker"] = open("/opt/policy-probe/marker").read()
     except OSError as e:
@@ -91,6 +111,8 @@ def main():
 
 type policyProbe struct {
 	ProbeEnv      string            `json:"probe_env"`
+	Gate          string            `json:"gate"`
+	Cgroup        map[string]string `json:"cgroup"` // added by the helper: file -> value
 	Marker        string            `json:"marker"`
 	MarkerWrite   string            `json:"marker_write"`
 	ScratchBefore []string          `json:"scratch_before"`
@@ -169,11 +191,26 @@ func policyHelper(config string) int {
 		for i := range 2 {
 			lim := DefaultLimits()
 			lim.OpenFiles = 77 // not the default: the limits reach both alike
-			out := engine.Run(ctx, &Execution{ID: fmt.Sprintf("policy-%s-%d", name, i), Script: policyProbeScript, Limits: lim, Log: entry})
+			lim.MemoryBytes, lim.Pids = policyMemoryBytes, policyPids
+			id := fmt.Sprintf("policy-%s-%d", name, i)
+			gate := filepath.Join(hc.ProbeDir, "go")
+			os.Remove(gate)
+			read := make(chan map[string]string, 1)
+			go func() { read <- readExecCgroup(ctx, hc.CgParent, "exec-"+id, gate) }()
+			out := engine.Run(ctx, &Execution{ID: id, Script: policyProbeScript, Limits: lim, Log: entry})
+			os.WriteFile(gate, nil, 0o644) // ends the reader if it found nothing
+			cgroup := <-read
+			os.Remove(gate)
 			if out.Err != nil {
 				return fail(fmt.Errorf("%s: probe: %s: %s %s", name, out.Err.Type, out.Err.Message, out.Err.Traceback))
 			}
-			results[name] = append(results[name], out.Result)
+			var res map[string]any
+			if err := json.Unmarshal(out.Result, &res); err != nil {
+				return fail(fmt.Errorf("%s: probe result %q: %w", name, out.Result, err))
+			}
+			res["cgroup"] = cgroup
+			b, _ := json.Marshal(res)
+			results[name] = append(results[name], b)
 		}
 		if c, ok := engine.(interface{ Close() error }); ok {
 			c.Close()
@@ -183,6 +220,39 @@ func policyHelper(config string) int {
 		return fail(err)
 	}
 	return 0
+}
+
+// readExecCgroup waits until the execution's cgroup (named id under
+// parent) has its limits, reads them, and creates gate, which lets the
+// probe go on; it gives up when gate exists (the execution ended) or ctx
+// is done. It returns file -> value for the files found (v1 or v2).
+func readExecCgroup(ctx context.Context, parent, id, gate string) map[string]string {
+	files := []string{
+		"memory/" + parent + "/" + id + "/memory.limit_in_bytes",
+		"memory/" + parent + "/" + id + "/memory.memsw.limit_in_bytes",
+		"pids/" + parent + "/" + id + "/pids.max",
+		parent + "/" + id + "/memory.max",
+		parent + "/" + id + "/memory.swap.max",
+		parent + "/" + id + "/pids.max",
+	}
+	defer os.WriteFile(gate, nil, 0o644)
+	for ctx.Err() == nil {
+		got := map[string]string{}
+		for _, f := range files {
+			if b, err := os.ReadFile("/sys/fs/cgroup/" + f); err == nil {
+				got[filepath.Base(f)] = strings.TrimSpace(string(b))
+			}
+		}
+		// pids.max is written after the memory limits (jail.NewExec).
+		if got["pids.max"] != "" && got["pids.max"] != "max" {
+			return got
+		}
+		if _, err := os.Stat(gate); err == nil {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
 }
 
 func TestPolicyChangeReachesBothEngines(t *testing.T) {
@@ -236,6 +306,24 @@ func TestPolicyChangeReachesBothEngines(t *testing.T) {
 			if p.ScratchBefore == nil || len(p.ScratchBefore) != 0 || p.ScratchSmall != "ok" || p.ScratchBig != "errno 28" {
 				t.Errorf("%s: the policy's 1 MiB tmpfs: found %v, small write %s, 2 MiB write %s; want an empty fresh one, ok and ENOSPC (errno 28)",
 					where, p.ScratchBefore, p.ScratchSmall, p.ScratchBig)
+			}
+			if p.Gate != "go" {
+				t.Errorf("%s: the probe waited for the cgroup to be read: %s", where, p.Gate)
+			}
+			// The cgroup limits of the execution: memory (no swap) and
+			// pids, as jail.Spec's Cgroup section says.
+			mem, pids := strconv.Itoa(policyMemoryBytes), strconv.Itoa(policyPids)
+			want := map[string]string{"pids.max": pids}
+			if _, v2 := p.Cgroup["memory.max"]; v2 {
+				want["memory.max"], want["memory.swap.max"] = mem, "0"
+			} else {
+				want["memory.limit_in_bytes"] = mem
+				if _, ok := p.Cgroup["memory.memsw.limit_in_bytes"]; ok {
+					want["memory.memsw.limit_in_bytes"] = mem
+				}
+			}
+			if !maps.Equal(p.Cgroup, want) {
+				t.Errorf("%s: the execution's cgroup %v, want %v", where, p.Cgroup, want)
 			}
 			if p.Rlimits["NOFILE"][0] != 77 {
 				t.Errorf("%s: RLIMIT_NOFILE %v, want 77 (the execution's limit)", where, p.Rlimits["NOFILE"])
