@@ -120,12 +120,22 @@ func TestTableEntriesAreComplete(t *testing.T) {
 }
 
 // Every limit is written where operators and clients read about it: the
-// request field in the README's table of optional fields and in the API
-// reference, the flags and variables in the README's configuration table.
+// wire key in the protocol spec, the request field in the README's table of
+// optional fields and in the API reference, the flags and variables in the
+// README's configuration table.
 func TestTableIsDocumented(t *testing.T) {
 	readme := readDoc(t, "../README.md")
 	api := readDoc(t, "../gateway/API.md")
+	// The protocol's spec moves with the wire package (supervisor/wire ->
+	// wire); either place will do.
+	proto, err := os.ReadFile("../wire/PROTOCOL.md")
+	if err != nil {
+		proto = []byte(readDoc(t, "../supervisor/wire/PROTOCOL.md"))
+	}
 	for _, l := range Table {
+		if !strings.Contains(string(proto), "`"+l.Wire+"`") {
+			t.Errorf("PROTOCOL.md does not list the limits key %s", l.Wire)
+		}
 		if l.HTTP != "" {
 			row := "| `" + l.HTTP + "` |"
 			if !strings.Contains(readme, row) {
