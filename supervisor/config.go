@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 	if err := c.Max.Validate(); err != nil {
 		return fmt.Errorf("max: %w", err)
 	}
-	if err := c.Defaults.Within(c.Max); err != nil {
+	if err := c.Defaults.Within(c.Max.Set); err != nil {
 		return fmt.Errorf("defaults above max: %w", err)
 	}
 	// Checked here, at start-up: a result over the clients' frame limit would
