@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/python-executor/python-executor/limits"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // checkContentType accepts application/json with an optional charset

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // RequestError is a request field the gateway refuses; its text names the

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // Unit is how a limit is counted.

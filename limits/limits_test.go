@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/python-executor/python-executor/config"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // notPerRequest are the limits a request cannot set, and why. Every other
@@ -126,12 +126,7 @@ func TestTableEntriesAreComplete(t *testing.T) {
 func TestTableIsDocumented(t *testing.T) {
 	readme := readDoc(t, "../README.md")
 	api := readDoc(t, "../gateway/API.md")
-	// The protocol's spec moves with the wire package (supervisor/wire ->
-	// wire); either place will do.
-	proto, err := os.ReadFile("../wire/PROTOCOL.md")
-	if err != nil {
-		proto = []byte(readDoc(t, "../supervisor/wire/PROTOCOL.md"))
-	}
+	proto := []byte(readDoc(t, "../wire/PROTOCOL.md"))
 	for _, l := range Table {
 		if !strings.Contains(string(proto), "`"+l.Wire+"`") {
 			t.Errorf("PROTOCOL.md does not list the limits key %s", l.Wire)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/python-executor/python-executor/internal/engine"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // Config configures a Server. Zero values mean the documented default where one

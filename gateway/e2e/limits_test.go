@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/python-executor/python-executor/internal/supervisortest"
 	"github.com/python-executor/python-executor/limits"
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
 )
 
 // observed are limits a script can read back from inside its jail, by

@@ -3,9 +3,9 @@ package engine
 import (
 	"reflect"
 
-	"github.com/python-executor/python-executor/jail"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/limits"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // ResolveLimits fills a request's zero limits from def and refuses negative

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/python-executor/python-executor/limits"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // Every limit of a LimitSet must be positive; the error names the one that
