@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/python-executor/python-executor/config"
+	"github.com/python-executor/python-executor/limits"
 )
 
 // EnvPrefix prefixes every environment variable the gateway reads, except
@@ -27,7 +29,6 @@ const (
 	DefaultIdleTimeout     = 15 * time.Second
 	DefaultMaxConns        = 1024
 	DefaultMaxConnsPerIP   = 128
-	DefaultMaxTimeout      = 30 * time.Second
 	DefaultMaxQueueWait    = 5 * time.Second
 	DefaultExecuteGrace    = 5 * time.Second
 	DefaultHealthTimeout   = 2 * time.Second
@@ -36,6 +37,11 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 )
+
+// DefaultMaxTimeout is the largest "timeout" a request may ask for unless
+// -max-timeout says otherwise: the limit table's maximum wall time, the same
+// as the supervisor's.
+var DefaultMaxTimeout = time.Duration(limits.Table[limits.Lookup("Timeout")].Max)
 
 // Config configures the gateway. Start from DefaultConfig; a zero Config is
 // not valid.
@@ -185,9 +191,10 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 
 // BindFlags registers one flag per Config field on fs. Each flag's default is
 // taken from its environment variable (read through getenv) when set, else
-// from c, so the precedence is flag, then environment, then default. The
-// listen address also falls back to ":$PORT". It fails on an environment
-// value that does not parse, naming the variable.
+// from c, so the precedence is flag, then environment, then default (the
+// binder of package config, shared with the supervisor). The listen address
+// also falls back to ":$PORT". It fails on an environment value that does
+// not parse, naming the variable and the value.
 //
 // Flags and variables: -listen PYEXEC_LISTEN (else PORT), -socket
 // PYEXEC_SUPERVISOR_SOCKET, -dial-timeout PYEXEC_DIAL_TIMEOUT,
@@ -204,62 +211,42 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 // PYEXEC_SUPERVISOR_SOCKET mean the same to the supervisor, so one
 // environment configures both.
 func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
-	env := func(name string) (string, bool) {
-		v := strings.TrimSpace(getenv(EnvPrefix + name))
-		return v, v != ""
-	}
-	if port := strings.TrimSpace(getenv("PORT")); port != "" {
+	b := config.New(fs, config.Getenv(getenv))
+	if port, ok := b.Env("PORT"); ok {
 		c.Addr = ":" + port
 	}
-	var errs []error
-	str := func(p *string, flagName, envName, usage string) {
-		if v, ok := env(envName); ok {
-			*p = v
-		}
-		fs.StringVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
-	}
-	dur := func(p *time.Duration, flagName, envName, usage string) {
-		if v, ok := env(envName); ok {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s%s: %w", EnvPrefix, envName, err))
-			} else {
-				*p = d
-			}
-		}
-		fs.DurationVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
-	}
-	str(&c.Addr, "listen", "LISTEN", "TCP listen address host:port (else :$PORT)")
-	str(&c.SocketPath, "socket", "SUPERVISOR_SOCKET", "supervisor Unix socket path")
-	dur(&c.DialTimeout, "dial-timeout", "DIAL_TIMEOUT", "timeout for connecting to the supervisor")
-	num := func(p *int, flagName, envName, usage string) {
-		if v, ok := env(envName); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s%s: %w", EnvPrefix, envName, err))
-			} else {
-				*p = n
-			}
-		}
-		fs.IntVar(p, flagName, *p, usage+" (env "+EnvPrefix+envName+")")
-	}
-	num(&c.MaxBodyBytes, "max-body-bytes", "MAX_BODY_BYTES", "largest request body in bytes")
-	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "timeout for reading a request")
-	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "timeout for writing a response")
-	dur(&c.IdleTimeout, "idle-timeout", "IDLE_TIMEOUT", "keep-alive idle timeout")
-	num(&c.MaxConns, "max-conns", "MAX_CONNS", "connections served at once; past it new ones get 503")
-	num(&c.MaxConnsPerIP, "max-conns-per-ip", "MAX_CONNS_PER_IP", "connections from one client address; past it new ones get 429 (0 = no cap)")
-	dur(&c.MaxTimeout, "max-timeout", "MAX_TIMEOUT", "largest execution timeout a request may ask for")
-	dur(&c.MaxQueueWait, "max-queue-wait", "MAX_QUEUE_WAIT", "longest wait for an execution slot before busy")
-	dur(&c.ExecuteGrace, "execute-grace", "EXECUTE_GRACE", "how long past the queue wait and execution timeout to wait for the supervisor")
-	dur(&c.HealthTimeout, "health-timeout", "HEALTH_TIMEOUT", "timeout for the supervisor status call of /health")
+	const p = EnvPrefix
+	b.String(&c.Addr, "listen", p+"LISTEN", "TCP listen address host:port (else :$PORT)")
+	b.String(&c.SocketPath, "socket", p+"SUPERVISOR_SOCKET", "supervisor Unix socket path")
+	b.Duration(&c.DialTimeout, "dial-timeout", p+"DIAL_TIMEOUT", "timeout for connecting to the supervisor")
+	b.Int(&c.MaxBodyBytes, "max-body-bytes", p+"MAX_BODY_BYTES", "largest request body in bytes")
+	b.Duration(&c.ReadTimeout, "read-timeout", p+"READ_TIMEOUT", "timeout for reading a request")
+	b.Duration(&c.WriteTimeout, "write-timeout", p+"WRITE_TIMEOUT", "timeout for writing a response")
+	b.Duration(&c.IdleTimeout, "idle-timeout", p+"IDLE_TIMEOUT", "keep-alive idle timeout")
+	b.Int(&c.MaxConns, "max-conns", p+"MAX_CONNS", "connections served at once; past it new ones get 503")
+	b.Int(&c.MaxConnsPerIP, "max-conns-per-ip", p+"MAX_CONNS_PER_IP", "connections from one client address; past it new ones get 429 (0 = no cap)")
+	// The supervisor's -max-timeout (the limit table's flag), shared.
+	b.Duration(&c.MaxTimeout, "max-timeout", p+"MAX_TIMEOUT", "largest execution timeout a request may ask for")
+	b.Duration(&c.MaxQueueWait, "max-queue-wait", p+"MAX_QUEUE_WAIT", "longest wait for an execution slot before busy")
+	b.Duration(&c.ExecuteGrace, "execute-grace", p+"EXECUTE_GRACE", "how long past the queue wait and execution timeout to wait for the supervisor")
+	b.Duration(&c.HealthTimeout, "health-timeout", p+"HEALTH_TIMEOUT", "timeout for the supervisor status call of /health")
 	// The old name first, so the shared PYEXEC_DRAIN_TIMEOUT wins over it.
-	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "alias of -drain-timeout")
-	dur(&c.ShutdownTimeout, "drain-timeout", "DRAIN_TIMEOUT", "at shutdown, how long executions in flight may finish before they are cancelled")
-	str(&c.LogLevel, "log-level", "LOG_LEVEL", "log level: trace, debug, info, warn, error")
-	if v, _ := env("LOG_TEXT"); v == "1" {
-		c.LogFormat = "text" // the supervisor's switch, so one setting serves both
+	b.Duration(&c.ShutdownTimeout, "shutdown-timeout", p+"SHUTDOWN_TIMEOUT", "alias of -drain-timeout")
+	b.Duration(&c.ShutdownTimeout, "drain-timeout", p+"DRAIN_TIMEOUT", "at shutdown, how long executions in flight may finish before they are cancelled")
+	b.String(&c.LogLevel, "log-level", p+"LOG_LEVEL", "log level: trace, debug, info, warn, error")
+	// The supervisor's switch, so one setting serves both; a value that is
+	// not a boolean fails here as it does there.
+	logText := false
+	if v, ok := b.Env(p + "LOG_TEXT"); ok {
+		if t, err := strconv.ParseBool(v); err != nil {
+			b.Fail(p+"LOG_TEXT", v, "not a boolean (want 1 or 0, true or false)")
+		} else {
+			logText = t
+		}
 	}
-	str(&c.LogFormat, "log-format", "LOG_FORMAT", "log format: json or text")
-	return errors.Join(errs...)
+	if logText {
+		c.LogFormat = "text"
+	}
+	b.String(&c.LogFormat, "log-format", p+"LOG_FORMAT", "log format: json or text")
+	return b.Err()
 }

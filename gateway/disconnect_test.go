@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // blockingExec blocks every execution until its context is done, and

@@ -4,7 +4,7 @@
 //
 // The gateway runs as an unprivileged user and holds no privilege: it never
 // execs anything and never touches a jail. It imports only the protocol
-// packages, supervisor/client and supervisor/wire; it must never import the
+// packages, client and wire; it must never import the
 // supervisor, the jail or the runner. Those rules keep the public, parsing
 // side of the service free of anything that could start a process.
 //

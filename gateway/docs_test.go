@@ -28,7 +28,7 @@ import (
 	"testing"
 	"unicode"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // docsRoot is the checkout: the gateway package's parent.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/router"
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 )

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // fakeExec is an Executor whose answers the test sets.

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"mime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/limits"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // checkContentType accepts application/json with an optional charset
@@ -31,36 +31,6 @@ func checkContentType(ct string) *apiError {
 	return nil
 }
 
-// limitField is one optional request field that lowers a wire.Limits field.
-type limitField struct {
-	name string
-	// seconds: a JSON number of seconds, converted to milliseconds (rounded
-	// up, so a tiny positive value never becomes 0 = "server default").
-	// Otherwise a JSON integer, multiplied by scale.
-	seconds bool
-	scale   int64
-	// max is the largest value accepted, in the field's own unit. For
-	// "timeout" it is replaced by Config.MaxTimeout; for the rest it is a
-	// sanity bound (the supervisor refuses anything above its own maximum).
-	max float64
-	set func(l *wire.Limits, v int64)
-}
-
-const mib = 1 << 20
-
-// limitFields are the optional request fields, in the order they are checked.
-var limitFields = []limitField{
-	{name: "timeout", seconds: true, set: func(l *wire.Limits, v int64) { l.TimeoutMS = v }},
-	{name: "cpu_seconds", seconds: true, max: 86400, set: func(l *wire.Limits, v int64) { l.CPUMS = v }},
-	{name: "memory_mb", scale: mib, max: 1 << 20, set: func(l *wire.Limits, v int64) { l.MemoryBytes = v }},
-	{name: "pids", scale: 1, max: 1 << 22, set: func(l *wire.Limits, v int64) { l.Pids = v }},
-	{name: "open_files", scale: 1, max: 1 << 20, set: func(l *wire.Limits, v int64) { l.OpenFiles = v }},
-	{name: "file_size_mb", scale: mib, max: 1 << 20, set: func(l *wire.Limits, v int64) { l.FileSizeBytes = v }},
-	{name: "tmp_mb", scale: mib, max: 1 << 20, set: func(l *wire.Limits, v int64) { l.TmpBytes = v }},
-	{name: "output_bytes", scale: 1, max: 1 << 40, set: func(l *wire.Limits, v int64) { l.OutputBytes = v }},
-	{name: "result_bytes", scale: 1, max: 1 << 40, set: func(l *wire.Limits, v int64) { l.ResultBytes = v }},
-}
-
 // parseExecute decodes and validates a POST /execute body into a wire
 // request. maxTimeout bounds the "timeout" field. The error names the field
 // at fault; it never quotes the script.
@@ -71,8 +41,8 @@ func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiErro
 		return req, e
 	}
 	known := map[string]bool{"script": true}
-	for _, f := range limitFields {
-		known[f.name] = true
+	for _, f := range limits.HTTPFields() {
+		known[f] = true
 	}
 	for _, k := range fields.order {
 		if !known[k] {
@@ -94,52 +64,14 @@ func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiErro
 		return req, invalidRequest(`field "script" must not be empty`)
 	}
 
-	for _, f := range limitFields {
-		raw, ok := fields.values[f.name]
-		if !ok || string(raw) == "null" {
-			continue
-		}
-		limit := f.max
-		if f.name == "timeout" {
-			limit = maxTimeout.Seconds()
-		}
-		v, e := f.parse(raw, limit)
-		if e != nil {
-			return req, e
-		}
-		f.set(&req.Limits, v)
+	// The optional limit fields come from the limit table; each may only
+	// lower a server limit (the supervisor refuses more than its maximum).
+	lim, le := limits.ParseRequest(fields.values, maxTimeout)
+	if le != nil {
+		return req, invalidRequest(le.Message)
 	}
+	req.Limits = lim
 	return req, nil
-}
-
-func (f limitField) parse(raw json.RawMessage, limit float64) (int64, *apiError) {
-	isNumber := len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'))
-	if f.seconds {
-		if !isNumber {
-			return 0, invalidRequest(fmt.Sprintf("field %q must be a number of seconds", f.name))
-		}
-		v, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil || math.IsNaN(v) || v <= 0 || v > limit {
-			return 0, invalidRequest(fmt.Sprintf("field %q must be greater than 0 and at most %s seconds",
-				f.name, strconv.FormatFloat(limit, 'f', -1, 64)))
-		}
-		return int64(math.Ceil(v * 1000)), nil
-	}
-	if !isNumber {
-		return 0, invalidRequest(fmt.Sprintf("field %q must be an integer", f.name))
-	}
-	v, err := strconv.ParseInt(string(raw), 10, 64)
-	if err != nil {
-		var ne *strconv.NumError
-		if errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) {
-			return 0, invalidRequest(fmt.Sprintf("field %q must be between 1 and %.0f", f.name, limit))
-		}
-		return 0, invalidRequest(fmt.Sprintf("field %q must be an integer", f.name))
-	}
-	if v < 1 || float64(v) > limit {
-		return 0, invalidRequest(fmt.Sprintf("field %q must be between 1 and %.0f", f.name, limit))
-	}
-	return v * f.scale, nil
 }
 
 // object is a decoded top-level JSON object: raw values by key, and the keys

@@ -4,8 +4,8 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 	"github.com/valyala/fasthttp"
 )
 

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // The README's curl examples, copied verbatim into testdata/seed/*.sh. Each

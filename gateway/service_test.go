@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // The gateway tells the supervisor how long it waits for a start, reports

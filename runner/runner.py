@@ -16,7 +16,7 @@ numbers only, never data):
     PYEXEC_RESULT_FD   (default 4)  one `result` frame {"json": bytes}
                                     or one `error` frame {"type", "message", "traceback"}
 
-Frames are those of supervisor/wire/PROTOCOL.md: a 10-byte header
+Frames are those of wire/PROTOCOL.md: a 10-byte header
 struct.pack(">IIBB", body_length, request_id, message_type, version) and a msgpack
 map. The answer echoes the request id.
 
@@ -136,7 +136,7 @@ def _restore_builtins() -> None:
 _MISSING = object()
 
 # ---------------------------------------------------------------------------
-# Wire protocol (supervisor/wire/PROTOCOL.md)
+# Wire protocol (wire/PROTOCOL.md)
 # ---------------------------------------------------------------------------
 
 PROTOCOL_VERSION = 1

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/python-executor/python-executor/internal/engine"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // Config configures a Server. Zero values mean the documented default where one
@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 	if err := c.Max.Validate(); err != nil {
 		return fmt.Errorf("max: %w", err)
 	}
-	if err := c.Defaults.Within(c.Max); err != nil {
+	if err := c.Defaults.Within(c.Max.Set); err != nil {
 		return fmt.Errorf("defaults above max: %w", err)
 	}
 	// Checked here, at start-up: a result over the clients' frame limit would

@@ -11,5 +11,5 @@
 //
 // It is the only package that execs anything. It imports jail (which alone
 // knows nsjail's options) and wire; nothing imports it but cmd/supervisor and
-// its own tests. Clients use package supervisor/client instead.
+// its own tests. Clients use package client instead.
 package supervisor

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // SIGTERM to the supervisor alone (Ctrl-C reaches every process of the

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/internal/supervisortest"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // An old-style client (a hello without features, as built before features

@@ -13,8 +13,8 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // namedEngine is an engine that only has a name: the hello tests run no

@@ -20,8 +20,8 @@ import (
 	"github.com/python-executor/python-executor/internal/engine"
 	"github.com/python-executor/python-executor/internal/engine/cold"
 	"github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 )
 
 // SetupHint is the command that creates what the supervisor needs on disk.

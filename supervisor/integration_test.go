@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/internal/supervisortest"
+	"github.com/python-executor/python-executor/wire"
 )
 
 func TestMain(m *testing.M) {

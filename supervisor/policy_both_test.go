@@ -19,8 +19,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	warmengine "github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 )
 
 // The isolation policy is one description (jail.Spec) that both engines

@@ -9,8 +9,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 )
 
 // prepareContainerHost prepares the container tier (jail.Policy.NoNamespaces):

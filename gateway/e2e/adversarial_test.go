@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // hostCanaryText is written to a world-readable file outside every jail

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/python-executor/python-executor/jail"
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/jail"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // containerArgs force the container isolation tier (no namespaces, no

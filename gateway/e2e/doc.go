@@ -5,5 +5,5 @@
 //
 // With PYEXEC_E2E_URL set they target a service already running instead (the
 // container image, under make test-image), running their host checks where
-// it runs; see supervisor/supervisortest/remote.go.
+// it runs; see internal/supervisortest/remote.go.
 package e2e

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // The seed README's curl bodies, byte for byte (the shell's quoting removed).

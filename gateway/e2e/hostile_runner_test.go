@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // A script that attacks the runner it runs in (its result channel, what the

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // TestRunScript drives scripts/run.sh (what `make run` starts) like an

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // The service's own contract under load and at its edges: a queued request

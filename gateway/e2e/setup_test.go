@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/python-executor/python-executor/supervisor/supervisortest"
+	"github.com/python-executor/python-executor/internal/supervisortest"
 )
 
 // The setup script is idempotent: on a set-up checkout a second run changes

@@ -3,7 +3,7 @@ package engine
 import (
 	"github.com/sirupsen/logrus"
 
-	"github.com/python-executor/python-executor/jail"
+	"github.com/python-executor/python-executor/internal/jail"
 )
 
 // RemoveCgroup kills what is left in an execution's cgroup and removes it.

@@ -1,8 +1,8 @@
 package engine
 
 import (
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 )
 
 // Host is what the supervisor's host preparation gives every engine: the

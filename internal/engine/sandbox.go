@@ -17,8 +17,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/python-executor/python-executor/jail"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/internal/jail"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // resultOverhead is what a result frame may carry beyond the JSON itself

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 // Running out of memory is the memory limit whichever MemoryError says so:

@@ -5,12 +5,9 @@
 // supervisor, fails the build's tests.
 //
 // Patterns are import paths relative to the module: "x" is that package
-// only, "x/..." is x and every package below it. The table names the
-// protocol packages both where they are now (supervisor/wire,
-// supervisor/client, jail) and where they are going (wire, client,
-// internal/jail); a pattern that matches nothing is harmless, but every
-// rule must apply to at least one package of the module, so renaming a
-// package cannot silently switch its rule off.
+// only, "x/..." is x and every package below it. A pattern that matches
+// nothing is harmless, but every rule must apply to at least one package of
+// the module, so renaming a package cannot silently switch its rule off.
 package importrules
 
 import (
@@ -31,32 +28,30 @@ type Rule struct {
 
 // privileged is what only the privileged supervisor may link: the
 // supervisor and its test harness, the engines and their process helpers,
-// and jail (which alone knows nsjail). supervisor/wire and
-// supervisor/client are public until they move to the top level.
+// and jail (which alone knows nsjail).
 var privileged = []string{
 	"supervisor/...",
 	"internal/engine/...",
 	"internal/proc/...",
 	"internal/supervisortest/...",
-	"jail/...",
 	"internal/jail/...",
 }
 
 // protocol is the public interface of the supervisor: what any package may
 // import.
-var protocol = []string{"wire/...", "client/...", "supervisor/wire/...", "supervisor/client/..."}
+var protocol = []string{"wire/...", "client/..."}
 
 // Rules are the module's import rules.
 var Rules = []Rule{
 	{
-		Name:      "the unprivileged gateway and the protocol packages link nothing privileged",
-		From:      append([]string{"gateway/...", "cmd/gateway"}, protocol...),
+		Name:      "the unprivileged gateway, the protocol packages and the limit table link nothing privileged",
+		From:      append([]string{"gateway/...", "cmd/gateway", "limits/...", "config/..."}, protocol...),
 		Forbidden: privileged,
 		Except:    protocol,
 	},
 	{
 		Name:      "jail knows nsjail, not the supervisor or the engines that run it",
-		From:      []string{"jail/...", "internal/jail/..."},
+		From:      []string{"internal/jail/..."},
 		Forbidden: []string{"supervisor/...", "internal/engine/...", "internal/supervisortest/..."},
 		Except:    protocol,
 	},
@@ -87,7 +82,7 @@ var Rules = []Rule{
 }
 
 // Package is one package of the module and its direct imports, import
-// paths relative to the module ("gateway", "supervisor/wire"). Imports from
+// paths relative to the module ("gateway", "wire"). Imports from
 // outside the module may be listed; they match no pattern of the module.
 type Package struct {
 	Path    string

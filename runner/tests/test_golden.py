@@ -1,6 +1,6 @@
 """Golden frames shared with the Go wire package.
 
-supervisor/wire/golden_test.go writes testdata/*.bin and a manifest golden.json: a
+wire/golden_test.go writes testdata/*.bin and a manifest golden.json: a
 JSON list of {"name", "file", "request_id", "type", "version", "body"}, where byte
 strings inside a body are written as {"$bytes": "<base64>"} and map keys are in wire
 order. Both implementations must decode every file to the manifest and encode the
@@ -13,7 +13,7 @@ import json
 import pytest
 from conftest import REPO_ROOT, runner
 
-TESTDATA = REPO_ROOT / "supervisor" / "wire" / "testdata"
+TESTDATA = REPO_ROOT / "wire" / "testdata"
 MANIFEST = TESTDATA / "golden.json"
 
 

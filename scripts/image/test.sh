@@ -13,7 +13,7 @@
 #   tests           the end-to-end contract and the adversarial suite
 #                   (gateway/e2e) over HTTP against the container, their host
 #                   checks run inside it (PYEXEC_E2E_URL, see
-#                   supervisor/supervisortest/remote.go)
+#                   internal/supervisortest/remote.go)
 #   shutdown        podman stop -t 30 (SIGTERM) while a 3 s execution is in
 #                   flight: it gets its answer, a new request during the
 #                   drain gets 503 unavailable; then exit status 0, no error

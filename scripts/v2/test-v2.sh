@@ -53,7 +53,7 @@ mkdir -p "$ROOT/bin/v2"
 	go build -o bin/v2/ ./cmd/supervisor ./cmd/gateway &&
 		go test -c -o bin/v2/e2e.test ./gateway/e2e &&
 		go test -c -o bin/v2/supervisor.test ./supervisor &&
-		go test -c -o bin/v2/jail.test ./jail
+		go test -c -o bin/v2/jail.test ./internal/jail
 ) || fail build "go build / go test -c failed"
 
 RES="$(mktemp -d "${TMPDIR:-/tmp}/pyexec-v2-results.XXXXXX")"

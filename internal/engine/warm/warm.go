@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/python-executor/python-executor/jail"
+	"github.com/python-executor/python-executor/internal/jail"
 )
 
 // testPolicy is a full-tier policy like the one PrepareHost builds.

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/internal/engine"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 )
 
 // ZygoteJailPath is where zygote.py appears inside the jail, beside the

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/python-executor/python-executor/jail"
+	"github.com/python-executor/python-executor/internal/jail"
 )
 
 // The zygote protocol's golden messages (runner/ZYGOTE.md): the supervisor

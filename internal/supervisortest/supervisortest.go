@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/python-executor/python-executor/client"
 	"github.com/python-executor/python-executor/internal/engine/warm"
 	"github.com/python-executor/python-executor/supervisor"
-	"github.com/python-executor/python-executor/supervisor/client"
 )
 
 // SandboxUser is the host user the jails map to in tests (created by setup).

@@ -1,6 +1,6 @@
 // Package wire is the framing and the message types of the supervisor protocol
 // (see PROTOCOL.md beside this file). It is imported by the supervisor, by its Go
-// client (supervisor/client) and by anything else that speaks the protocol; it
+// client (client) and by anything else that speaks the protocol; it
 // imports nothing of the project.
 package wire
 

@@ -1,7 +1,7 @@
 // Package client is the Go client of the supervisor protocol (the spec is
-// supervisor/wire/PROTOCOL.md). Anyone may import it: the gateway uses it, and
+// wire/PROTOCOL.md). Anyone may import it: the gateway uses it, and
 // so may any internal service on the host that is allowed onto the supervisor
-// socket. It imports only supervisor/wire, logrus and the standard library;
+// socket. It imports only wire, logrus and the standard library;
 // never the supervisor, the jail or the gateway.
 //
 // One Client keeps one Unix-socket connection, dialled on first use and again
@@ -23,7 +23,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/python-executor/python-executor/supervisor/wire"
+	"github.com/python-executor/python-executor/wire"
 )
 
 const (
