@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/jail"
 	"github.com/python-executor/python-executor/internal/proc"
-	"github.com/python-executor/python-executor/jail"
 	"github.com/sirupsen/logrus"
 )
 
