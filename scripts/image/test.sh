@@ -27,7 +27,8 @@
 # IMAGE_TAG (python-executor:test), GO_IMAGE, PYTHON_IMAGE, CA_BUNDLE,
 # IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries), E2E_TEST_BIN (a
 # `go test -c` binary of gateway/e2e to run instead of go test),
-# PODMAN_CGROUP_MANAGER (cgroupfs; systemd in the cgroup v2 guest).
+# PODMAN_CGROUP_MANAGER (cgroupfs; systemd in the cgroup v2 guest),
+# IMAGE_EXTRA_ENV (KEY=VALUE ... passed to every container with -e).
 #
 #   scripts/image/test.sh                  every stage
 #   scripts/image/test.sh build            up to the build only
@@ -122,6 +123,11 @@ run_mode() {
 	# sets nothing more: the image's own defaults are what is tested.
 	local env=(-e PYEXEC_CANARY=canary-supervisor-env-31337)
 	[ "$mode" = default ] || env+=(-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent")
+	# IMAGE_EXTRA_ENV (KEY=VALUE ...): only where the machine needs it; the
+	# cgroup v2 guest of make test-v2 waits longer for a slot or a zygote
+	# under emulation, as its other suites do.
+	local kv
+	for kv in ${IMAGE_EXTRA_ENV:-}; do env+=(-e "$kv"); done
 	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 ${env[*]}"
 	local t0 t1
 	t0="$(now_ms)"
