@@ -23,6 +23,7 @@ for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	pyexec.src=*) ROOT="${arg#pyexec.src=}" ;;
 	pyexec.stages=*) STAGES="${arg#pyexec.stages=}" ;;
+	pyexec.imagemodes=*) PYEXEC_V2_IMAGE_MODES="${arg#pyexec.imagemodes=}" && PYEXEC_V2_IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES//,/ }" ;;
 	esac
 done
 

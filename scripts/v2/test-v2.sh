@@ -22,8 +22,12 @@
 # (seconds the guest may run, default 3600), PYEXEC_V2_BOOT_TIMEOUT (seconds
 # until its tests start, default 600), PYEXEC_V2_MEM_MB (default 3072),
 # PYEXEC_V2_STAGES (comma-separated guest stages to run, e.g. jail,e2e-warm;
-# default all: see scripts/v2/guest.sh), IMAGE_TEST_LOCK (a lock file held
-# while podman builds and saves the image on the host).
+# default all: see scripts/v2/guest.sh), PYEXEC_V2_IMAGE_MODES (the
+# recipes the guest's image stage runs, default "default privileged-warm
+# leastpriv-v2-warm"), PYEXEC_V2_IMAGE (an image archive saved beforehand
+# with scripts/image/test.sh save, alone in its directory, tested instead of
+# building one), IMAGE_TEST_LOCK (a lock file held while podman builds and
+# saves the image on the host).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -66,7 +70,14 @@ mkdir -p "$ROOT/bin/v2"
 want() { [ -z "${PYEXEC_V2_STAGES:-}" ] || [[ ",$PYEXEC_V2_STAGES," == *",$1,"* ]]; }
 IMGDIR="$CACHE/container-image"
 mkdir -p "$IMGDIR"
-if want image || want image-subtract; then
+if { want image || want image-subtract; } && [ -n "${PYEXEC_V2_IMAGE:-}" ]; then
+	# An archive saved beforehand (scripts/image/test.sh save DIR), e.g. by
+	# a job that built and tested the image already: shared as it is.
+	[ -s "$PYEXEC_V2_IMAGE" ] || fail container-image "PYEXEC_V2_IMAGE=$PYEXEC_V2_IMAGE is no image archive"
+	IMGDIR="$(dirname "$(realpath "$PYEXEC_V2_IMAGE")")"
+	[ "$(ls "$IMGDIR"/*.tar | wc -l)" = 1 ] || fail container-image "$IMGDIR must hold that one archive (*.tar) only"
+	say "container image: $PYEXEC_V2_IMAGE (PYEXEC_V2_IMAGE, not rebuilt)"
+elif want image || want image-subtract; then
 	say "stage container-image: the image (scripts/image/test.sh build), saved for the guest"
 	i0=$(date +%s)
 	lock=()
@@ -89,7 +100,7 @@ timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
 	-display none -monitor none -no-reboot \
 	-serial "file:$RES/console.log" \
 	-kernel "$IMG/vmlinux" -initrd "$IMG/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT${PYEXEC_V2_STAGES:+ pyexec.stages=$PYEXEC_V2_STAGES}" \
+	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT${PYEXEC_V2_STAGES:+ pyexec.stages=$PYEXEC_V2_STAGES}${PYEXEC_V2_IMAGE_MODES:+ pyexec.imagemodes=${PYEXEC_V2_IMAGE_MODES// /,}}" \
 	-drive "file=$IMG/rootfs.img,format=raw,if=virtio,snapshot=on" \
 	-nic user,model=virtio-net-pci \
 	-virtfs "local,path=$ROOT,mount_tag=src,security_model=none,readonly=on" \
