@@ -304,7 +304,7 @@ run_modes() {
 	local t_all=$SECONDS size
 	size="$(podman image inspect --format '{{.Size}}' "$IMAGE_TAG")" || die "no image $IMAGE_TAG"
 	: >"$SUMMARY"
-	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes); cgroup $(stat -fc %T /sys/fs/cgroup), podman $(podman version --format '{{.Client.Version}}'), cgroup manager ${PODMAN_CGROUP_MANAGER:-cgroupfs}" >>"$SUMMARY"
+	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes); cgroup $([ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && echo v2 || echo v1), podman $(podman version --format '{{.Client.Version}}'), cgroup manager ${PODMAN_CGROUP_MANAGER:-cgroupfs}" >>"$SUMMARY"
 	# Containers of a run that was killed would hold ports and cgroups.
 	podman ps -a --format '{{.Names}}' | grep '^pyexec-img-' | xargs -r podman rm -f -t 0 >/dev/null || true
 	local mode
