@@ -30,7 +30,8 @@
 # IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries), E2E_TEST_BIN (a
 # `go test -c` binary of gateway/e2e to run instead of go test),
 # PODMAN_CGROUP_MANAGER (cgroupfs; systemd in the cgroup v2 guest),
-# IMAGE_EXTRA_ENV (KEY=VALUE ... passed to every container with -e).
+# IMAGE_EXTRA_ENV (KEY=VALUE ... passed to every container with -e),
+# IMAGE_DRAIN_SECONDS (the execution in flight at SIGTERM, default 3).
 #
 #   scripts/image/test.sh                  every stage
 #   scripts/image/test.sh build            up to the build only
@@ -216,10 +217,13 @@ $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)
 	# The drain through the image: a ~3 s execution is in flight when
 	# `podman stop` sends SIGTERM; it still gets its answer, a new request
 	# during the drain gets 503 unavailable, and then the container exits.
-	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid
+	# IMAGE_DRAIN_SECONDS lengthens the execution where podman itself takes
+	# seconds to deliver the signal (under emulation), so the drain is still
+	# under way when it arrives; it must stay under the 8 s drain timeout.
+	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid ds="${IMAGE_DRAIN_SECONDS:-3}"
 	rm -rf "$dir" && mkdir -p "$dir"
 	curl -sS --max-time 60 -o "$dir/inflight.json" -w '%{http_code}' -H 'Content-Type: application/json' \
-		-d '{"script":"import time\ndef main():\n    time.sleep(3)\n    return \"drained\"\n","timeout":10}' \
+		-d '{"script":"import time\ndef main():\n    time.sleep('"$ds"')\n    return \"drained\"\n","timeout":'"$((ds + 7))"'}' \
 		"$url/execute" >"$dir/inflight.code" 2>"$dir/inflight.err" &
 	cpid=$!
 	sleep 1

@@ -217,7 +217,9 @@ stage service-container-root container
 # under emulation). The containers wait as long as the suites' own services
 # for a slot or a zygote (PYEXEC_TEST_QUEUE_WAIT).
 IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES:-default privileged-warm leastpriv-v2-warm}"
-image_env=(env PODMAN_CGROUP_MANAGER=systemd E2E_TEST_BIN="$BIN/e2e.test" IMAGE_RUN_DIR=/run/python-executor-image
+# podman takes seconds to deliver SIGTERM there: the execution in flight at
+# the stop runs 7 s rather than 3, so the drain is still under way.
+image_env=(env PODMAN_CGROUP_MANAGER=systemd E2E_TEST_BIN="$BIN/e2e.test" IMAGE_RUN_DIR=/run/python-executor-image IMAGE_DRAIN_SECONDS=7
 	IMAGE_EXTRA_ENV="PYEXEC_MAX_QUEUE_WAIT=$PYEXEC_TEST_QUEUE_WAIT PYEXEC_NOT_READY_AFTER=$PYEXEC_TEST_QUEUE_WAIT")
 image_load() {
 	mkdir -p /mnt/image
