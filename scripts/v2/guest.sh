@@ -213,7 +213,7 @@ stage service-container-root container
 #                   flight, exit 0 and no cgroup left.
 # The cold engine's recipes (privileged-cold, leastpriv-v2-cold) can be
 # added with PYEXEC_V2_IMAGE_MODES; by default they are left to e2e-cold
-# above and to make test-image, for time (each recipe takes about 6 minutes
+# above and to make test-image, for time (each recipe takes 4 to 5 minutes
 # under emulation). The containers wait as long as the suites' own services
 # for a slot or a zygote (PYEXEC_TEST_QUEUE_WAIT).
 IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES:-default privileged-warm leastpriv-v2-warm}"
