@@ -27,9 +27,10 @@ const (
 	IsolationAuto      = "auto"
 )
 
-// FullIsolationHint names what gives the full tier in a container: the two
-// recipes make test-image runs (README, Docker).
-const FullIsolationHint = "run the container with --privileged (or at least --cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt unmask=/proc/* -v /sys/fs/cgroup:/sys/fs/cgroup:rw; Docker spells the unmask --security-opt systempaths=unconfined)"
+// FullIsolationHint names what gives the full tier in a container: the
+// recipes make test-image (cgroup v1) and make test-v2 (cgroup v2) run
+// (README, Docker).
+const FullIsolationHint = "run the container with --privileged (or at least --cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt unmask=/proc/* and, on cgroup v1, -v /sys/fs/cgroup:/sys/fs/cgroup:rw, on cgroup v2, --security-opt unmask=/sys/fs/cgroup; Docker spells the /proc unmask --security-opt systempaths=unconfined)"
 
 // Protection names, as /health lists them (append only; never renamed).
 const (

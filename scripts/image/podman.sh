@@ -44,7 +44,6 @@ ensure_podman() {
 	local missing=()
 	command -v podman >/dev/null || missing+=(podman)
 	command -v runc >/dev/null || missing+=(runc)
-	command -v debootstrap >/dev/null || missing+=(debootstrap)
 	command -v conmon >/dev/null || [ -x /usr/libexec/podman/conmon ] || missing+=(conmon)
 	# netavark publishes ports (-p) for rootful containers.
 	[ -x /usr/lib/podman/netavark ] || command -v netavark >/dev/null || missing+=(netavark)
@@ -57,7 +56,9 @@ ensure_podman() {
 
 	local conf="$IMAGE_STATE_DIR/conf"
 	mkdir -p "$conf" "$IMAGE_STATE_DIR/storage" "$IMAGE_STATE_DIR/networks" "$IMAGE_RUN_DIR"
-	# This machine's facts: no systemd to manage cgroups (cgroupfs), crun
+	# This machine's facts: no systemd to manage cgroups (cgroupfs; the
+	# cgroup v2 guest of make test-v2 runs systemd and sets
+	# PODMAN_CGROUP_MANAGER=systemd, as podman does by default there), crun
 	# fails where runc works, and root lacks CAP_SYS_RESOURCE, so the
 	# containers' rlimits must stay within the host's hard limits (podman's
 	# defaults ask for more and every container fails to start).
@@ -78,7 +79,7 @@ log_driver = "k8s-file"
 
 [engine]
 runtime = "runc"
-cgroup_manager = "cgroupfs"
+cgroup_manager = "${PODMAN_CGROUP_MANAGER:-cgroupfs}"
 events_logger = "file"
 events_logfile_path = "$IMAGE_RUN_DIR/events.log"
 tmp_dir = "$IMAGE_RUN_DIR/libpod"
@@ -192,6 +193,10 @@ ensure_base() {
 	fi
 	say "$name: no registry answers ($(tail -1 "$IMAGE_RUN_DIR/pull.err" 2>/dev/null | cut -c1-120)); bootstrapping it locally"
 	local rkey tarball
+	if ! command -v debootstrap >/dev/null; then
+		say "installing debootstrap from Debian's packages"
+		apt_install debootstrap
+	fi
 	rkey="$(base_key rootfs)"
 	tarball="$IMAGE_STATE_DIR/bases/rootfs-$rkey.tar"
 	mkdir -p "$IMAGE_STATE_DIR/bases"

@@ -8,6 +8,8 @@
 #                   answers, else bootstrapped with debootstrap (cached)
 #   build           podman build, the CA bundle as a build secret; then check
 #                   that the bundle is in no file of the image
+#   subtract        each flag of the least-privilege recipe for this host's
+#                   cgroup version is needed (subtract, below)
 #   start           run the image in each run mode (below) on a free loopback
 #                   port and time it until /health answers
 #   tests           the end-to-end contract and the adversarial suite
@@ -25,11 +27,19 @@
 # Environment: IMAGE_TEST_MODES, IMAGE_TEST_LOCK (a lock file held while a
 # container runs, for machines where other jobs test on the same host),
 # IMAGE_TAG (python-executor:test), GO_IMAGE, PYTHON_IMAGE, CA_BUNDLE,
-# IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries).
+# IMAGE_STATE_DIR, IMAGE_NO_PULL=1 (skip trying registries), E2E_TEST_BIN (a
+# `go test -c` binary of gateway/e2e to run instead of go test),
+# PODMAN_CGROUP_MANAGER (cgroupfs; systemd in the cgroup v2 guest),
+# IMAGE_EXTRA_ENV (KEY=VALUE ... passed to every container with -e),
+# IMAGE_DRAIN_SECONDS (the execution in flight at SIGTERM, default 3).
 #
 #   scripts/image/test.sh                  every stage
 #   scripts/image/test.sh build            up to the build only
+#   scripts/image/test.sh save DIR         podman save the image into DIR (cached by id)
+#   scripts/image/test.sh load FILE        podman load an image saved elsewhere
+#   scripts/image/test.sh modes            every mode against an image already there
 #   scripts/image/test.sh run-mode MODE    start, tests and shutdown of one mode
+#   scripts/image/test.sh subtract MODE    each flag of MODE's recipe is needed
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -38,7 +48,12 @@ cd "$ROOT"
 . "$ROOT/scripts/image/podman.sh"
 
 IMAGE_TAG="${IMAGE_TAG:-localhost/python-executor:test}"
-IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-default privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
+# By default every recipe for this host's cgroup version.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+	IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-default privileged-warm privileged-cold leastpriv-v2-warm leastpriv-v2-cold}"
+else
+	IMAGE_TEST_MODES="${IMAGE_TEST_MODES:-default privileged-warm privileged-cold leastpriv-warm leastpriv-cold}"
+fi
 SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 
 # The least privilege that works on a cgroup v1 host, found by taking each
@@ -49,6 +64,14 @@ SUMMARY="$IMAGE_RUN_DIR/summary.txt"
 # seccomp profile may stay (it allows namespaces and mounts to SYS_ADMIN),
 # and the cgroup namespace does not matter once the hierarchy is bound.
 LEASTPRIV_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/proc/*' -v /sys/fs/cgroup:/sys/fs/cgroup:rw)
+# The least privilege that works on a cgroup v2 host (podman 4.3, runc, the
+# systemd cgroup manager; tested in the guest of make test-v2, each flag taken
+# away in turn there). The container has a cgroup namespace of its own, and
+# unmasking /sys/fs/cgroup makes podman mount that namespace's cgroup2
+# read-write: the supervisor delegates from the container's own cgroup and
+# sees nothing of the host's. Binding the host's tree (the v1 recipe) would
+# show the host's root where the namespace says "/".
+LEASTPRIV_V2_FLAGS=(--cap-add SYS_ADMIN --cap-add SYS_NICE --security-opt 'unmask=/proc/*' --security-opt unmask=/sys/fs/cgroup)
 
 # mode_flags MODE: the engine, the isolation /health must report, then the
 # podman run flags of a run mode. A mode is one line here (and a name in
@@ -64,6 +87,8 @@ mode_flags() {
 	privileged-cold) echo cold full --privileged ;;
 	leastpriv-warm) echo warm full "${LEASTPRIV_FLAGS[@]}" ;;
 	leastpriv-cold) echo cold full "${LEASTPRIV_FLAGS[@]}" ;;
+	leastpriv-v2-warm) echo warm full "${LEASTPRIV_V2_FLAGS[@]}" ;;
+	leastpriv-v2-cold) echo cold full "${LEASTPRIV_V2_FLAGS[@]}" ;;
 	*) die "unknown run mode $1" ;;
 	esac
 }
@@ -78,7 +103,7 @@ mode_flags() {
 LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
 
 free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 now_ms() { date +%s%3N; }
@@ -106,6 +131,11 @@ run_mode() {
 	# sets nothing more: the image's own defaults are what is tested.
 	local env=(-e PYEXEC_CANARY=canary-supervisor-env-31337)
 	[ "$mode" = default ] || env+=(-e ENGINE="$engine" -e PYEXEC_CGROUP_PARENT="$parent")
+	# IMAGE_EXTRA_ENV (KEY=VALUE ...): only where the machine needs it; the
+	# cgroup v2 guest of make test-v2 waits longer for a slot or a zygote
+	# under emulation, as its other suites do.
+	local kv
+	for kv in ${IMAGE_EXTRA_ENV:-}; do env+=(-e "$kv"); done
 	say "podman run ${fl[*]} -p 127.0.0.1:$port:8080 ${env[*]}"
 	local t0 t1
 	t0="$(now_ms)"
@@ -143,20 +173,30 @@ $(podman logs "$name" 2>&1 | tail -30)"
 		esac
 	else
 		case "$health" in *'"missing":[]'*) ;; *) die "/health is $health; want nothing missing" ;; esac
+		# The full tier on this host's cgroup version, not a fallback.
+		local cgv=v1
+		[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && cgv=v2
+		case "$health" in *'"cgroups":"'"$cgv"'"'*) ;; *) die "/health is $health; want cgroups $cgv" ;; esac
 	fi
 	hello_latency "$url"
 
 	stage "tests ($mode)"
 	# CGO off: the test binary is copied into the container for its host
 	# checks and must not depend on the host's C library.
-	local gotest_rc=0
+	# E2E_TEST_BIN: a test binary built beforehand (go test -c, static), run
+	# in its package's directory as go test would, where there is no Go (the
+	# cgroup v2 guest of make test-v2).
+	local gotest_rc=0 suite=(go test -v -count=1 -timeout 30m -skip "$LOCAL_ONLY" ./gateway/e2e)
+	if [ -n "${E2E_TEST_BIN:-}" ]; then
+		suite=(env -C "$ROOT/gateway/e2e" "$E2E_TEST_BIN" -test.v -test.count=1 -test.timeout 30m -test.skip "$LOCAL_ONLY")
+	fi
 	PYEXEC_E2E_URL="$url" \
 		PYEXEC_E2E_EXEC="podman exec -i $name" \
 		PYEXEC_E2E_LOGS="podman logs $name" \
 		PYEXEC_E2E_CGROUP_PARENT="$parent" \
 		PYEXEC_TEST_ENGINES="$engine" \
 		CGO_ENABLED=0 \
-		go test -v -count=1 -timeout 30m -skip "$LOCAL_ONLY" ./gateway/e2e >"$IMAGE_RUN_DIR/tests-$mode.log" 2>&1 || gotest_rc=$?
+		"${suite[@]}" >"$IMAGE_RUN_DIR/tests-$mode.log" 2>&1 || gotest_rc=$?
 	local passed failed skipped
 	passed="$(grep -c -- '--- PASS' "$IMAGE_RUN_DIR/tests-$mode.log" || true)"
 	failed="$(grep -c -- '--- FAIL' "$IMAGE_RUN_DIR/tests-$mode.log" || true)"
@@ -177,10 +217,13 @@ $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)
 	# The drain through the image: a ~3 s execution is in flight when
 	# `podman stop` sends SIGTERM; it still gets its answer, a new request
 	# during the drain gets 503 unavailable, and then the container exits.
-	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid
+	# IMAGE_DRAIN_SECONDS lengthens the execution where podman itself takes
+	# seconds to deliver the signal (under emulation), so the drain is still
+	# under way when it arrives; it must stay under the 8 s drain timeout.
+	local dir="$IMAGE_RUN_DIR/drain-$mode" cpid spid ds="${IMAGE_DRAIN_SECONDS:-3}"
 	rm -rf "$dir" && mkdir -p "$dir"
 	curl -sS --max-time 60 -o "$dir/inflight.json" -w '%{http_code}' -H 'Content-Type: application/json' \
-		-d '{"script":"import time\ndef main():\n    time.sleep(3)\n    return \"drained\"\n","timeout":10}' \
+		-d '{"script":"import time\ndef main():\n    time.sleep('"$ds"')\n    return \"drained\"\n","timeout":'"$((ds + 7))"'}' \
 		"$url/execute" >"$dir/inflight.code" 2>"$dir/inflight.err" &
 	cpid=$!
 	sleep 1
@@ -257,15 +300,15 @@ build() {
 $(tail -30 "$IMAGE_RUN_DIR/build.log")"
 	say "built $IMAGE_TAG in $((SECONDS - b0)) s"
 	check_no_ca
-	local size
-	size="$(podman image inspect --format '{{.Size}}' "$IMAGE_TAG")"
-	: >"$SUMMARY"
-	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes)" >>"$SUMMARY"
 }
 
-main() {
-	local t_all=$SECONDS
-	build
+# run_modes: every mode of IMAGE_TEST_MODES against the image, which must be
+# there (built, or loaded with `load`).
+run_modes() {
+	local t_all=$SECONDS size
+	size="$(podman image inspect --format '{{.Size}}' "$IMAGE_TAG")" || die "no image $IMAGE_TAG"
+	: >"$SUMMARY"
+	echo "image $IMAGE_TAG: $((size / 1000000)) MB ($size bytes); cgroup $([ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && echo v2 || echo v1), podman $(podman version --format '{{.Client.Version}}'), cgroup manager ${PODMAN_CGROUP_MANAGER:-cgroupfs}" >>"$SUMMARY"
 	# Containers of a run that was killed would hold ports and cgroups.
 	podman ps -a --format '{{.Names}}' | grep '^pyexec-img-' | xargs -r podman rm -f -t 0 >/dev/null || true
 	local mode
@@ -278,8 +321,24 @@ main() {
 		fi
 	done
 	STAGE=done
-	echo "== image: all stages passed in $((SECONDS - t_all)) s" >&2
+	echo "== image: every run mode passed in $((SECONDS - t_all)) s" >&2
 	cat "$SUMMARY" >&2
+}
+
+main() {
+	local t_all=$SECONDS
+	build
+	# Each flag of the least-privilege recipe of this host's cgroup version
+	# is needed (a recipe is one of the run modes below).
+	local lp=leastpriv-warm
+	[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && lp=leastpriv-v2-warm
+	if [ -n "${IMAGE_TEST_LOCK:-}" ]; then
+		flock "$IMAGE_TEST_LOCK" "$0" subtract "$lp" || exit 1
+	else
+		(subtract "$lp") || exit 1
+	fi
+	run_modes
+	echo "== image: all stages passed in $((SECONDS - t_all)) s" >&2
 }
 
 # check_no_ca: the CA bundle handed to the build as a secret is in no file of
@@ -303,12 +362,146 @@ check_no_ca() {
 	say "the CA bundle is in no file of the image"
 }
 
+# subtract MODE: that each flag of MODE's recipe is needed. The container
+# starts with all of them, then once without each (a flag and its argument),
+# always with PYEXEC_ISOLATION=full and the warm engine, which refuse to serve
+# with less than full isolation. A flag is needed when, without it, the
+# container exits at start-up, or serves without its spares' scheduling
+# policy (SCHED_BATCH: without SYS_NICE the supervisor cannot set it on
+# another user's process, and spares then compete with executions). With all
+# the flags it must serve with full isolation and SCHED_BATCH spares.
+subtract() {
+	local mode="$1" engine isolation flags
+	read -r engine isolation flags <<<"$(mode_flags "$mode")"
+	# shellcheck disable=SC2206
+	local fl=($flags) i
+	[ $((${#fl[@]} % 2)) = 0 ] || die "the flags of $mode are not flag/argument pairs"
+	: >"$IMAGE_RUN_DIR/subtract-$mode.txt"
+	for ((i = -2; i < ${#fl[@]}; i += 2)); do
+		local use=() j
+		for ((j = 0; j < ${#fl[@]}; j += 2)); do
+			[ "$j" = "$i" ] || use+=("${fl[$j]}" "${fl[$((j + 1))]}")
+		done
+		local without="nothing"
+		[ "$i" -lt 0 ] || without="${fl[$i]} ${fl[$((i + 1))]}"
+		stage "subtract ($mode without $without)"
+		local out
+		out="$(subtract_one "${use[@]}")"
+		say "$out"
+		echo "without $without: $out" >>"$IMAGE_RUN_DIR/subtract-$mode.txt"
+		if [ "$i" -lt 0 ]; then
+			[[ "$out" == "serves: "* ]] || die "with every flag of $mode: $out"
+		else
+			[[ "$out" != "serves: "* ]] || die "$without is not needed: $out"
+		fi
+	done
+	cat "$IMAGE_RUN_DIR/subtract-$mode.txt" >&2
+}
+
+# subtract_one FLAGS...: start the image with FLAGS; print "serves ..." when
+# it serves with full isolation and SCHED_BATCH spares, else what it lacks.
+subtract_one() {
+	local name="pyexec-img-subtract-$$" port url health="" deadline
+	port="$(free_port)"
+	url="http://127.0.0.1:$port"
+	podman run -d --name "$name" "$@" -p "127.0.0.1:$port:8080" -e PYEXEC_ISOLATION=full -e ENGINE=warm \
+		"$IMAGE_TAG" >/dev/null 2>"$IMAGE_RUN_DIR/run.err" || {
+		echo "podman run refuses: $(tail -1 "$IMAGE_RUN_DIR/run.err")"
+		return 0
+	}
+	deadline=$((SECONDS + 300))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		health="$(curl -fsS --max-time 5 "$url/health" 2>/dev/null || true)"
+		[ -n "$health" ] && break
+		[ "$(podman inspect --format '{{.State.Running}}' "$name" 2>/dev/null)" = true ] || break
+		sleep 0.5
+	done
+	local out
+	if [ -z "$health" ]; then
+		out="exits at start-up: $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal)"|refus|cannot' | tail -1 | cut -c1-300)"
+	else
+		# Wait for the spares, then look at every process's policy (3 is
+		# SCHED_BATCH).
+		curl -fsS --max-time 60 -H 'Content-Type: application/json' -d '{"script":"def main():\n    return 1\n"}' "$url/execute" >/dev/null 2>&1
+		sleep 5
+		local policies
+		policies="$(podman exec "$name" python3.11 -c '
+import os
+seen = set()
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            seen.add(os.sched_getscheduler(int(p)))
+        except OSError:
+            pass
+print(" ".join(map(str, sorted(seen))))' 2>&1)"
+		case "$health" in
+		*'"tier":"full"'*'"engine":"warm"'* | *'"engine":"warm"'*'"tier":"full"'*)
+			if [[ " $policies " == *" 3 "* ]]; then
+				out="serves: full tier, warm engine, SCHED_BATCH spares"
+			else
+				out="serves without SCHED_BATCH spares (policies seen: $policies)"
+			fi
+			;;
+		*) out="serves with less than full isolation: $health" ;;
+		esac
+	fi
+	podman rm -f -t 5 "$name" >/dev/null 2>&1
+	echo "$out"
+}
+
+# load FILE: the image from a `podman save` archive (the cgroup v2 guest of
+# make test-v2 tests the image the host built).
+load() {
+	stage "load"
+	ensure_podman
+	[ -s "$1" ] || die "no image archive at $1"
+	# An archive written by save is named by the image's id.
+	if [ "$(podman image inspect --format '{{.Id}}' "$IMAGE_TAG" 2>/dev/null)" = "$(basename "$1" .tar)" ]; then
+		say "$IMAGE_TAG is loaded already"
+		return 0
+	fi
+	local t0=$SECONDS
+	podman load -q -i "$1" >"$IMAGE_RUN_DIR/load.log" 2>&1 || die "podman load failed: $(tail -5 "$IMAGE_RUN_DIR/load.log")"
+	podman image exists "$IMAGE_TAG" || die "$1 holds no $IMAGE_TAG: $(cat "$IMAGE_RUN_DIR/load.log")"
+	say "loaded $IMAGE_TAG from $1 in $((SECONDS - t0)) s"
+}
+
+# save DIR: the image as a `podman save` archive DIR/<image id>.tar, written
+# only when that image's is not there yet (older ones are removed); prints its
+# path.
+save() {
+	stage "save"
+	ensure_podman
+	local id out
+	id="$(podman image inspect --format '{{.Id}}' "$IMAGE_TAG")" || die "no image $IMAGE_TAG"
+	out="$1/$id.tar"
+	mkdir -p "$1"
+	if [ ! -s "$out" ]; then
+		rm -f "$1"/*.tar "$1"/*.part
+		podman save -q -o "$out.part" "$IMAGE_TAG" >"$IMAGE_RUN_DIR/save.log" 2>&1 ||
+			die "podman save failed: $(tail -5 "$IMAGE_RUN_DIR/save.log")"
+		mv "$out.part" "$out"
+	fi
+	echo "$out"
+}
+
 case "${1:-}" in
+load) load "$2" ;;
+save) save "$2" ;;
+subtract)
+	ensure_podman
+	subtract "$2"
+	;;
+modes)
+	ensure_podman
+	run_modes
+	;;
 run-mode)
 	ensure_podman
 	run_mode "$2"
 	;;
 build) build ;;
 "") main ;;
-*) die "usage: $0 [build | run-mode MODE]" ;;
+*) die "usage: $0 [build | save DIR | load FILE | modes | run-mode MODE | subtract MODE]" ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-image.sh: build (once) the cgroup v2 test guest that `make test-v2`
 # boots: a Debian bookworm root file system made with debootstrap, with the
-# Debian kernel, systemd, python3.11, the pinned venv of runner/requirements.txt
+# Debian kernel, systemd, python3.11, podman, the pinned venv of runner/requirements.txt
 # at /opt/python-executor/venv, the service's users, and the host's CA bundle
 # in its trust store. Prints the directory holding the result:
 #
@@ -93,6 +93,14 @@ in_root apt-get install -y -qq --no-install-recommends \
 	systemd systemd-sysv udev dbus kmod iproute2 procps util-linux ca-certificates curl \
 	python3.11 python3.11-venv libstdc++6 zlib1g >>"$LOGS/apt.log" 2>&1 ||
 	die "apt-get install in the guest failed: $(tail -5 "$LOGS/apt.log") (logs in $LOGS)"
+
+# podman as Debian ships it, to test the image on cgroup v2 (guest stage
+# image, scripts/image/test.sh): runc (as on the host, and what this was
+# tested with), netavark and iptables to publish ports, catatonit for --init.
+say "installing podman"
+in_root apt-get install -y -qq --no-install-recommends \
+	podman runc netavark aardvark-dns iptables catatonit >"$LOGS/podman.log" 2>&1 ||
+	die "apt-get install podman in the guest failed: $(tail -5 "$LOGS/podman.log") (logs in $LOGS)"
 
 # The host's CA bundle (a TLS-intercepting proxy may sit in front of the
 # registries) joins the guest's trust store.

@@ -23,6 +23,7 @@ for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	pyexec.src=*) ROOT="${arg#pyexec.src=}" ;;
 	pyexec.stages=*) STAGES="${arg#pyexec.stages=}" ;;
+	pyexec.imagemodes=*) PYEXEC_V2_IMAGE_MODES="${arg#pyexec.imagemodes=}" && PYEXEC_V2_IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES//,/ }" ;;
 	esac
 done
 
@@ -197,6 +198,57 @@ container() {
 }
 stage service-systemd-unit unit
 stage service-container-root container
+
+# The image of make test-image under podman on cgroup v2, as users run it:
+# loaded from the host's `podman save` (9p tag "image"), podman configured as
+# scripts/image/podman.sh does on the host but with systemd managing the
+# containers' cgroups (podman's default on a systemd v2 host), then
+#   image-subtract: each flag of the v2 least-privilege recipe is needed
+#                   (without each, the container refuses full isolation or
+#                   its spares lack their scheduling policy);
+#   image:          the README's recipes (IMAGE_MODES) run as make test-image
+#                   runs them on the host: /health (tier, engine, cgroups v2:
+#                   no fallback), the end-to-end and adversarial suites over
+#                   HTTP (bin/v2/e2e.test), SIGTERM with an execution in
+#                   flight, exit 0 and no cgroup left.
+# The cold engine's recipes (privileged-cold, leastpriv-v2-cold) can be
+# added with PYEXEC_V2_IMAGE_MODES; by default they are left to e2e-cold
+# above and to make test-image, for time (each recipe takes 4 to 5 minutes
+# under emulation). The containers wait as long as the suites' own services
+# for a slot or a zygote (PYEXEC_TEST_QUEUE_WAIT).
+IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES:-default privileged-warm leastpriv-v2-warm}"
+# podman takes seconds to deliver SIGTERM there: the execution in flight at
+# the stop runs 7 s rather than 3, so the drain is still under way.
+image_env=(env PODMAN_CGROUP_MANAGER=systemd E2E_TEST_BIN="$BIN/e2e.test" IMAGE_RUN_DIR=/run/python-executor-image IMAGE_DRAIN_SECONDS=7
+	IMAGE_EXTRA_ENV="PYEXEC_MAX_QUEUE_WAIT=$PYEXEC_TEST_QUEUE_WAIT PYEXEC_NOT_READY_AFTER=$PYEXEC_TEST_QUEUE_WAIT")
+image_load() {
+	mkdir -p /mnt/image
+	mountpoint -q /mnt/image ||
+		mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro image /mnt/image || return 1
+	local tar
+	tar="$(ls /mnt/image/*.tar 2>/dev/null | head -1)"
+	[ -n "$tar" ] || { echo "no image archive shared by the host (9p tag image)"; return 1; }
+	"${image_env[@]}" "$ROOT/scripts/image/test.sh" load "$tar"
+}
+image_keep_logs() {
+	mkdir -p "$RES/image"
+	cp -r /run/python-executor-image/*.log /run/python-executor-image/*.txt /run/python-executor-image/drain-* "$RES/image/" 2>/dev/null
+	return 0
+}
+image_subtract() {
+	local rc=0
+	image_load && "${image_env[@]}" "$ROOT/scripts/image/test.sh" subtract leastpriv-v2-warm || rc=1
+	image_keep_logs
+	return "$rc"
+}
+image_modes() {
+	local rc=0
+	image_load && "${image_env[@]}" IMAGE_TEST_MODES="$IMAGE_MODES" "$ROOT/scripts/image/test.sh" modes || rc=1
+	image_keep_logs
+	return "$rc"
+}
+stage image-subtract image_subtract
+stage image image_modes
 
 # Finally, across everything above: no cgroup and no process left.
 stage cgroup-leftovers leftovers

@@ -5,24 +5,34 @@
 #      cached under /var/cache/python-executor/v2/<hash of its recipe>);
 #   2. build: the Go binaries and `go test -c` test binaries, on the host,
 #      static (CGO_ENABLED=0), into bin/v2;
-#   3. boot: the guest under QEMU's TCG emulation (this kind of host has no
+#   3. container image: the image of make test-image (built with podman on
+#      the host by scripts/image/test.sh build, a cache hit after make
+#      test-image), saved with `podman save` under $CACHE/container-image
+#      (keyed by the image's id) and shared with the guest read-only;
+#   4. boot: the guest under QEMU's TCG emulation (this kind of host has no
 #      usable KVM), systemd.unified_cgroup_hierarchy=1, user-mode networking,
 #      the checkout shared read-only over 9p and a results directory writable;
-#   4. tests: the guest runs scripts/v2/guest.sh (both engines, end-to-end
+#   5. tests: the guest runs scripts/v2/guest.sh (both engines, end-to-end
 #      and adversarial suites, the service inside a systemd unit and at a
-#      container-like cgroup root, leftover checks) and powers off.
+#      container-like cgroup root, the image under podman in the README's
+#      recipes, leftover checks) and powers off.
 #
 # Prints the guest's summary and exits non-zero naming the stage that failed.
 # Needs root. Environment: PYEXEC_V2_CACHE (image cache), PYEXEC_V2_TIMEOUT
-# (seconds the guest may run, default 2400), PYEXEC_V2_BOOT_TIMEOUT (seconds
+# (seconds the guest may run, default 3600), PYEXEC_V2_BOOT_TIMEOUT (seconds
 # until its tests start, default 600), PYEXEC_V2_MEM_MB (default 3072),
 # PYEXEC_V2_STAGES (comma-separated guest stages to run, e.g. jail,e2e-warm;
-# default all: see scripts/v2/guest.sh).
+# default all: see scripts/v2/guest.sh), PYEXEC_V2_IMAGE_MODES (the
+# recipes the guest's image stage runs, default "default privileged-warm
+# leastpriv-v2-warm"), PYEXEC_V2_IMAGE (an image archive saved beforehand
+# with scripts/image/test.sh save, alone in its directory, tested instead of
+# building one), IMAGE_TEST_LOCK (a lock file held while podman builds and
+# saves the image on the host).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${PYEXEC_V2_CACHE:-/var/cache/python-executor/v2}"
-TIMEOUT="${PYEXEC_V2_TIMEOUT:-2400}"
+TIMEOUT="${PYEXEC_V2_TIMEOUT:-3600}"
 MEM="${PYEXEC_V2_MEM_MB:-3072}"
 
 fail() { # fail STAGE MESSAGE
@@ -56,6 +66,28 @@ mkdir -p "$ROOT/bin/v2"
 		go test -c -o bin/v2/jail.test ./internal/jail
 ) || fail build "go build / go test -c failed"
 
+# want STAGE: the guest runs STAGE (PYEXEC_V2_STAGES empty runs them all).
+want() { [ -z "${PYEXEC_V2_STAGES:-}" ] || [[ ",$PYEXEC_V2_STAGES," == *",$1,"* ]]; }
+IMGDIR="$CACHE/container-image"
+mkdir -p "$IMGDIR"
+if { want image || want image-subtract; } && [ -n "${PYEXEC_V2_IMAGE:-}" ]; then
+	# An archive saved beforehand (scripts/image/test.sh save DIR), e.g. by
+	# a job that built and tested the image already: shared as it is.
+	[ -s "$PYEXEC_V2_IMAGE" ] || fail container-image "PYEXEC_V2_IMAGE=$PYEXEC_V2_IMAGE is no image archive"
+	IMGDIR="$(dirname "$(realpath "$PYEXEC_V2_IMAGE")")"
+	[ "$(ls "$IMGDIR"/*.tar | wc -l)" = 1 ] || fail container-image "$IMGDIR must hold that one archive (*.tar) only"
+	say "container image: $PYEXEC_V2_IMAGE (PYEXEC_V2_IMAGE, not rebuilt)"
+elif want image || want image-subtract; then
+	say "stage container-image: the image (scripts/image/test.sh build), saved for the guest"
+	i0=$(date +%s)
+	lock=()
+	[ -z "${IMAGE_TEST_LOCK:-}" ] || lock=(flock "$IMAGE_TEST_LOCK")
+	"${lock[@]}" "$ROOT/scripts/image/test.sh" build || fail container-image "scripts/image/test.sh build failed (see above)"
+	tarball="$("${lock[@]}" "$ROOT/scripts/image/test.sh" save "$IMGDIR" | tail -1)" || fail container-image "podman save failed (see above)"
+	[ -s "$tarball" ] || fail container-image "no image archive in $IMGDIR"
+	say "container image: $tarball ($(($(stat -c %s "$tarball") / 1000000)) MB, $(($(date +%s) - i0))s)"
+fi
+
 RES="$(mktemp -d "${TMPDIR:-/tmp}/pyexec-v2-results.XXXXXX")"
 chmod 0777 "$RES"
 say "stage boot: QEMU TCG guest (results in $RES; the console is echoed below)"
@@ -68,11 +100,12 @@ timeout --kill-after=30 "$TIMEOUT" qemu-system-x86_64 \
 	-display none -monitor none -no-reboot \
 	-serial "file:$RES/console.log" \
 	-kernel "$IMG/vmlinux" -initrd "$IMG/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT${PYEXEC_V2_STAGES:+ pyexec.stages=$PYEXEC_V2_STAGES}" \
+	-append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 mitigations=off loglevel=3 systemd.show_status=0 pyexec.src=$ROOT${PYEXEC_V2_STAGES:+ pyexec.stages=$PYEXEC_V2_STAGES}${PYEXEC_V2_IMAGE_MODES:+ pyexec.imagemodes=${PYEXEC_V2_IMAGE_MODES// /,}}" \
 	-drive "file=$IMG/rootfs.img,format=raw,if=virtio,snapshot=on" \
 	-nic user,model=virtio-net-pci \
 	-virtfs "local,path=$ROOT,mount_tag=src,security_model=none,readonly=on" \
 	-virtfs "local,path=$RES,mount_tag=results,security_model=none" \
+	-virtfs "local,path=$IMGDIR,mount_tag=image,security_model=none,readonly=on" \
 	>"$RES/qemu.log" 2>&1 &
 qemu_pid=$!
 # The console, echoed as it comes; tail ends with QEMU.
