@@ -250,7 +250,7 @@ def _place_fds(fds: list[int], sync: socket.socket) -> None:
     """Make fds (stdout, stderr, request, result) 1-4 and close every other fd but 0
     and the sync socket, which moves to fd 5."""
     high = [os.dup(fd) for fd in (*fds, sync.fileno())]  # above every target: no dup2 clobbers a source
-    for target, fd in zip((STDOUT_FD, STDERR_FD, REQUEST_FD, RESULT_FD, SYNC_FD), high):
+    for target, fd in zip((STDOUT_FD, STDERR_FD, REQUEST_FD, RESULT_FD, SYNC_FD), high, strict=True):
         os.dup2(fd, target, inheritable=target != SYNC_FD)
     sync.detach()
     os.closerange(SYNC_FD + 1, 1 << 20)

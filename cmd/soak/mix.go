@@ -73,20 +73,6 @@ func failsWith(types ...string) func(a *answer) string {
 	}
 }
 
-// scriptAttributed are the error types that blame the script: what a
-// hostile script may get when the exact one is not pinned down (the service
-// may not blame itself for what a script did).
-var scriptAttributed = []string{"syntax_error", "missing_main", "invalid_result", "result_too_large",
-	"exception", "exited", "timeout", "memory_limit", "resource_limit", "result_corrupted"}
-
-// scriptFault accepts any answer that blames the script, or a 200.
-func scriptFault(a *answer) string {
-	if a.Status == http.StatusOK || slices.Contains(scriptAttributed, a.errType()) {
-		return ""
-	}
-	return fmt.Sprintf("status %d type %q, want 200 or an error blaming the script", a.Status, a.errType())
-}
-
 func either(fs ...func(a *answer) string) func(a *answer) string {
 	return func(a *answer) string {
 		var why []string

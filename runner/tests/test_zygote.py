@@ -12,6 +12,7 @@ import sys
 import pytest
 from conftest import RUNNER_DIR, runner  # noqa: F401  (conftest puts the runner on sys.path)
 
+# isort: split
 import zygote  # noqa: E402
 
 
