@@ -10,14 +10,13 @@ import (
 )
 
 type vals struct {
-	s, e  string
-	i     int
-	i64   int64
-	d     time.Duration
-	b     bool
-	fs    *flag.FlagSet
-	b2    *Binder
-	given func(string) bool
+	s, e string
+	i    int
+	i64  int64
+	d    time.Duration
+	b    bool
+	fs   *flag.FlagSet
+	b2   *Binder
 }
 
 func bind(env map[string]string) (*vals, error) {

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import RUNNER_DIR  # noqa: F401  (conftest puts the runner on sys.path)
-
 import zygote  # noqa: E402
+from conftest import RUNNER_DIR  # noqa: F401  (conftest puts the runner on sys.path)
 
 GOLDEN = RUNNER_DIR / "testdata" / "zygote"
 UPDATE = os.environ.get("PYEXEC_UPDATE_GOLDEN") == "1"
