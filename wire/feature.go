@@ -21,6 +21,11 @@ import (
 // registered yet; the first ones planned are streamed events, files and
 // images.
 
+// FeatureIO: the execute message may carry args and files, the result
+// message carries the files collected from output/, and the error type
+// invalid_args may be sent (PROTOCOL.md, "Feature io").
+const FeatureIO = "io"
+
 // maxFeatureName is the longest feature name a peer considers; a longer one
 // cannot be registered and is ignored like any other unknown name.
 const maxFeatureName = 64
