@@ -680,7 +680,9 @@ class IORequest:
         args = body.get("args")
         if args is not None and not isinstance(args, bytes):
             raise FrameError(f"request field args is a {type(args).__name__}, want bytes")
-        raw_files = body.get("files") or []
+        raw_files = body.get("files")
+        if raw_files is None:
+            raw_files = []
         if not isinstance(raw_files, list):
             raise FrameError(f"request field files is a {type(raw_files).__name__}, want a list")
         files = []
