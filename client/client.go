@@ -9,6 +9,11 @@
 // by request id. Transport failures (no supervisor, connection lost, protocol
 // violation) are errors that wrap ErrUnavailable; what the script did is an
 // Outcome, never an error.
+//
+// With the "io" feature (wire.FeatureIO in Config.Features) an Execute may
+// carry Args (main(**args)) and Files (written before the script runs), and
+// the Outcome carries the files the script left in output/; see
+// ExampleClient_Execute_argsAndFiles.
 package client
 
 import (
