@@ -136,6 +136,15 @@ func TestArgsAndFiles(t *testing.T) {
 			}
 		})
 
+		t.Run("readme_example", func(t *testing.T) {
+			body := "{\n  \"script\": \"import os, pandas as pd\\ndef main(column):\\n    df = pd.read_csv(\\\"data.csv\\\")\\n    os.makedirs(\\\"output\\\", exist_ok=True)\\n    df.to_csv(\\\"output/doubled.csv\\\", index=False, columns=[column])\\n    return int(df[column].sum())\",\n  \"args\": {\"column\": \"b\"},\n  \"files\": [{\"name\": \"data.csv\", \"content\": \"a,b\\n1,2\\n3,4\\n\"}]}"
+			r := post(t, base, "/execute", []byte(body))
+			r.wantOK(t)
+			if !strings.Contains(string(r.Raw), `"truncated":{"stdout":false,"stderr":false,"files":false},"files":[{"name":"doubled.csv","size":6,"media_type":"text/csv","content":"YgoyCjQK"}]}`) || string(r.Body.Result) != "6" {
+				t.Fatalf("answer %s", r.Raw)
+			}
+		})
+
 		t.Run("files_out", func(t *testing.T) {
 			r := execute(t, base, "import os\ndef main(n):\n    os.makedirs('output/sub', exist_ok=True)\n    open('output/r.csv', 'w').write('a,b\\n' * n)\n    open('output/sub/x.bin', 'wb').write(bytes(range(3)))\n    return n",
 				map[string]any{"args": map[string]any{"n": 2}})
