@@ -657,6 +657,10 @@ MAX_OUTPUT_DEPTH = 16
 MAX_OUTPUT_ENTRIES = 10000
 OUTPUT_TIME_LIMIT = 2.0  # seconds of collection at most
 _READ_CHUNK = 1 << 20
+# The open flags, computed now: a script that sets os.O_NOFOLLOW = 0 must not
+# make the collection follow links.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class IORequest:
@@ -865,7 +869,7 @@ def collect_output(workdir: str, max_count: int, max_bytes: int, time_limit: flo
     if max_count <= 0 or max_bytes <= 0:
         return [], False
     deadline = _monotonic() + time_limit
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = _DIR_FLAGS
     try:
         base = _os_open(workdir, flags)
     except OSError:
@@ -941,7 +945,7 @@ def _read_regular(dir_fd: int, name: str, st: os.stat_result, left: int, deadlin
     """The bytes of a regular file, or None when it is not the file lstat saw, grew past
     the bytes left, or the deadline passed while reading."""
     try:
-        fd = _os_open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = _os_open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
     try:

@@ -220,10 +220,15 @@ def test_files_in_the_result_frame(workdir):
 
 
 def test_collection_survives_a_script_that_rebinds_os(workdir, monkeypatch):
-    for name in ("open", "read", "scandir"):  # put back after the test
+    for name in ("open", "read", "scandir", "O_NOFOLLOW", "O_DIRECTORY"):  # put back after the test
         monkeypatch.setattr(os, name, getattr(os, name))
     monkeypatch.chdir(workdir)
-    script = "import os\ndef main():\n    os.mkdir('output')\n    open('output/x', 'w').write('x')\n    os.open = os.read = os.scandir = None\n    os.chdir('/')\n    return 1"
+    (workdir / "secret").write_text("secret")
+    script = (
+        "import os\ndef main():\n    os.mkdir('output')\n    open('output/x', 'w').write('x')\n"
+        "    os.symlink(os.path.abspath('secret'), 'output/link')\n"
+        "    os.O_NOFOLLOW = os.O_DIRECTORY = 0\n    os.open = os.read = os.scandir = None\n    os.chdir('/')\n    return 1"
+    )
     assert run(script, max_out=10, max_out_bytes=100)[1].get("files") == [{"name": "x", "data": b"x"}]
 
 
