@@ -9,6 +9,11 @@
 // by request id. Transport failures (no supervisor, connection lost, protocol
 // violation) are errors that wrap ErrUnavailable; what the script did is an
 // Outcome, never an error.
+//
+// With the "io" feature (wire.FeatureIO in Config.Features) an Execute may
+// carry Args (main(**args)) and Files (written before the script runs), and
+// the Outcome carries the files the script left in output/; see
+// ExampleClient_Execute_argsAndFiles.
 package client
 
 import (
@@ -97,6 +102,12 @@ type Outcome struct {
 	// failure. A done without a result or error from the supervisor is
 	// reported as wire.ErrInternal.
 	Err *wire.Error
+	// Files are the files the script left in output/ (with a result
+	// only; wire.FeatureIO), FilesTruncated whether some were left out by
+	// a cap. Ask for the feature in Config.Features to send args and files
+	// and to get these.
+	Files          []wire.File
+	FilesTruncated bool
 	// Stdout is every stdout chunk joined, as capped by the supervisor.
 	Stdout []byte
 	// Stderr is every stderr chunk joined, as capped by the supervisor.
@@ -680,6 +691,7 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 				return &wire.ProtocolError{Reason: fmt.Sprintf("second result or error for request %d", f.RequestID)}
 			}
 			cl.answered, cl.out.Result = true, r.JSON
+			cl.out.Files, cl.out.FilesTruncated = r.Files, r.FilesTruncated
 			return nil
 		})
 	case wire.TypeStdout, wire.TypeStderr:
@@ -709,7 +721,7 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 				cl.out.Err = &wire.Error{Type: wire.ErrInternal, Message: "the supervisor sent no result or error"}
 			}
 			if cl.out.Err != nil {
-				cl.out.Result = nil
+				cl.out.Result, cl.out.Files, cl.out.FilesTruncated = nil, nil, false
 			}
 			cl.finished = true
 			return nil

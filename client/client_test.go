@@ -517,7 +517,7 @@ func TestExecute(t *testing.T) {
 	if f.RequestID == 0 {
 		t.Fatal("execute on request id 0, want a non-zero id")
 	}
-	if got != req {
+	if !reflect.DeepEqual(got, req) {
 		t.Fatalf("supervisor got execute %+v, want %+v", got, req)
 	}
 	done := wire.Done{WallMS: 31, CPUMS: 25, PeakMemoryBytes: 9 << 20, ExitReason: wire.ExitOK, StderrTruncated: true}

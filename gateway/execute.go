@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/python-executor/python-executor/client"
@@ -17,6 +18,12 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 	r := g.req(ctx)
 	if e := checkContentType(string(ctx.Request.Header.ContentType())); e != nil {
 		g.refuse(ctx, r, e)
+		return
+	}
+	if body := ctx.PostBody(); len(body) > g.cfg.MaxBodyBytes && len(body)-ioBytes(body) > g.cfg.MaxBodyBytes {
+		// The limit grew for args and files only (see ioBodyRoom).
+		g.refuse(ctx, r, &apiError{Type: errBodyTooLarge,
+			Message: "request body exceeds " + strconv.Itoa(g.cfg.MaxBodyBytes) + " bytes"})
 		return
 	}
 	req, e := parseExecute(ctx.PostBody(), g.cfg.MaxTimeout)
@@ -131,6 +138,7 @@ func (g *Gateway) answer(ctx *fasthttp.RequestCtx, r *request, out *client.Outco
 var defaultMessages = map[wire.ErrorType]string{
 	wire.ErrSyntax:         "the script has a syntax error",
 	wire.ErrMissingMain:    "the script defines no callable main()",
+	wire.ErrInvalidArgs:    "args cannot be bound to main()'s parameters",
 	wire.ErrInvalidResult:  "main() returned a value that cannot be encoded as JSON",
 	wire.ErrResultTooLarge: "main()'s result is larger than allowed",
 	wire.ErrException:      "the script raised an exception",

@@ -94,7 +94,7 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		Concurrency:                  cfg.MaxConns,
-		MaxRequestBodySize:           cfg.MaxBodyBytes,
+		MaxRequestBodySize:           cfg.MaxBodyBytes + ioBodyRoom(),
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
@@ -258,7 +258,7 @@ func (g *Gateway) bodyTooLarge() *apiError {
 // handleExpect answers "Expect: 100-continue": a body announced over the
 // limit is refused at once with the JSON 413, before the client sends it.
 func (g *Gateway) handleExpect(ctx *fasthttp.RequestCtx) int {
-	if n := ctx.Request.Header.ContentLength(); n > g.cfg.MaxBodyBytes {
+	if n := ctx.Request.Header.ContentLength(); n > g.cfg.MaxBodyBytes+ioBodyRoom() {
 		g.handleServerError(ctx, fasthttp.ErrBodyTooLarge)
 		return fasthttp.StatusRequestEntityTooLarge
 	}

@@ -40,7 +40,7 @@ func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiErro
 	if e != nil {
 		return req, e
 	}
-	known := map[string]bool{"script": true}
+	known := map[string]bool{"script": true, "args": true, "files": true}
 	for _, f := range limits.HTTPFields() {
 		known[f] = true
 	}
@@ -71,7 +71,27 @@ func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiErro
 		return req, invalidRequest(le.Message)
 	}
 	req.Limits = lim
+	if raw, ok := fields.values["args"]; ok {
+		if req.Args, e = parseArgs(raw); e != nil {
+			return req, e
+		}
+	}
+	if raw, ok := fields.values["files"]; ok {
+		if req.Files, e = parseFiles(raw); e != nil {
+			return req, e
+		}
+	}
 	return req, nil
+}
+
+// ioBytes is how much of body the args and files fields take (the body
+// limit grows by their room; the rest must fit -max-body-bytes).
+func ioBytes(body []byte) int {
+	fields, e := decodeObject(body)
+	if e != nil {
+		return 0
+	}
+	return len(fields.values["args"]) + len(fields.values["files"])
 }
 
 // object is a decoded top-level JSON object: raw values by key, and the keys

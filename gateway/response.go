@@ -26,7 +26,7 @@ const (
 func statusFor(t wire.ErrorType) int {
 	switch t {
 	case wire.ErrInvalidRequest, wire.ErrSyntax, wire.ErrMissingMain,
-		wire.ErrInvalidResult, wire.ErrResultTooLarge:
+		wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrInvalidArgs:
 		// The request or the script's own code is at fault; retrying the
 		// same request gives the same answer.
 		return fasthttp.StatusBadRequest
@@ -116,7 +116,18 @@ func successBody(out *client.Outcome) []byte {
 	b = strconv.AppendBool(b, out.Done.StdoutTruncated)
 	b = append(b, `,"stderr":`...)
 	b = strconv.AppendBool(b, out.Done.StderrTruncated)
-	b = append(b, `}}`...)
+	// Optional (args and files): only an execution that left files in
+	// output/ has "files" and "truncated.files".
+	withFiles := len(out.Files) > 0 || out.FilesTruncated
+	if withFiles {
+		b = append(b, `,"files":`...)
+		b = strconv.AppendBool(b, out.FilesTruncated)
+	}
+	b = append(b, '}')
+	if withFiles {
+		b = appendFiles(b, out)
+	}
+	b = append(b, '}')
 	return b
 }
 

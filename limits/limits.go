@@ -154,6 +154,40 @@ var Table = []Limit{
 		Doc:      "limit of the encoded result, in KiB",
 		Enforced: "the runner refuses a larger result; the supervisor caps what it reads",
 	},
+	// The caps of args and files. Their sum with the result limit must fit
+	// one frame (wire.DefaultMaxFrame, 16 MiB): the supervisor checks it at
+	// start-up, and the gateway's body limit grows by what args and files
+	// may take.
+	{
+		Field: "ArgsBytes", Unit: Bytes, Wire: "args_bytes", HTTP: "args_bytes", HTTPScale: 1, HTTPMax: 1 << 40,
+		Default: 1 * mib, Flag: "args-kb", FlagScale: kib,
+		Doc:      "limit of the JSON text of args, in KiB",
+		Enforced: "the supervisor refuses larger args (invalid_request)",
+	},
+	{
+		Field: "FilesInCount", Unit: Count, Wire: "files_in_count", HTTP: "files_count", HTTPScale: 1, HTTPMax: 1 << 20,
+		Default: 64, Flag: "files-in-count", FlagScale: 1,
+		Doc:      "limit of the number of input files",
+		Enforced: "the supervisor refuses more files (invalid_request)",
+	},
+	{
+		Field: "FilesInBytes", Unit: Bytes, Wire: "files_in_bytes", HTTP: "files_bytes", HTTPScale: 1, HTTPMax: 1 << 40,
+		Default: 8 * mib, Flag: "files-in-kb", FlagScale: kib,
+		Doc:      "limit of the total size of the input files (decoded), in KiB",
+		Enforced: "the supervisor refuses larger files (invalid_request); they are written to /tmp, inside its size limit",
+	},
+	{
+		Field: "FilesOutCount", Unit: Count, Wire: "files_out_count", HTTP: "output_files_count", HTTPScale: 1, HTTPMax: 1 << 20,
+		Default: 64, Flag: "files-out-count", FlagScale: 1,
+		Doc:      "limit of the number of output files returned",
+		Enforced: "the runner stops collecting (truncated.files); the supervisor refuses more",
+	},
+	{
+		Field: "FilesOutBytes", Unit: Bytes, Wire: "files_out_bytes", HTTP: "output_files_bytes", HTTPScale: 1, HTTPMax: 1 << 40,
+		Default: 4 * mib, Flag: "files-out-kb", FlagScale: kib,
+		Doc:      "limit of the total size of the output files returned, in KiB",
+		Enforced: "the runner skips files past it by their size, unread (truncated.files); the supervisor caps what it reads",
+	},
 }
 
 // Set is one full set of per-execution limits, in their natural Go units.
@@ -169,6 +203,11 @@ type Set struct {
 	TmpInodes     int
 	OutputBytes   int64 // kept per stream (stdout, stderr); the rest is dropped
 	ResultBytes   int64
+	ArgsBytes     int64 // the JSON text of args
+	FilesInCount  int
+	FilesInBytes  int64 // decoded, summed over the input files
+	FilesOutCount int
+	FilesOutBytes int64 // summed over the output files
 }
 
 // index holds, per Table entry, the field indexes in Set and wire.Limits,

@@ -50,8 +50,10 @@ import json
 import linecache
 import math
 import os
+import stat
 import struct
 import sys
+import time
 import traceback
 import types
 from collections.abc import Coroutine, Iterable
@@ -81,6 +83,17 @@ _os_write = os.write
 _os_exit = os._exit
 _os_getpid = os.getpid
 _os_set_blocking = os.set_blocking
+_os_open = os.open
+_os_read = os.read
+_os_close = os.close
+_os_fstat = os.fstat
+_os_stat = os.stat
+_os_scandir = os.scandir
+_os_fsencode = os.fsencode
+_S_ISREG = stat.S_ISREG
+_S_ISDIR = stat.S_ISDIR
+_monotonic = time.monotonic
+_json_loads = json.loads
 _sys_modules = sys.modules
 _set_int_max_str_digits = sys.set_int_max_str_digits
 _get_int_max_str_digits = sys.get_int_max_str_digits
@@ -248,6 +261,12 @@ def read_request(stream: BinaryIO) -> tuple[int, str, int]:
     Missing keys take their zero value (PROTOCOL.md); keys of the wrong type are errors.
     max_result_bytes 0 means "no limit of the runner's own".
     """
+    request_id, script, max_result_bytes, _ = read_request_io(stream)
+    return request_id, script, max_result_bytes
+
+
+def read_request_io(stream: BinaryIO) -> tuple[int, str, int, "IORequest"]:
+    """read_request, plus the args and files of the request (the "io" feature)."""
     request_id, msg_type, version, body = read_frame(stream, MAX_REQUEST_BODY)
     if version != PROTOCOL_VERSION:
         raise FrameError(f"request has protocol version {version}, want {PROTOCOL_VERSION}")
@@ -259,7 +278,7 @@ def read_request(stream: BinaryIO) -> tuple[int, str, int]:
     max_result_bytes = body.get("max_result_bytes", 0)
     if type(max_result_bytes) is not int or max_result_bytes < 0:
         raise FrameError(f"request field max_result_bytes is {max_result_bytes!r}, want an int >= 0")
-    return request_id, script, max_result_bytes
+    return request_id, script, max_result_bytes, IORequest.from_body(body)
 
 
 def write_frame(fd: int, request_id: int, msg_type: int, body: dict) -> None:
@@ -618,6 +637,341 @@ def encode_result(value: object, max_result_bytes: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------
+# Arguments and files (the "io" feature; docs/ARCHITECTURE.md#the-runners-contract)
+# ---------------------------------------------------------------------------
+
+ERR_INVALID_ARGS = "invalid_args"
+ERR_INVALID_REQUEST = "invalid_request"
+
+# The name rules of wire.CheckFileName, checked again here: the runner writes
+# what it is given, so it refuses what the supervisor should have refused.
+MAX_FILE_NAME_BYTES = 255
+MAX_FILE_DEPTH = 8
+
+# Output collection. The script (and anything it left running) controls
+# output/: every entry is looked at with lstat and opened with O_NOFOLLOW,
+# only regular files are read, a file is refused by its size before it is
+# read, and the walk is bounded in depth, entries and time.
+OUTPUT_DIR = "output"
+MAX_OUTPUT_DEPTH = 16
+MAX_OUTPUT_ENTRIES = 10000
+OUTPUT_TIME_LIMIT = 2.0  # seconds of collection at most
+_READ_CHUNK = 1 << 20
+# The open flags, computed now: a script that sets os.O_NOFOLLOW = 0 must not
+# make the collection follow links.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class IORequest:
+    """The args and files of one request, as read from the execute frame.
+
+    args is None (call main() with no arguments) or the JSON text of an object;
+    files a list of (name, data); max_files_out and max_files_out_bytes cap what is
+    collected from output/ (0 = collect nothing).
+    """
+
+    __slots__ = ("args", "files", "max_files_out", "max_files_out_bytes")
+
+    def __init__(self, args=None, files=(), max_files_out=0, max_files_out_bytes=0) -> None:
+        self.args = args
+        self.files = list(files)
+        self.max_files_out = max_files_out
+        self.max_files_out_bytes = max_files_out_bytes
+
+    @classmethod
+    def from_body(cls, body: dict) -> "IORequest":
+        args = body.get("args")
+        if args is not None and not isinstance(args, bytes):
+            raise FrameError(f"request field args is a {type(args).__name__}, want bytes")
+        raw_files = body.get("files")
+        if raw_files is None:
+            raw_files = []
+        if not isinstance(raw_files, list):
+            raise FrameError(f"request field files is a {type(raw_files).__name__}, want a list")
+        files = []
+        for item in raw_files:
+            if not isinstance(item, dict):
+                raise FrameError("request field files holds something that is not a map")
+            name, data = item.get("name"), item.get("data", b"")
+            if not isinstance(name, str) or not isinstance(data, bytes):
+                raise FrameError("request field files holds a file without a str name and bytes data")
+            files.append((name, data))
+        limits = []
+        for key in ("max_files_out", "max_files_out_bytes"):
+            value = body.get(key, 0)
+            if type(value) is not int or value < 0:
+                raise FrameError(f"request field {key} is {value!r}, want an int >= 0")
+            limits.append(value)
+        return cls(args, files, limits[0], limits[1])
+
+
+class _RequestRefused(Exception):
+    """The request's args or files cannot be used; becomes an error frame of `kind`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _quote_name(name: str) -> str:
+    return _json_quote(name if len(name) <= 64 else name[:64]) + ("..." if len(name) > 64 else "")
+
+
+def check_file_name(name: str) -> str | None:
+    """Why `name` is not an acceptable input file name (the rules of wire.CheckFileName), or None."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"file name {_quote_name(name)} is not valid UTF-8"
+    if name == "":
+        return "a file name must not be empty"
+    if size > MAX_FILE_NAME_BYTES:
+        return f"file name {_quote_name(name)} is longer than {MAX_FILE_NAME_BYTES} bytes"
+    if name.startswith("/"):
+        return f"file name {_quote_name(name)} is absolute; names are relative to the working directory"
+    if any(ord(c) < 0x20 or c in "\x7f\\" for c in name):
+        return f"file name {_quote_name(name)} holds a control character or a backslash"
+    parts = name.split("/")
+    if len(parts) > MAX_FILE_DEPTH:
+        return f"file name {_quote_name(name)} is more than {MAX_FILE_DEPTH} levels deep"
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"file name {_quote_name(name)} has an empty, '.' or '..' component"
+    return None
+
+
+def decode_args(text: bytes) -> dict:
+    """The args object, decoded before the script exists (so the script cannot
+    influence the verdict); raises _RequestRefused(invalid_args)."""
+    try:
+        value = _json_loads(text.decode("utf-8"))
+    except RecursionError:
+        raise _RequestRefused(ERR_INVALID_ARGS, "args are nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _RequestRefused(ERR_INVALID_ARGS, f"args are not valid JSON: {_safe_str(exc)}") from None
+    if type(value) is not dict:
+        raise _RequestRefused(ERR_INVALID_ARGS, f"args must be a JSON object, not {_type_name(value)}")
+    return value
+
+
+def write_input_files(files: list) -> None:
+    """Write the request's files into the working directory; raises _RequestRefused.
+
+    The directory is fresh and no script has run yet, but the files are still
+    created exclusively and without following links.
+    """
+    seen = set()
+    for name, _ in files:
+        problem = check_file_name(name)
+        if problem is None and name in seen:
+            problem = f"file name {_quote_name(name)} is given twice"
+        if problem is not None:
+            raise _RequestRefused(ERR_INVALID_REQUEST, problem)
+        seen.add(name)
+    for name, data in files:
+        parts = name.split("/")
+        try:
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                try:
+                    os.mkdir(directory, 0o755)
+                except FileExistsError:
+                    if not _S_ISDIR(_os_stat(directory, follow_symlinks=False).st_mode):
+                        raise
+            fd = _os_open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[_os_write(fd, view):]
+            finally:
+                _os_close(fd)
+        except OSError as exc:
+            # No space (tmp_mb), too many files (the inode limit), a file over
+            # file_size_mb, a name that is also a directory: the request does not
+            # fit the execution's limits.
+            reason = exc.strerror or type(exc).__name__
+            raise _RequestRefused(ERR_INVALID_REQUEST, f"input file {_quote_name(name)} could not be written: {reason}") from None
+
+
+_CO_VARARGS = 0x04
+_CO_VARKEYWORDS = 0x08
+_FUNCTION_CODE = types.FunctionType.__dict__["__code__"].__get__
+_FUNCTION_DEFAULTS = types.FunctionType.__dict__["__defaults__"].__get__
+_FUNCTION_KWDEFAULTS = types.FunctionType.__dict__["__kwdefaults__"].__get__
+_METHOD_FUNC = types.MethodType.__dict__["__func__"].__get__
+_FunctionType = types.FunctionType
+_MethodType = types.MethodType
+
+
+def check_binding(main: object, args: dict) -> None:
+    """Raise _RequestRefused(invalid_args) when main(**args) cannot bind.
+
+    A plain function (or a bound method of one) is judged from its code object and
+    defaults, read through the types' own descriptors: no attribute of the script's
+    (__signature__, __wrapped__, a metaclass) takes part. Any other callable is
+    called as is: its own TypeError is then the script's exception.
+    """
+    skip = 0
+    function = main
+    if type(main) is _MethodType:
+        function, skip = _METHOD_FUNC(main), 1
+    if type(function) is not _FunctionType:
+        return
+    code = _FUNCTION_CODE(function)
+    defaults = _FUNCTION_DEFAULTS(function) or ()
+    kwdefaults = _FUNCTION_KWDEFAULTS(function) or {}
+    positional = code.co_varnames[: code.co_argcount]
+    keyword_only = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    first_default = len(positional) - len(defaults)
+    posonly = positional[: code.co_posonlyargcount]
+    accepted = set(positional[max(skip, code.co_posonlyargcount) :]) | set(keyword_only)
+    takes_any = bool(code.co_flags & _CO_VARKEYWORDS)
+    for key in args:
+        if key in accepted:
+            continue
+        if key in posonly and not takes_any:
+            raise _RequestRefused(ERR_INVALID_ARGS, f"main() takes {_quote_name(key)} as a positional-only parameter; args cannot fill it")
+        if not takes_any:
+            raise _RequestRefused(ERR_INVALID_ARGS, f"main() has no parameter {_quote_name(key)}")
+    missing = []
+    for position in range(skip, len(positional)):
+        name = positional[position]
+        if position < code.co_posonlyargcount and position < first_default:
+            raise _RequestRefused(ERR_INVALID_ARGS, f"main() has a required positional-only parameter {_quote_name(name)} that args cannot fill")
+        if position < first_default and name not in args:
+            missing.append(name)
+    missing += [name for name in keyword_only if name not in kwdefaults and name not in args]
+    if missing:
+        names = ", ".join(_quote_name(name) for name in missing)
+        raise _RequestRefused(ERR_INVALID_ARGS, f"main() is missing required argument{'s' if len(missing) > 1 else ''} {names}")
+
+
+def _output_name(parts: list) -> str:
+    # Names are bytes on disk; invalid UTF-8 becomes \xNN escapes, so the name is
+    # always valid text (newlines and other characters are kept as they are).
+    return _os_fsencode("/".join(parts)).decode("utf-8", "backslashreplace")
+
+
+def collect_output(workdir: str, max_count: int, max_bytes: int, time_limit: float = OUTPUT_TIME_LIMIT) -> tuple[list, bool]:
+    """The regular files under <workdir>/output as [{"name", "data"}], and whether any were left out.
+
+    Hostile-input safe: output/ and every directory under it are opened with
+    O_NOFOLLOW | O_DIRECTORY (a symlink is never followed), every entry is lstat'ed
+    and only regular files are opened (O_NOFOLLOW | O_NONBLOCK, then checked again
+    with fstat, so a file swapped for a FIFO or a link between the two is not read),
+    a file larger than the bytes left is refused by its size, unread, and the walk
+    stops at MAX_OUTPUT_DEPTH levels, MAX_OUTPUT_ENTRIES entries or time_limit
+    seconds. Symlinks and special files are skipped; files left out by a cap make
+    the second value True. Names are sorted, so the answer does not depend on the
+    directory's order.
+    """
+    if max_count <= 0 or max_bytes <= 0:
+        return [], False
+    deadline = _monotonic() + time_limit
+    flags = _DIR_FLAGS
+    try:
+        base = _os_open(workdir, flags)
+    except OSError:
+        return [], False
+    try:
+        try:
+            top = _os_open(OUTPUT_DIR, flags, dir_fd=base)
+        except OSError:  # none, not a directory, or a symlink (ELOOP): nothing to collect
+            return [], False
+    finally:
+        _os_close(base)
+    out: list = []
+    truncated = False
+    left = max_bytes
+    entries = 0
+    pending = [(top, [], 0)]
+    try:
+        while pending:
+            dir_fd, prefix, depth = pending.pop()
+            try:
+                names = []
+                with _os_scandir(dir_fd) as listing:
+                    for entry in listing:
+                        entries += 1
+                        if entries > MAX_OUTPUT_ENTRIES or _monotonic() > deadline:
+                            truncated = True
+                            break
+                        names.append(entry.name)
+                names.sort()
+                subdirs = []
+                for name in names:
+                    if _monotonic() > deadline:
+                        truncated = True
+                        break
+                    try:
+                        st = _os_stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if _S_ISDIR(st.st_mode):
+                        if depth + 1 >= MAX_OUTPUT_DEPTH:
+                            truncated = True
+                            continue
+                        try:
+                            subdirs.append((_os_open(name, flags, dir_fd=dir_fd), prefix + [name], depth + 1))
+                        except OSError:
+                            pass
+                        continue
+                    if not _S_ISREG(st.st_mode):
+                        continue  # symlink, FIFO, socket, device: never opened
+                    if len(out) >= max_count or st.st_size > left:
+                        truncated = True  # refused by its size (sparse or huge), unread
+                        continue
+                    data = _read_regular(dir_fd, name, st, left, deadline)
+                    if data is None:
+                        truncated = True
+                        continue
+                    left -= len(data)
+                    out.append({"name": _output_name(prefix + [name]), "data": data})
+                # Depth first, in name order.
+                pending.extend(reversed(subdirs))
+            finally:
+                _os_close(dir_fd)
+            if truncated and (entries > MAX_OUTPUT_ENTRIES or _monotonic() > deadline):
+                break
+    finally:
+        for dir_fd, _, _ in pending:
+            _os_close(dir_fd)
+    out.sort(key=lambda item: item["name"])
+    return out, truncated
+
+
+def _read_regular(dir_fd: int, name: str, st: os.stat_result, left: int, deadline: float) -> bytes | None:
+    """The bytes of a regular file, or None when it is not the file lstat saw, grew past
+    the bytes left, or the deadline passed while reading."""
+    try:
+        fd = _os_open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        now = _os_fstat(fd)
+        if not _S_ISREG(now.st_mode) or now.st_ino != st.st_ino or now.st_dev != st.st_dev or now.st_size > left:
+            return None
+        chunks = []
+        total = 0
+        while True:
+            if _monotonic() > deadline:
+                return None
+            chunk = _os_read(fd, min(_READ_CHUNK, left - total + 1))
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > left:
+                return None  # it grew while being read
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        _os_close(fd)
+
+
+# ---------------------------------------------------------------------------
 # Running the script
 # ---------------------------------------------------------------------------
 
@@ -797,7 +1151,20 @@ def _syntax_failure(exc: BaseException) -> tuple[int, dict]:
     return MSG_ERROR, error_body(ERR_SYNTAX, message, exception_message(exc) + "\n")
 
 
-def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
+def _run(script: str, max_result_bytes: int, io: IORequest | None = None) -> tuple[int, dict]:
+    # Args are decoded and files written before the script exists: whether the
+    # request is usable is decided where the script has no say.
+    args = None
+    workdir = None
+    if io is not None:
+        try:
+            if io.args is not None:
+                args = decode_args(io.args)
+            write_input_files(io.files)
+            if io.max_files_out > 0:
+                workdir = os.getcwd()
+        except _RequestRefused as exc:
+            return MSG_ERROR, error_body(exc.kind, str(exc))
     try:
         code = _compile_script(script)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -821,7 +1188,15 @@ def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
         if not callable(main):
             message = f"script does not define a callable main(): main is of type {_type_name(main)}"
             return MSG_ERROR, error_body(ERR_MISSING_MAIN, message)
-        value = main()
+        if args is None:
+            value = main()
+        else:
+            try:
+                check_binding(main, args)
+            except _RequestRefused as exc:
+                _restore_builtins()
+                return MSG_ERROR, error_body(exc.kind, str(exc))
+            value = main(**args)
         if isinstance(value, _Coroutine):
             # `async def main()`: run it to completion. asyncio is imported only here,
             # as most scripts never need it.
@@ -847,10 +1222,18 @@ def _run(script: str, max_result_bytes: int) -> tuple[int, dict]:
         if isinstance(exc, SystemExit) or _has_script_frames(exc):
             return _script_failure(exc)
         return _internal_failure(exc)
-    return MSG_RESULT, {"json": data}
+    if workdir is None:
+        return MSG_RESULT, {"json": data}
+    files, truncated = collect_output(workdir, io.max_files_out, io.max_files_out_bytes)
+    body = {"json": data}
+    if files:
+        body["files"] = files
+    if truncated:
+        body["files_truncated"] = True
+    return MSG_RESULT, body
 
 
-def run_request(script: str, max_result_bytes: int) -> tuple[int, dict]:
+def run_request(script: str, max_result_bytes: int, io: IORequest | None = None) -> tuple[int, dict]:
     """Run `script` and return the answer as (message type, body).
 
     The message type is MSG_RESULT with body {"json": bytes} or MSG_ERROR with body
@@ -859,7 +1242,7 @@ def run_request(script: str, max_result_bytes: int) -> tuple[int, dict]:
     and linecache are set for the script, and the script itself can change anything.
     """
     try:
-        return _run(script, max_result_bytes)
+        return _run(script, max_result_bytes, io)
     except BaseException as exc:
         try:
             return _internal_failure(exc)
@@ -885,7 +1268,7 @@ def _fd_from_env(name: str, default: int) -> int:
     return int(text)
 
 
-def _read_request_fd(fd: int) -> tuple[int, str, int]:
+def _read_request_fd(fd: int) -> tuple[int, str, int, IORequest]:
     """Read the request from `fd` and close it (before the script runs)."""
     try:
         # The supervisor's end may have left the pipe non-blocking; a read must wait.
@@ -896,7 +1279,7 @@ def _read_request_fd(fd: int) -> tuple[int, str, int]:
         raise _SetupError(f"request fd {fd} is not usable: {exc.strerror}") from None
     with request:
         try:
-            return read_request(request)
+            return read_request_io(request)
         except OSError as exc:
             raise _SetupError(f"cannot read the request from fd {fd}: {exc.strerror}") from None
 
@@ -956,14 +1339,14 @@ def main() -> None:
             os.set_inheritable(result_fd, False)
         except OSError as exc:
             raise _SetupError(f"result fd {result_fd} is not usable: {exc.strerror}") from None
-        request_id, script, max_result_bytes = _read_request_fd(request_fd)
+        request_id, script, max_result_bytes, io = _read_request_fd(request_fd)
     except (_SetupError, FrameError) as exc:
         _fail(EXIT_BAD_REQUEST, f"bad request: {exc}")
 
     _remove_runner_dir_from_path()
     _fresh_main_module()
     runner_pid = _os_getpid()
-    msg_type, body = run_request(script, max_result_bytes)
+    msg_type, body = run_request(script, max_result_bytes, io)
     _flush_standard_streams()
 
     if _os_getpid() != runner_pid:

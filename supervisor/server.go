@@ -35,7 +35,7 @@ const helloTimeout = 5 * time.Second
 // (see wire.FeatureSet); a client's hello gets those of them it asks for.
 // None yet: a feature adds its wire constant here once the supervisor
 // implements it.
-var offeredFeatures = wire.NewFeatureSet()
+var offeredFeatures = wire.NewFeatureSet(wire.FeatureIO)
 
 // Server accepts clients on the supervisor socket and runs their executions.
 type Server struct {
@@ -447,7 +447,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		if out.Err != nil {
 			cn.send(id, wire.TypeError, *out.Err)
 		} else {
-			cn.send(id, wire.TypeResult, wire.Result{JSON: out.Result})
+			cn.send(id, wire.TypeResult, wire.Result{JSON: out.Result, Files: out.Files, FilesTruncated: out.FilesTruncated})
 		}
 		cn.send(id, wire.TypeDone, out.Done)
 		fields := logrus.Fields{"duration_ms": out.Done.WallMS, "exit_reason": out.Done.ExitReason, "cpu_ms": out.Done.CPUMS, "peak_memory_bytes": out.Done.PeakMemoryBytes}
@@ -468,6 +468,15 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	if lerr != nil {
 		refuse(lerr)
 		return
+	}
+	if ierr := checkIO(req, limits, cn.features.Has(wire.FeatureIO)); ierr != nil {
+		refuse(ierr)
+		return
+	}
+	if !cn.features.Has(wire.FeatureIO) {
+		// A base-protocol client gets no output files: nothing is
+		// collected for it.
+		limits.FilesOutCount = 0
 	}
 	if why := s.notReady(); why != "" && !s.draining.Load() {
 		// Fail fast, as /health says: a retry elsewhere beats a wait.
@@ -504,6 +513,8 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	x := &Execution{
 		ID:     xid,
 		Script: req.Script,
+		Args:   req.Args,
+		Files:  req.Files,
 		Limits: limits,
 		Log:    log,
 		Stdout: func(b []byte) { cn.send(id, wire.TypeStdout, wire.Chunk{Data: b}) },

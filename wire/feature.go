@@ -17,9 +17,12 @@ import (
 // protocol. See PROTOCOL.md, "Features".
 //
 // A name is registered here, as a constant with its PROTOCOL.md section,
-// before anything uses it, and is never reused for something else. None is
-// registered yet; the first ones planned are streamed events, files and
-// images.
+// before anything uses it, and is never reused for something else.
+
+// FeatureIO: the execute message may carry args and files, the result
+// message carries the files collected from output/, and the error type
+// invalid_args may be sent (PROTOCOL.md, "Feature io").
+const FeatureIO = "io"
 
 // maxFeatureName is the longest feature name a peer considers; a longer one
 // cannot be registered and is ignored like any other unknown name.

@@ -32,6 +32,13 @@ type Limits struct {
 	TmpInodes     int64 `msgpack:"tmp_inodes"`
 	OutputBytes   int64 `msgpack:"output_bytes"`
 	ResultBytes   int64 `msgpack:"result_bytes"`
+	// The caps of the "io" feature (args and files); omitted when zero
+	// so a base-protocol execute encodes as before.
+	ArgsBytes     int64 `msgpack:"args_bytes,omitempty"`
+	FilesInCount  int64 `msgpack:"files_in_count,omitempty"`
+	FilesInBytes  int64 `msgpack:"files_in_bytes,omitempty"`
+	FilesOutCount int64 `msgpack:"files_out_count,omitempty"`
+	FilesOutBytes int64 `msgpack:"files_out_bytes,omitempty"`
 }
 
 // Execute asks the supervisor to run one script.
@@ -45,6 +52,19 @@ type Execute struct {
 	// deadline counts queueing says so, and gets busy instead of a late
 	// start. The supervisor uses the smaller of this and its own bound.
 	MaxQueueMS int64 `msgpack:"max_queue_ms,omitempty"`
+	// Args and Files need the "io" feature (FeatureIO). Args is the JSON
+	// text of an object whose members main() is called with; nil = call
+	// main() with none. Files are written into the working directory
+	// before the script is imported.
+	Args  []byte `msgpack:"args,omitempty"`
+	Files []File `msgpack:"files,omitempty"`
+}
+
+// File is a file given to or collected from an execution: its path
+// relative to the working directory (or to output/) and its bytes.
+type File struct {
+	Name string `msgpack:"name"`
+	Data []byte `msgpack:"data"`
 }
 
 // RunnerRequest is the one message the supervisor sends a jailed runner.
@@ -53,6 +73,13 @@ type RunnerRequest struct {
 	// MaxResultBytes caps the encoded result; 0 = no cap (the supervisor
 	// enforces its own cap on what it reads regardless).
 	MaxResultBytes int64 `msgpack:"max_result_bytes"`
+	// Args, Files: as in Execute (omitted when absent). MaxFilesOut and
+	// MaxFilesOutBytes cap what the runner collects from output/; 0 = do
+	// not collect.
+	Args             []byte `msgpack:"args,omitempty"`
+	Files            []File `msgpack:"files,omitempty"`
+	MaxFilesOut      int64  `msgpack:"max_files_out,omitempty"`
+	MaxFilesOutBytes int64  `msgpack:"max_files_out_bytes,omitempty"`
 }
 
 // Chunk is a piece of stdout or stderr.
@@ -63,6 +90,10 @@ type Chunk struct {
 // Result carries main()'s return value as JSON text, passed through untouched.
 type Result struct {
 	JSON []byte `msgpack:"json"`
+	// Files are the files the script left in output/ (FeatureIO; omitted
+	// when none), FilesTruncated whether any were left out by a cap.
+	Files          []File `msgpack:"files,omitempty"`
+	FilesTruncated bool   `msgpack:"files_truncated,omitempty"`
 }
 
 // ErrorType is a stable error code; see PROTOCOL.md. Codes are never renamed.
@@ -70,8 +101,11 @@ type ErrorType string
 
 // Error codes.
 const (
-	ErrSyntax          ErrorType = "syntax_error"
-	ErrMissingMain     ErrorType = "missing_main"
+	ErrSyntax      ErrorType = "syntax_error"
+	ErrMissingMain ErrorType = "missing_main"
+	// ErrInvalidArgs: the request's args cannot be bound to main()'s
+	// parameters (FeatureIO).
+	ErrInvalidArgs     ErrorType = "invalid_args"
 	ErrInvalidResult   ErrorType = "invalid_result"
 	ErrResultTooLarge  ErrorType = "result_too_large"
 	ErrException       ErrorType = "exception"

@@ -56,6 +56,8 @@ func run() int {
 		MaxFrame:    wire.DefaultMaxFrame,
 		Software:    software,
 		Logger:      log.WithField("component", "client"),
+		// args and files (request) and output files (response).
+		Features: []string{wire.FeatureIO},
 	})
 	defer c.Close()
 

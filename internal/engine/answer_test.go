@@ -21,7 +21,7 @@ func errorFrame(t *testing.T, e wire.Error) wire.Frame {
 // A frame from the jail that claims an internal error is the script's
 // doing (forged, or a runner the script broke), never the service's.
 func TestAnswerClaimingInternalIsResultCorrupted(t *testing.T) {
-	_, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), 1<<20)
+	_, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), DefaultLimits())
 	if e == nil || e.Type != wire.ErrResultCorrupted || !strings.HasSuffix(e.Message, ": runner failed: TypeError: x") {
 		t.Fatalf("got %+v, want result_corrupted naming the runner's message", e)
 	}
@@ -34,7 +34,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 		"unknown error": errorFrame(t, wire.Error{Type: "made_up", Message: "x"}),
 		"busy claimed":  errorFrame(t, wire.Error{Type: wire.ErrBusy, Message: "x"}),
 	} {
-		if _, e := interpretAnswer(f, 1<<20); e == nil || e.Type != wire.ErrResultCorrupted {
+		if _, _, e := interpretAnswer(f, DefaultLimits()); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %+v, want result_corrupted", name, e)
 		}
 	}
@@ -50,7 +50,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	huge := strings.Repeat("\x01", 9<<20)
 	for _, typ := range []wire.ErrorType{wire.ErrException, wire.ErrSyntax, wire.ErrExited, wire.ErrInternal} {
-		_, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), 1<<20)
+		_, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), DefaultLimits())
 		if e == nil {
 			t.Fatalf("%s: no error", typ)
 		}
@@ -66,7 +66,7 @@ func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	}
 	// An honest runner's texts (already within the caps) pass unchanged.
 	msg, tb := strings.Repeat("m", MaxErrorMessageRunes), strings.Repeat("é", MaxErrorTracebackRunes)
-	if _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), 1<<20); e.Message != msg || e.Traceback != tb {
+	if _, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), DefaultLimits()); e.Message != msg || e.Traceback != tb {
 		t.Fatal("texts within the caps were changed")
 	}
 }
@@ -82,5 +82,39 @@ func TestRunnerClippedTextIsNotCutAgain(t *testing.T) {
 	runner := strings.Repeat("x", half) + "\n... [1040384 characters omitted] ...\n" + strings.Repeat("x", half)
 	if clipText(runner, MaxErrorMessageRunes) != runner {
 		t.Fatal("the runner's clipped message was cut again")
+	}
+}
+
+// Output files in a result frame come from the jail: names that escape,
+// repeat or are not text, and counts or sizes over the caps, are the
+// script's corrupted answer, never passed on.
+func TestOutputFilesFromTheJailAreChecked(t *testing.T) {
+	lim := DefaultLimits()
+	lim.FilesOutCount, lim.FilesOutBytes = 2, 10
+	frame := func(files ...wire.File) wire.Frame {
+		f, err := wire.NewFrame(1, wire.TypeResult, wire.Result{JSON: []byte("1"), Files: files})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for name, files := range map[string][]wire.File{
+		"traversal": {{Name: "../etc/passwd", Data: []byte("x")}},
+		"absolute":  {{Name: "/etc/passwd"}},
+		"empty":     {{Name: ""}},
+		"not utf-8": {{Name: "a\xff"}},
+		"nul":       {{Name: "a\x00b"}},
+		"twice":     {{Name: "a"}, {Name: "a"}},
+		"too many":  {{Name: "a"}, {Name: "b"}, {Name: "c"}},
+		"too large": {{Name: "a", Data: make([]byte, 11)}},
+		"long name": {{Name: strings.Repeat("a", MaxOutputNameBytes+1)}},
+	} {
+		if _, _, e := interpretAnswer(frame(files...), lim); e == nil || e.Type != wire.ErrResultCorrupted {
+			t.Errorf("%s: got %v, want result_corrupted", name, e)
+		}
+	}
+	res, files, e := interpretAnswer(frame(wire.File{Name: "sub/a\nb.csv", Data: []byte("1,2")}), lim)
+	if e != nil || string(res) != "1" || len(files.files) != 1 || files.files[0].Name != "sub/a\nb.csv" {
+		t.Fatalf("good files: %v %v %+v", e, string(res), files)
 	}
 }

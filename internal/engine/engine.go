@@ -12,6 +12,11 @@ import (
 type Execution struct {
 	ID     string
 	Script string
+	// Args (JSON text of an object, nil = none) and Files are the request's
+	// arguments and input files (wire.FeatureIO), already checked against
+	// the limits by the supervisor.
+	Args   []byte
+	Files  []wire.File
 	Limits LimitSet
 	Log    *logrus.Entry
 	// Stdout and Stderr receive each kept chunk of output as it is read, in
@@ -24,8 +29,12 @@ type Execution struct {
 // Outcome is how an execution ended: exactly one of Result and Err is set.
 type Outcome struct {
 	Result []byte // main()'s return value as JSON text
-	Err    *wire.Error
-	Done   wire.Done
+	// Files are what the script left in output/ (with a result only),
+	// FilesTruncated whether the runner left some out by a cap.
+	Files          []wire.File
+	FilesTruncated bool
+	Err            *wire.Error
+	Done           wire.Done
 }
 
 // Engine runs executions in jails. Run must return only after every process

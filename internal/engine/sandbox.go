@@ -93,7 +93,11 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	defer p.Close()
 	// The request goes over its own pipe, never argv: scripts can be large.
 	go func() {
-		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{Script: x.Script, MaxResultBytes: x.Limits.ResultBytes})
+		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{
+			Script: x.Script, MaxResultBytes: x.Limits.ResultBytes,
+			Args: x.Args, Files: x.Files,
+			MaxFilesOut: int64(x.Limits.FilesOutCount), MaxFilesOutBytes: x.Limits.FilesOutBytes,
+		})
 		if err == nil {
 			err = wire.WriteFrame(p.RequestW, body)
 		}
@@ -114,7 +118,7 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	go func() { defer wg.Done(); stderrTrunc = captureStream(p.StderrR, x.Limits.OutputBytes, x.Stderr) }()
 	go func() {
 		defer wg.Done()
-		f, err := readRunnerAnswer(p.ResultR, int(x.Limits.ResultBytes)+resultOverhead)
+		f, err := readRunnerAnswer(p.ResultR, int(x.Limits.ResultBytes+x.Limits.FilesOutBytes+FilesOutOverhead(x.Limits.FilesOutCount))+resultOverhead)
 		answerCh <- runnerAnswer{frame: f, err: err}
 		// Anything after the first frame is ignored, but drained so that a
 		// writer in the jail never blocks on us.
@@ -232,7 +236,9 @@ loop:
 	case reason == wire.ExitTimeout:
 		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
 	case answer.err == nil:
-		out.Result, out.Err = interpretAnswer(answer.frame, x.Limits.ResultBytes)
+		var files answerFiles
+		out.Result, files, out.Err = interpretAnswer(answer.frame, x.Limits)
+		out.Files, out.FilesTruncated = files.files, files.truncated
 		if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
 			log.WithField("detail", out.Err.Message).Warn("runner answer refused")
 		}
@@ -326,38 +332,101 @@ func readRunnerAnswer(r io.Reader, max int) (wire.Frame, error) {
 // interpretAnswer turns the runner's frame into a result or an error. The
 // frame is hostile (user code can write to the result fd), so everything is
 // checked, and the JSON bytes are validated but never re-encoded.
-func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
+func interpretAnswer(f wire.Frame, lim LimitSet) ([]byte, answerFiles, *wire.Error) {
+	resultCap := lim.ResultBytes
 	bad := corruptedAnswer("")
 	if f.Version != wire.Version {
-		return nil, bad
+		return nil, answerFiles{}, bad
 	}
 	switch f.Type {
 	case wire.TypeResult:
 		var r wire.Result
 		if err := wire.Unmarshal(f.Body, &r); err != nil {
-			return nil, bad
+			return nil, answerFiles{}, bad
 		}
 		if int64(len(r.JSON)) > resultCap {
-			return nil, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
+			return nil, answerFiles{}, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
 		}
 		if !utf8.Valid(r.JSON) || !json.Valid(r.JSON) {
-			return nil, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
+			return nil, answerFiles{}, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
 		}
-		return r.JSON, nil
+		if err := checkOutputFiles(r.Files, lim); err != nil {
+			return nil, answerFiles{}, corruptedAnswer(err.Error())
+		}
+		return r.JSON, answerFiles{r.Files, r.FilesTruncated}, nil
 	case wire.TypeError:
+		return nil, answerFiles{}, interpretError(f)
+	default:
+		return nil, answerFiles{}, bad
+	}
+}
+
+// answerFiles are the output files of a result and its truncation mark.
+type answerFiles struct {
+	files     []wire.File
+	truncated bool
+}
+
+// MaxOutputNameBytes bounds the name of an output file (a relative path
+// under output/, at most 16 levels of names of at most 255 bytes).
+const MaxOutputNameBytes = 4096
+
+// FilesOutOverhead is what count output files may add to a result frame
+// beyond their contents: their names and msgpack framing.
+func FilesOutOverhead(count int) int64 { return int64(count) * (MaxOutputNameBytes + 64) }
+
+// checkOutputFiles checks the output files of a result from the jail, which
+// are hostile: the runner caps them, but the script may have written the
+// frame itself. Names must be valid UTF-8 relative paths within bounds,
+// unique, and the caps must hold.
+func checkOutputFiles(files []wire.File, lim LimitSet) error {
+	if len(files) > lim.FilesOutCount {
+		return fmt.Errorf("%d output files, over the limit of %d", len(files), lim.FilesOutCount)
+	}
+	var total int64
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		total += int64(len(f.Data))
+		if f.Name == "" || len(f.Name) > MaxOutputNameBytes || !utf8.ValidString(f.Name) || strings.HasPrefix(f.Name, "/") || strings.ContainsRune(f.Name, 0) {
+			return fmt.Errorf("an output file has a malformed name")
+		}
+		for _, part := range strings.Split(f.Name, "/") {
+			if part == "" || part == "." || part == ".." {
+				return fmt.Errorf("an output file has a malformed name")
+			}
+		}
+		if seen[f.Name] {
+			return fmt.Errorf("an output file name is given twice")
+		}
+		seen[f.Name] = true
+	}
+	if total > lim.FilesOutBytes {
+		return fmt.Errorf("output files of %d bytes, over the limit of %d", total, lim.FilesOutBytes)
+	}
+	return nil
+}
+
+// interpretError is interpretAnswer for an error frame.
+func interpretError(f wire.Frame) *wire.Error {
+	bad := corruptedAnswer("")
+	{
 		var e wire.Error
 		if err := wire.Unmarshal(f.Body, &e); err != nil {
-			return nil, bad
+			return bad
 		}
 		e.Message = clipText(strings.ToValidUTF8(e.Message, "\uFFFD"), MaxErrorMessageRunes)
 		e.Traceback = clipText(strings.ToValidUTF8(e.Traceback, "\uFFFD"), MaxErrorTracebackRunes)
 		switch e.Type {
 		case wire.ErrSyntax, wire.ErrMissingMain, wire.ErrInvalidResult, wire.ErrResultTooLarge, wire.ErrExited:
+		case wire.ErrInvalidArgs, wire.ErrInvalidRequest:
+			// The runner's verdict on the request's args and files, made
+			// before the script ran (a script forging one spoils only its
+			// own answer).
 		case wire.ErrInternal:
 			// The runner reports a failure of its own code this way, but a
 			// frame from the jail is never the service's own failure: the
 			// script can forge it, or break the runner it runs in.
-			return nil, corruptedAnswer(e.Message)
+			return corruptedAnswer(e.Message)
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
 			// memory surfaces as MemoryError; it is still the limit. So
@@ -369,11 +438,9 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 				e.Type = wire.ErrMemoryLimit
 			}
 		default:
-			return nil, bad
+			return bad
 		}
-		return nil, &e
-	default:
-		return nil, bad
+		return &e
 	}
 }
 

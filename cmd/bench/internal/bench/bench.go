@@ -150,9 +150,12 @@ type EngineResult struct {
 	Engine string `json:"engine"`
 	Status Status `json:"status"`
 	// Reason says why the engine is unavailable or failed.
-	Reason           string          `json:"reason,omitempty"`
-	HelloLatency     *LatencyCell    `json:"hello_latency,omitempty"`
-	PandasLatency    *LatencyCell    `json:"pandas_latency,omitempty"`
+	Reason        string       `json:"reason,omitempty"`
+	HelloLatency  *LatencyCell `json:"hello_latency,omitempty"`
+	PandasLatency *LatencyCell `json:"pandas_latency,omitempty"`
+	// ArgsLatency is the hello example's shape with its data passed as
+	// args and a small input file, and an output file returned (issue 12).
+	ArgsLatency      *LatencyCell    `json:"args_latency,omitempty"`
 	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
 	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
 	// MixedThroughput is hello and pandas in equal parts at the throughput
@@ -172,6 +175,9 @@ func (r *EngineResult) Tally() Tally {
 		t.merge(c.Tally)
 	}
 	if c := r.PandasLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.ArgsLatency; c != nil {
 		t.merge(c.Tally)
 	}
 	if c := r.HelloThroughput; c != nil {
@@ -322,6 +328,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 	}
 	hello := newScript("hello", helloSource, helloResult)
 	pandas := newScript("pandas", pandasSource, pandasResult)
+	args := argsScript()
 
 	err = withStack(ctx, sc, log, func(st *service) error {
 		cells := []struct {
@@ -336,6 +343,11 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 			{"pandas latency", func() error {
 				c, err := measureLatency(ctx, st.http, st.URL, pandas, cfg.Warmup, cfg.Requests)
 				res.PandasLatency = &c
+				return err
+			}},
+			{"args latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.URL, args, cfg.Warmup, cfg.Requests)
+				res.ArgsLatency = &c
 				return err
 			}},
 			{"hello throughput", func() error {

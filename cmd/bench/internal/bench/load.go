@@ -36,6 +36,22 @@ func newScript(name, source, want string) script {
 	return script{name: name, body: body, want: w}
 }
 
+// argsScript is the args row of make bench: data passed as args and as an
+// input file, a file written to output/ and returned.
+func argsScript() script {
+	body, err := json.Marshal(map[string]any{
+		"script": "import os\n\ndef main(name, values):\n    rows = open('in.csv').read().splitlines()\n    os.mkdir('output')\n    open('output/out.csv', 'w').write(';'.join(rows))\n    return {'name': name, 'sum': sum(values), 'rows': len(rows)}",
+		"args":   map[string]any{"name": "args", "values": []int{1, 2, 3}},
+		"files":  []map[string]string{{"name": "in.csv", "content": "a,b\n1,2\n"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	var w any
+	json.Unmarshal([]byte(`{"name": "args", "sum": 6, "rows": 2}`), &w)
+	return script{name: "args", body: body, want: w}
+}
+
 // The two workloads are the seed README's examples, character for character.
 const (
 	helloSource  = `def main(): return {"message": "Hello World", "result": 42}`

@@ -1,0 +1,66 @@
+package gateway
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
+)
+
+func TestParseArgsAndFiles(t *testing.T) {
+	req, e := parseExecute([]byte(`{"script": "x", "args": {"a": [1, {"b": null}]}, "files": [{"name": "d/a.csv", "content": "1,2"}, {"name": "b", "content": "AP8=", "encoding": "base64"}]}`), 30*time.Second)
+	if e != nil {
+		t.Fatal(e.Message)
+	}
+	if string(req.Args) != `{"a": [1, {"b": null}]}` || len(req.Files) != 2 || string(req.Files[0].Data) != "1,2" || string(req.Files[1].Data) != "\x00\xff" || req.Files[0].Name != "d/a.csv" {
+		t.Fatalf("got %+v", req)
+	}
+	for body, msg := range map[string]string{
+		`{"script": "x", "args": [1]}`:                                                             `field "args" must be a JSON object`,
+		`{"script": "x", "args": null}`:                                                            `field "args" must be a JSON object`,
+		`{"script": "x", "files": {}}`:                                                             `field "files" must be an array`,
+		`{"script": "x", "files": [1]}`:                                                            `files[0] must be an object`,
+		`{"script": "x", "files": [{"name": "a"}]}`:                                                `files[0] needs "name" and "content"`,
+		`{"script": "x", "files": [{"name": "a", "content": "x", "extra": 1}]}`:                    `files[0] must be an object`,
+		`{"script": "x", "files": [{"name": "a", "content": "x", "encoding": "utf-16"}]}`:          `files[0].encoding must be "utf-8" or "base64", not "utf-16"`,
+		`{"script": "x", "files": [{"name": "a", "content": "A", "encoding": "base64"}]}`:          `files[0].content is not valid base64`,
+		`{"script": "x", "files": [{"name": "../a", "content": ""}]}`:                              `file name "../a" has a ".." component`,
+		`{"script": "x", "files": [{"name": "/a", "content": ""}]}`:                                `file name "/a" is absolute`,
+		`{"script": "x", "files": [{"name": "a", "content": ""}, {"name": "a", "content": ""}]}`:   `file name "a" is given twice`,
+		`{"script": "x", "files": [{"name": "a", "content": ""}, {"name": "a/b", "content": ""}]}`: `file name "a" is also a directory of "a/b"`,
+		`{"script": "x", "files": [{"name": "a\u0000b", "content": ""}]}`:                          `holds a control character`,
+	} {
+		_, e := parseExecute([]byte(body), 30*time.Second)
+		if e == nil || e.Type != wire.ErrInvalidRequest || !strings.Contains(e.Message, msg) {
+			t.Errorf("%s: got %+v, want invalid_request containing %q", body, e, msg)
+		}
+	}
+}
+
+func TestSuccessBodyWithFiles(t *testing.T) {
+	out := &client.Outcome{Result: []byte("1"), Files: []wire.File{{Name: "a\n.csv", Data: []byte{0, 1}}, {Name: "p.PNG", Data: nil}}, FilesTruncated: true}
+	b := successBody(out)
+	var v struct {
+		Files []struct {
+			Name, MediaType, Content string
+			Size                     int
+		}
+		Truncated map[string]bool
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if !strings.Contains(string(b), `"media_type":"text/csv"`) || len(v.Files) != 2 || v.Files[0].Name != "a\n.csv" || v.Files[0].Size != 2 || v.Files[0].Content != "AAE=" || !v.Truncated["files"] || !strings.Contains(string(b), `"media_type":"image/png"`) {
+		t.Fatalf("body %s", b)
+	}
+	// Without files the body is the seed's shape.
+	if b := successBody(&client.Outcome{Result: []byte("1")}); strings.Contains(string(b), "files") {
+		t.Fatalf("body %s", b)
+	}
+	if statusFor(wire.ErrInvalidArgs) != 400 {
+		t.Fatal("invalid_args is not a 400")
+	}
+}
