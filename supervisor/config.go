@@ -236,7 +236,8 @@ func (c *Config) Validate() error {
 	if clientMax <= 0 {
 		clientMax = wire.DefaultMaxFrame
 	}
-	if room := int64(clientMax - resultFrameEnvelope); c.Max.ResultBytes > room {
+	// The images ride in the result frame too (feature images).
+	if room := int64(clientMax - resultFrameEnvelope - engine.MaxImageBytes - engine.MaxImages*64); c.Max.ResultBytes > room {
 		return fmt.Errorf("the result limit of %d KiB (-result-kb) does not fit the largest frame the clients accept (%d KiB, %d KiB of it for the result): lower -result-kb to %d or less",
 			c.Max.ResultBytes>>10, clientMax>>10, room>>10, room>>10)
 	}

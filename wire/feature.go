@@ -17,9 +17,12 @@ import (
 // protocol. See PROTOCOL.md, "Features".
 //
 // A name is registered here, as a constant with its PROTOCOL.md section,
-// before anything uses it, and is never reused for something else. None is
-// registered yet; the first ones planned are streamed events, files and
-// images.
+// before anything uses it, and is never reused for something else.
+
+// FeatureImages: the runner renders the matplotlib figures still open when
+// main() returns, and the result frame carries them as PNGs (`images`,
+// `images_truncated`). See PROTOCOL.md, "Feature images".
+const FeatureImages = "images"
 
 // maxFeatureName is the longest feature name a peer considers; a longer one
 // cannot be registered and is ignored like any other unknown name.

@@ -53,6 +53,11 @@ type RunnerRequest struct {
 	// MaxResultBytes caps the encoded result; 0 = no cap (the supervisor
 	// enforces its own cap on what it reads regardless).
 	MaxResultBytes int64 `msgpack:"max_result_bytes"`
+	// MaxImages and MaxImageBytes ask the runner for the figures still
+	// open when main() returns (feature FeatureImages): at most that many
+	// PNGs, that many bytes in all. Omitted (0) = no images are wanted.
+	MaxImages     int64 `msgpack:"max_images,omitempty"`
+	MaxImageBytes int64 `msgpack:"max_image_bytes,omitempty"`
 }
 
 // Chunk is a piece of stdout or stderr.
@@ -63,6 +68,18 @@ type Chunk struct {
 // Result carries main()'s return value as JSON text, passed through untouched.
 type Result struct {
 	JSON []byte `msgpack:"json"`
+	// Images are the figures left open by main() (feature FeatureImages
+	// only; omitted when there are none), and ImagesTruncated says some
+	// were left out for the caps.
+	Images          []Image `msgpack:"images,omitempty"`
+	ImagesTruncated bool    `msgpack:"images_truncated,omitempty"`
+}
+
+// Image is one rendered figure: its media type (only "image/png" so far)
+// and its bytes.
+type Image struct {
+	MediaType string `msgpack:"media_type"`
+	Data      []byte `msgpack:"data"`
 }
 
 // ErrorType is a stable error code; see PROTOCOL.md. Codes are never renamed.

@@ -21,7 +21,7 @@ func errorFrame(t *testing.T, e wire.Error) wire.Frame {
 // A frame from the jail that claims an internal error is the script's
 // doing (forged, or a runner the script broke), never the service's.
 func TestAnswerClaimingInternalIsResultCorrupted(t *testing.T) {
-	_, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), 1<<20)
+	_, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), 1<<20, false)
 	if e == nil || e.Type != wire.ErrResultCorrupted || !strings.HasSuffix(e.Message, ": runner failed: TypeError: x") {
 		t.Fatalf("got %+v, want result_corrupted naming the runner's message", e)
 	}
@@ -34,7 +34,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 		"unknown error": errorFrame(t, wire.Error{Type: "made_up", Message: "x"}),
 		"busy claimed":  errorFrame(t, wire.Error{Type: wire.ErrBusy, Message: "x"}),
 	} {
-		if _, e := interpretAnswer(f, 1<<20); e == nil || e.Type != wire.ErrResultCorrupted {
+		if _, e := interpretAnswer(f, 1<<20, false); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %+v, want result_corrupted", name, e)
 		}
 	}
@@ -50,7 +50,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	huge := strings.Repeat("\x01", 9<<20)
 	for _, typ := range []wire.ErrorType{wire.ErrException, wire.ErrSyntax, wire.ErrExited, wire.ErrInternal} {
-		_, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), 1<<20)
+		_, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), 1<<20, false)
 		if e == nil {
 			t.Fatalf("%s: no error", typ)
 		}
@@ -66,7 +66,7 @@ func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	}
 	// An honest runner's texts (already within the caps) pass unchanged.
 	msg, tb := strings.Repeat("m", MaxErrorMessageRunes), strings.Repeat("é", MaxErrorTracebackRunes)
-	if _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), 1<<20); e.Message != msg || e.Traceback != tb {
+	if _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), 1<<20, false); e.Message != msg || e.Traceback != tb {
 		t.Fatal("texts within the caps were changed")
 	}
 }

@@ -93,7 +93,11 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	defer p.Close()
 	// The request goes over its own pipe, never argv: scripts can be large.
 	go func() {
-		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{Script: x.Script, MaxResultBytes: x.Limits.ResultBytes})
+		req := wire.RunnerRequest{Script: x.Script, MaxResultBytes: x.Limits.ResultBytes}
+		if x.Images {
+			req.MaxImages, req.MaxImageBytes = MaxImages, MaxImageBytes
+		}
+		body, err := wire.NewFrame(1, wire.TypeExecute, req)
 		if err == nil {
 			err = wire.WriteFrame(p.RequestW, body)
 		}
@@ -114,7 +118,7 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	go func() { defer wg.Done(); stderrTrunc = captureStream(p.StderrR, x.Limits.OutputBytes, x.Stderr) }()
 	go func() {
 		defer wg.Done()
-		f, err := readRunnerAnswer(p.ResultR, int(x.Limits.ResultBytes)+resultOverhead)
+		f, err := readRunnerAnswer(p.ResultR, answerCap(x))
 		answerCh <- runnerAnswer{frame: f, err: err}
 		// Anything after the first frame is ignored, but drained so that a
 		// writer in the jail never blocks on us.
@@ -232,7 +236,9 @@ loop:
 	case reason == wire.ExitTimeout:
 		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
 	case answer.err == nil:
-		out.Result, out.Err = interpretAnswer(answer.frame, x.Limits.ResultBytes)
+		var r wire.Result
+		r, out.Err = interpretAnswer(answer.frame, x.Limits.ResultBytes, x.Images)
+		out.Result, out.Images, out.ImagesTruncated = r.JSON, r.Images, r.ImagesTruncated
 		if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
 			log.WithField("detail", out.Err.Message).Warn("runner answer refused")
 		}
@@ -326,28 +332,32 @@ func readRunnerAnswer(r io.Reader, max int) (wire.Frame, error) {
 // interpretAnswer turns the runner's frame into a result or an error. The
 // frame is hostile (user code can write to the result fd), so everything is
 // checked, and the JSON bytes are validated but never re-encoded.
-func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
+func interpretAnswer(f wire.Frame, resultCap int64, images bool) (wire.Result, *wire.Error) {
+	var none wire.Result
 	bad := corruptedAnswer("")
 	if f.Version != wire.Version {
-		return nil, bad
+		return none, bad
 	}
 	switch f.Type {
 	case wire.TypeResult:
 		var r wire.Result
 		if err := wire.Unmarshal(f.Body, &r); err != nil {
-			return nil, bad
+			return none, bad
 		}
 		if int64(len(r.JSON)) > resultCap {
-			return nil, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
+			return none, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
 		}
 		if !utf8.Valid(r.JSON) || !json.Valid(r.JSON) {
-			return nil, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
+			return none, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
 		}
-		return r.JSON, nil
+		if detail := checkImages(r, images); detail != "" {
+			return none, corruptedAnswer(detail)
+		}
+		return r, nil
 	case wire.TypeError:
 		var e wire.Error
 		if err := wire.Unmarshal(f.Body, &e); err != nil {
-			return nil, bad
+			return none, bad
 		}
 		e.Message = clipText(strings.ToValidUTF8(e.Message, "\uFFFD"), MaxErrorMessageRunes)
 		e.Traceback = clipText(strings.ToValidUTF8(e.Traceback, "\uFFFD"), MaxErrorTracebackRunes)
@@ -357,7 +367,7 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 			// The runner reports a failure of its own code this way, but a
 			// frame from the jail is never the service's own failure: the
 			// script can forge it, or break the runner it runs in.
-			return nil, corruptedAnswer(e.Message)
+			return none, corruptedAnswer(e.Message)
 		case wire.ErrException:
 			// Without a cgroup (or before it triggers) running out of
 			// memory surfaces as MemoryError; it is still the limit. So
@@ -369,12 +379,53 @@ func interpretAnswer(f wire.Frame, resultCap int64) ([]byte, *wire.Error) {
 				e.Type = wire.ErrMemoryLimit
 			}
 		default:
-			return nil, bad
+			return none, bad
 		}
-		return nil, &e
+		return none, &e
 	default:
-		return nil, bad
+		return none, bad
 	}
+}
+
+// answerCap is the largest runner frame read: the result cap, the images'
+// cap when images were asked for, and the frame's own overhead.
+func answerCap(x *Execution) int {
+	n := int(x.Limits.ResultBytes) + resultOverhead
+	if x.Images {
+		// Each image's map (keys, media type, bin header) besides its data.
+		n += MaxImageBytes + MaxImages*64
+	}
+	return n
+}
+
+// pngHeader is a PNG's signature and the start of its IHDR chunk (length 13,
+// type "IHDR"), which every PNG has first.
+var pngHeader = []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")
+
+// checkImages checks the images of a runner's answer, hostile bytes like the
+// rest of the frame: none unless asked for, within the caps, each a PNG.
+// It returns what is wrong, or "".
+func checkImages(r wire.Result, asked bool) string {
+	if !asked {
+		if len(r.Images) > 0 || r.ImagesTruncated {
+			return "images that were not asked for"
+		}
+		return ""
+	}
+	if len(r.Images) > MaxImages {
+		return fmt.Sprintf("%d images, over the limit of %d", len(r.Images), MaxImages)
+	}
+	total := 0
+	for i, im := range r.Images {
+		if im.MediaType != "image/png" || !bytes.HasPrefix(im.Data, pngHeader) {
+			return fmt.Sprintf("image %d is not a PNG", i)
+		}
+		total += len(im.Data)
+	}
+	if total > MaxImageBytes {
+		return fmt.Sprintf("images of %d bytes, over the limit of %d", total, MaxImageBytes)
+	}
+	return ""
 }
 
 // The longest message and traceback of an error from the jail, in
