@@ -42,7 +42,7 @@ type Outcome struct {
 	Images          []wire.Image
 	ImagesTruncated bool
 	Err             *wire.Error
-	Done   wire.Done
+	Done            wire.Done
 }
 
 // Engine runs executions in jails. Run must return only after every process
