@@ -138,7 +138,7 @@ func (c *Config) applyDefaults() {
 		c.Zygotes = runtime.NumCPU()
 	}
 	if c.Preload == nil {
-		c.Preload = []string{"numpy", "pandas"}
+		c.Preload = []string{"numpy", "pandas", "matplotlib.pyplot"}
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 64

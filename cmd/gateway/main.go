@@ -56,6 +56,8 @@ func run() int {
 		MaxFrame:    wire.DefaultMaxFrame,
 		Software:    software,
 		Logger:      log.WithField("component", "client"),
+		// Figures left open by main() come back as "images".
+		Features: []string{wire.FeatureImages},
 	})
 	defer c.Close()
 
