@@ -84,3 +84,41 @@ func TestRunnerClippedTextIsNotCutAgain(t *testing.T) {
 		t.Fatal("the runner's clipped message was cut again")
 	}
 }
+
+// Images in a runner's answer are hostile bytes too: only when asked for,
+// within the caps, and each a PNG; anything else is result_corrupted.
+func TestAnswerImagesChecked(t *testing.T) {
+	png := append([]byte(nil), pngHeader...)
+	img := wire.Image{MediaType: "image/png", Data: png}
+	frame := func(r wire.Result) wire.Frame {
+		body, err := wire.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.Frame{RequestID: 1, Type: wire.TypeResult, Version: wire.Version, Body: body}
+	}
+	r, e := interpretAnswer(frame(wire.Result{JSON: []byte("1"), Images: []wire.Image{img, img}, ImagesTruncated: true}), 1<<20, true)
+	if e != nil || len(r.Images) != 2 || !r.ImagesTruncated || string(r.JSON) != "1" {
+		t.Fatalf("good images: got %+v, %+v", r, e)
+	}
+	many := make([]wire.Image, MaxImages+1)
+	for i := range many {
+		many[i] = img
+	}
+	big := wire.Image{MediaType: "image/png", Data: append(append([]byte(nil), png...), make([]byte, MaxImageBytes)...)}
+	for name, c := range map[string]struct {
+		r     wire.Result
+		asked bool
+	}{
+		"not asked":      {wire.Result{JSON: []byte("1"), Images: []wire.Image{img}}, false},
+		"truncated only": {wire.Result{JSON: []byte("1"), ImagesTruncated: true}, false},
+		"too many":       {wire.Result{JSON: []byte("1"), Images: many}, true},
+		"too large":      {wire.Result{JSON: []byte("1"), Images: []wire.Image{big}}, true},
+		"not png":        {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/png", Data: []byte("GIF89a")}}}, true},
+		"other type":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/svg+xml", Data: png}}}, true},
+	} {
+		if _, e := interpretAnswer(frame(c.r), 1<<20, c.asked); e == nil || e.Type != wire.ErrResultCorrupted {
+			t.Errorf("%s: got %+v, want result_corrupted", name, e)
+		}
+	}
+}
