@@ -150,9 +150,12 @@ type EngineResult struct {
 	Engine string `json:"engine"`
 	Status Status `json:"status"`
 	// Reason says why the engine is unavailable or failed.
-	Reason           string          `json:"reason,omitempty"`
-	HelloLatency     *LatencyCell    `json:"hello_latency,omitempty"`
-	PandasLatency    *LatencyCell    `json:"pandas_latency,omitempty"`
+	Reason        string       `json:"reason,omitempty"`
+	HelloLatency  *LatencyCell `json:"hello_latency,omitempty"`
+	PandasLatency *LatencyCell `json:"pandas_latency,omitempty"`
+	// PlotLatency is the README's df.plot() example, its figure coming
+	// back as a PNG.
+	PlotLatency      *LatencyCell    `json:"plot_latency,omitempty"`
 	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
 	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
 	// MixedThroughput is hello and pandas in equal parts at the throughput
@@ -172,6 +175,9 @@ func (r *EngineResult) Tally() Tally {
 		t.merge(c.Tally)
 	}
 	if c := r.PandasLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.PlotLatency; c != nil {
 		t.merge(c.Tally)
 	}
 	if c := r.HelloThroughput; c != nil {
@@ -322,6 +328,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 	}
 	hello := newScript("hello", helloSource, helloResult)
 	pandas := newScript("pandas", pandasSource, pandasResult)
+	plot := newScript("plot", plotSource, plotResult)
 
 	err = withStack(ctx, sc, log, func(st *service) error {
 		cells := []struct {
@@ -336,6 +343,11 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 			{"pandas latency", func() error {
 				c, err := measureLatency(ctx, st.http, st.URL, pandas, cfg.Warmup, cfg.Requests)
 				res.PandasLatency = &c
+				return err
+			}},
+			{"plot latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.URL, plot, cfg.Warmup, cfg.Requests)
+				res.PlotLatency = &c
 				return err
 			}},
 			{"hello throughput", func() error {

@@ -279,6 +279,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	named := func(name string, m metric) metric { m.name = name; return m }
 	helloLat := func(e *EngineResult) *LatencyCell { return e.HelloLatency }
 	pandasLat := func(e *EngineResult) *LatencyCell { return e.PandasLatency }
+	plotLat := func(e *EngineResult) *LatencyCell { return e.PlotLatency }
 	helloTp := func(e *EngineResult) *ThroughputCell { return e.HelloThroughput }
 	pandasTp := func(e *EngineResult) *ThroughputCell { return e.PandasThroughput }
 	mixedTp := func(e *EngineResult) *ThroughputCell { return e.MixedThroughput }
@@ -286,6 +287,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	metrics := []metric{
 		named("hello p50 / p90 / p99 (c=1)", vsPrimLatency(latency(helloLat), helloLat)),
 		named("pandas p50 / p90 / p99 (c=1)", vsPrimLatency(latency(pandasLat), pandasLat)),
+		named("plot p50 / p90 / p99 (c=1)", vsPrimLatency(latency(plotLat), plotLat)),
 		named(fmt.Sprintf("hello throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(helloTp), helloTp)),
 		named(fmt.Sprintf("pandas throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(pandasTp), pandasTp)),
 		named(fmt.Sprintf("mixed throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(mixedTp), mixedTp)),
