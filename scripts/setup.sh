@@ -112,12 +112,9 @@ ensure_nsjail() {
 	fi
 }
 
-# ensure_mpl_cache builds matplotlib's font list the way matplotlib itself
-# would at first import, keeping only the fonts matplotlib ships (stored
-# relative to its data path): the jails see the venv but no system font
-# directory, and an entry for a file the jail cannot see would make matplotlib
-# rebuild the list. The venv is mounted read-only in the jails, readable by
-# the sandbox user (files 0644, directories 0755).
+# ensure_mpl_cache builds matplotlib's font cache into the venv, where the
+# jails read it (the venv is mounted read-only in them): see
+# scripts/mpl_font_cache.py.
 ensure_mpl_cache() {
 	local dir="$VENV/share/python-executor/matplotlib" scratch rc=0
 	if "$VENV/bin/python" -c 'import sys, os, matplotlib.font_manager as fm; sys.exit(0 if os.path.isfile(os.path.join(sys.argv[1], f"fontlist-v{fm.FontManager.__version__}.json")) else 1)' "$dir" 2>/dev/null; then
@@ -125,29 +122,10 @@ ensure_mpl_cache() {
 	fi
 	say "building matplotlib's font cache in $dir"
 	rm -rf "$dir"
-	mkdir -p "$dir"
-	# A scratch MPLCONFIGDIR: matplotlib's own first-import cache goes there,
-	# not into the caller's home.
 	scratch="$(mktemp -d)"
-	MPLCONFIGDIR="$scratch" MPLBACKEND=Agg "$VENV/bin/python" - "$dir" <<'PY' || rc=$?
-import os, sys
-import matplotlib
-from matplotlib import font_manager as fm
-
-data = os.path.realpath(matplotlib.get_data_path()) + os.sep
-m = fm.FontManager()
-m.ttflist = [f for f in m.ttflist if os.path.realpath(f.fname).startswith(data)]
-m.afmlist = [f for f in m.afmlist if os.path.realpath(f.fname).startswith(data)]
-if not m.ttflist:
-    sys.exit("no font of matplotlib's own found under " + data)
-out = os.path.join(sys.argv[1], f"fontlist-v{fm.FontManager.__version__}.json")
-fm.json_dump(m, out)
-if not os.path.isfile(out):
-    sys.exit("could not write " + out)
-PY
+	MPLCONFIGDIR="$scratch" MPLBACKEND=Agg "$VENV/bin/python" "$ROOT/scripts/mpl_font_cache.py" "$dir" || rc=$?
 	rm -rf "$scratch"
 	[ "$rc" = 0 ] || die "could not build matplotlib's font cache"
-	chmod -R a+rX "$dir"
 	CHANGED=1
 }
 
