@@ -35,10 +35,10 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 
 FROM ${PYTHON_IMAGE}
 WORKDIR /opt/python-executor
-# The venv layer depends only on the requirements and the setup script, so a
+# The venv layer depends only on the requirements and the setup scripts, so a
 # change to the code does not reinstall numpy and pandas.
 COPY runner/requirements.txt runner/requirements.txt
-COPY scripts/setup.sh scripts/setup.sh
+COPY scripts/setup.sh scripts/mpl_font_cache.py scripts/
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     SETUP_SKIP_GO=1 PYTHON=python3.11 scripts/setup.sh && rm -rf /root/.cache

@@ -114,6 +114,12 @@ type Outcome struct {
 	Stderr []byte
 	// Done carries the execution's statistics and exit reason.
 	Done wire.Done
+	// Images are the figures main() left open, as PNGs (only on a
+	// connection that agreed to wire.FeatureImages: list it in
+	// Config.Features); ImagesTruncated says some were left out for the
+	// supervisor's caps.
+	Images          []wire.Image
+	ImagesTruncated bool
 }
 
 // Client is a connection to the supervisor, shared by concurrent callers. The
@@ -692,6 +698,7 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 			}
 			cl.answered, cl.out.Result = true, r.JSON
 			cl.out.Files, cl.out.FilesTruncated = r.Files, r.FilesTruncated
+			cl.out.Images, cl.out.ImagesTruncated = r.Images, r.ImagesTruncated
 			return nil
 		})
 	case wire.TypeStdout, wire.TypeStderr:

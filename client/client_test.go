@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1133,5 +1135,33 @@ func TestServerIdentityChecked(t *testing.T) {
 	}
 	if n := <-got; n != 0 {
 		t.Fatalf("the client sent %d bytes to a foreign server, want 0", n)
+	}
+}
+
+// TestExecuteImages: on a connection that agreed to wire.FeatureImages the
+// result's figures reach the Outcome as sent.
+func TestExecuteImages(t *testing.T) {
+	path := socketPath(t)
+	fs := startFake(t, path)
+	c, _ := newClient(t, path, Config{Features: []string{wire.FeatureImages}})
+	res := goExecute(t.Context(), c, wire.Execute{Script: "def main(): return 1"})
+
+	fc := fs.accept()
+	var h wire.Hello
+	fc.expect(wire.TypeHello, &h)
+	if !slices.Contains(h.Features, wire.FeatureImages) {
+		t.Fatalf("hello features %v, want %q", h.Features, wire.FeatureImages)
+	}
+	fc.send(0, wire.TypeHello, wire.Hello{Version: int(wire.Version), Software: "fake-supervisor", Features: []string{wire.FeatureImages}})
+	f := fc.expect(wire.TypeExecute, nil)
+	png := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR...")
+	fc.send(f.RequestID, wire.TypeResult, wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/png", Data: png}}, ImagesTruncated: true})
+	fc.send(f.RequestID, wire.TypeDone, wire.Done{ExitReason: wire.ExitOK})
+	r := await(t, res)
+	if r.err != nil || string(r.out.Result) != "1" || len(r.out.Images) != 1 || r.out.Images[0].MediaType != "image/png" || !bytes.Equal(r.out.Images[0].Data, png) || !r.out.ImagesTruncated {
+		t.Fatalf("Execute() = %+v, %v, want the result, one image and truncated", r.out, r.err)
+	}
+	if fs, err := c.Features(t.Context()); err != nil || !fs.Has(wire.FeatureImages) {
+		t.Fatalf("Features() = %v, %v, want images agreed", fs, err)
 	}
 }

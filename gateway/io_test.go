@@ -64,3 +64,22 @@ func TestSuccessBodyWithFiles(t *testing.T) {
 		t.Fatal("invalid_args is not a 400")
 	}
 }
+
+// An answer with both output files and images (features io and images) has
+// both truncation marks in "truncated" and both lists after it, in that order.
+func TestSuccessBodyWithFilesAndImages(t *testing.T) {
+	out := &client.Outcome{
+		Result: []byte("1"),
+		Files:  []wire.File{{Name: "a.txt", Data: []byte("x")}}, FilesTruncated: true,
+		Images: []wire.Image{{MediaType: "image/png", Data: []byte("p")}}, ImagesTruncated: true,
+	}
+	b := string(successBody(out))
+	want := `"truncated":{"stdout":false,"stderr":false,"files":true,"images":true},"files":[{"name":"a.txt","size":1,"media_type":"text/plain","content":"eA=="}],"images":[{"media_type":"image/png","data":"cA=="}]}`
+	if !strings.HasSuffix(b, want) {
+		t.Fatalf("body %s\nwant suffix %s", b, want)
+	}
+	var v map[string]any
+	if err := json.Unmarshal([]byte(b), &v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+}

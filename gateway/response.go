@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"strconv"
 	"unicode/utf8"
 
@@ -94,7 +95,7 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError, stdout, stderr []byte) {
 // inserted verbatim (the caller has checked they are one JSON value); the
 // field order is fixed.
 func successBody(out *client.Outcome) []byte {
-	b := make([]byte, 0, 160+len(out.Result)+len(out.Stdout)+len(out.Stderr))
+	b := make([]byte, 0, 160+len(out.Result)+len(out.Stdout)+len(out.Stderr)+imagesLen(out.Images))
 	b = append(b, `{"result":`...)
 	b = append(b, out.Result...)
 	b = append(b, `,"stdout":`...)
@@ -123,12 +124,47 @@ func successBody(out *client.Outcome) []byte {
 		b = append(b, `,"files":`...)
 		b = strconv.AppendBool(b, out.FilesTruncated)
 	}
+	if out.ImagesTruncated {
+		// Optional: present only when figures were left out for the caps.
+		b = append(b, `,"images":true`...)
+	}
 	b = append(b, '}')
 	if withFiles {
 		b = appendFiles(b, out)
 	}
+	b = appendImages(b, out.Images)
 	b = append(b, '}')
 	return b
+}
+
+// imagesLen is about what appendImages adds, to size the body once.
+func imagesLen(images []wire.Image) int {
+	n := 0
+	for _, im := range images {
+		n += 48 + len(im.MediaType) + base64.StdEncoding.EncodedLen(len(im.Data))
+	}
+	return n
+}
+
+// appendImages adds the optional "images" key: the figures main() left
+// open, each {"media_type", "data"} with the bytes in standard base64. The
+// supervisor has checked each is a PNG within the caps.
+func appendImages(b []byte, images []wire.Image) []byte {
+	if len(images) == 0 {
+		return b
+	}
+	b = append(b, `,"images":[`...)
+	for i, im := range images {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"media_type":`...)
+		b = appendString(b, []byte(im.MediaType))
+		b = append(b, `,"data":"`...)
+		b = base64.StdEncoding.AppendEncode(b, im.Data)
+		b = append(b, `"}`...)
+	}
+	return append(b, ']')
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {

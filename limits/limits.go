@@ -154,8 +154,8 @@ var Table = []Limit{
 		Doc:      "limit of the encoded result, in KiB",
 		Enforced: "the runner refuses a larger result; the supervisor caps what it reads",
 	},
-	// The caps of args and files. Their sum with the result limit must fit
-	// one frame (wire.DefaultMaxFrame, 16 MiB): the supervisor checks it at
+	// The caps of args and files. The output files' with the result limit
+	// and the images' cap must fit one frame (wire.DefaultMaxFrame, 16 MiB): the supervisor checks it at
 	// start-up, and the gateway's body limit grows by what args and files
 	// may take.
 	{
@@ -184,7 +184,9 @@ var Table = []Limit{
 	},
 	{
 		Field: "FilesOutBytes", Unit: Bytes, Wire: "files_out_bytes", HTTP: "output_files_bytes", HTTPScale: 1, HTTPMax: 1 << 40,
-		Default: 4 * mib, Flag: "files-out-kb", FlagScale: kib,
+		// 3 MiB: with the result's 8 MiB, the names and the images' 4 MiB
+		// it fits the clients' 16 MiB frame (supervisor Config.Validate).
+		Default: 3 * mib, Flag: "files-out-kb", FlagScale: kib,
 		Doc:      "limit of the total size of the output files returned, in KiB",
 		Enforced: "the runner skips files past it by their size, unread (truncated.files); the supervisor caps what it reads",
 	},

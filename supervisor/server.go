@@ -33,9 +33,8 @@ const helloTimeout = 5 * time.Second
 
 // offeredFeatures are the optional protocol features this supervisor implements
 // (see wire.FeatureSet); a client's hello gets those of them it asks for.
-// None yet: a feature adds its wire constant here once the supervisor
-// implements it.
-var offeredFeatures = wire.NewFeatureSet(wire.FeatureIO)
+// A feature adds its wire constant here once the supervisor implements it.
+var offeredFeatures = wire.NewFeatureSet(wire.FeatureIO, wire.FeatureImages)
 
 // Server accepts clients on the supervisor socket and runs their executions.
 type Server struct {
@@ -447,7 +446,10 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		if out.Err != nil {
 			cn.send(id, wire.TypeError, *out.Err)
 		} else {
-			cn.send(id, wire.TypeResult, wire.Result{JSON: out.Result, Files: out.Files, FilesTruncated: out.FilesTruncated})
+			cn.send(id, wire.TypeResult, wire.Result{
+				JSON: out.Result, Files: out.Files, FilesTruncated: out.FilesTruncated,
+				Images: out.Images, ImagesTruncated: out.ImagesTruncated,
+			})
 		}
 		cn.send(id, wire.TypeDone, out.Done)
 		fields := logrus.Fields{"duration_ms": out.Done.WallMS, "exit_reason": out.Done.ExitReason, "cpu_ms": out.Done.CPUMS, "peak_memory_bytes": out.Done.PeakMemoryBytes}
@@ -519,6 +521,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		Log:    log,
 		Stdout: func(b []byte) { cn.send(id, wire.TypeStdout, wire.Chunk{Data: b}) },
 		Stderr: func(b []byte) { cn.send(id, wire.TypeStderr, wire.Chunk{Data: b}) },
+		Images: cn.features.Has(wire.FeatureImages),
 	}
 	out := s.engine.Run(ctx, x)
 	out.Done.QueueMS = queueMS

@@ -48,7 +48,7 @@ func TestValidModuleName(t *testing.T) {
 func TestConfigEngine(t *testing.T) {
 	base := Config{SocketPath: "/run/s.sock", Venv: "/v", RunnerPath: "/r/runner.py", SandboxUID: 5, SandboxGID: 5, GatewayUID: 6}
 	c := base
-	if err := c.Validate(); err != nil || c.Engine != EngineWarm || c.Zygotes <= 0 || len(c.Preload) != 2 || c.ZygotePath != "/r/zygote.py" {
+	if err := c.Validate(); err != nil || c.Engine != EngineWarm || c.Zygotes <= 0 || len(c.Preload) != 3 || c.ZygotePath != "/r/zygote.py" {
 		t.Errorf("defaults: %v %+v", err, c)
 	}
 	c = base

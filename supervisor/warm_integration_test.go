@@ -336,7 +336,7 @@ func TestSpareChildren(t *testing.T) {
 func TestZygotesWarmUp(t *testing.T) {
 	inst := startSupervisor(t, "warm", "-zygotes", "2")
 	logs := inst.Logs.String()
-	if n := strings.Count(logs, `"warmed":"hello,exception,numpy,pandas"`); n != 2 {
+	if n := strings.Count(logs, `"warmed":"hello,exception,numpy,pandas,matplotlib"`); n != 2 {
 		t.Fatalf("%d zygotes report the whole warm-up, want 2:\n%s", n, logs)
 	}
 	if strings.Contains(logs, "could not preload or warm up") {

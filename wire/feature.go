@@ -24,6 +24,11 @@ import (
 // invalid_args may be sent (PROTOCOL.md, "Feature io").
 const FeatureIO = "io"
 
+// FeatureImages: the runner renders the matplotlib figures still open when
+// main() returns, and the result frame carries them as PNGs (`images`,
+// `images_truncated`). See PROTOCOL.md, "Feature images".
+const FeatureImages = "images"
+
 // maxFeatureName is the longest feature name a peer considers; a longer one
 // cannot be registered and is ignored like any other unknown name.
 const maxFeatureName = 64

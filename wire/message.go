@@ -80,6 +80,11 @@ type RunnerRequest struct {
 	Files            []File `msgpack:"files,omitempty"`
 	MaxFilesOut      int64  `msgpack:"max_files_out,omitempty"`
 	MaxFilesOutBytes int64  `msgpack:"max_files_out_bytes,omitempty"`
+	// MaxImages and MaxImageBytes ask the runner for the figures still
+	// open when main() returns (feature FeatureImages): at most that many
+	// PNGs, that many bytes in all. Omitted (0) = no images are wanted.
+	MaxImages     int64 `msgpack:"max_images,omitempty"`
+	MaxImageBytes int64 `msgpack:"max_image_bytes,omitempty"`
 }
 
 // Chunk is a piece of stdout or stderr.
@@ -94,6 +99,18 @@ type Result struct {
 	// when none), FilesTruncated whether any were left out by a cap.
 	Files          []File `msgpack:"files,omitempty"`
 	FilesTruncated bool   `msgpack:"files_truncated,omitempty"`
+	// Images are the figures left open by main() (feature FeatureImages
+	// only; omitted when there are none), and ImagesTruncated says some
+	// were left out for the caps.
+	Images          []Image `msgpack:"images,omitempty"`
+	ImagesTruncated bool    `msgpack:"images_truncated,omitempty"`
+}
+
+// Image is one rendered figure: its media type (only "image/png" so far)
+// and its bytes.
+type Image struct {
+	MediaType string `msgpack:"media_type"`
+	Data      []byte `msgpack:"data"`
 }
 
 // ErrorType is a stable error code; see PROTOCOL.md. Codes are never renamed.

@@ -56,8 +56,9 @@ func run() int {
 		MaxFrame:    wire.DefaultMaxFrame,
 		Software:    software,
 		Logger:      log.WithField("component", "client"),
-		// args and files (request) and output files (response).
-		Features: []string{wire.FeatureIO},
+		// args and files (request) and output files (response); figures
+		// left open by main() come back as "images".
+		Features: []string{wire.FeatureIO, wire.FeatureImages},
 	})
 	defer c.Close()
 

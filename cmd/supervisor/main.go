@@ -80,7 +80,7 @@ func parseOptions(fs *flag.FlagSet, args []string, lookup config.Lookup) (*optio
 	b.Int(&cfg.SandboxUIDCount, "sandbox-uid-count", "PYEXEC_SANDBOX_UID_COUNT", "size of the -sandbox-uid-base range")
 	b.String(&cfg.Engine, "engine", "PYEXEC_ENGINE", "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
 	b.Int(&cfg.Zygotes, "zygotes", "PYEXEC_ZYGOTES", "zygotes of the warm engine (0 = number of CPUs)")
-	preload := "numpy,pandas"
+	preload := "numpy,pandas,matplotlib.pyplot"
 	b.StringAllowEmpty(&preload, "preload", "PYEXEC_PRELOAD", "comma-separated modules each zygote imports before forking (\"\" = none)")
 	b.Int(&cfg.Slots, "slots", "PYEXEC_SLOTS", "executions at once (0 = number of CPUs)")
 	b.Int(&cfg.QueueSize, "queue", "PYEXEC_QUEUE", "executions waiting for a slot before busy (0 = 64)")

@@ -83,7 +83,7 @@ func TestEnvironmentNames(t *testing.T) {
 		t.Errorf("flags do not win over the environment: %+v", o.cfg)
 	}
 	o = parse(t, nil)
-	if o.gatewayUser != "pyexec-gw" || strings.Join(o.cfg.Preload, ",") != "numpy,pandas" ||
+	if o.gatewayUser != "pyexec-gw" || strings.Join(o.cfg.Preload, ",") != "numpy,pandas,matplotlib.pyplot" ||
 		o.cfg.Defaults.Set != limits.Defaults() || o.cfg.Max.Set != limits.Maxima(limits.Defaults()) {
 		t.Errorf("defaults: %+v", o)
 	}

@@ -468,6 +468,32 @@ def main():
     os.waitpid(pid, 0)
     return "from the parent"
 `), check: wantValue(`"from the parent"`)},
+		// Plot bombs: the caps cut them (images_test.go checks what comes
+		// back); the answer is the script's result, never internal.
+		{name: "plot_bomb", status: 200, script: s(`
+import matplotlib.pyplot as plt
+def main():
+    plt.figure(figsize=(1e6, 1e6), dpi=1000)
+    for i in range(500):
+        plt.figure(figsize=(1, 1), dpi=10)
+    return "drawn"
+`), check: wantValue(`"drawn"`)},
+		{name: "plot_savefig_forged", status: 500, typ: "exception", script: s(`
+import matplotlib.figure, matplotlib.pyplot as plt
+def fake(self, fname, **kw):
+    fname.write(b"GIF89a not a png")
+matplotlib.figure.Figure.savefig = fake
+def main():
+    plt.plot([1, 2])
+    return 1
+`)},
+		{name: "plot_forged_result_images", status: 500, typ: "result_corrupted", script: s(`
+import msgpack, struct
+def main():
+    body = msgpack.packb({"json": b"1", "images": [{"media_type": "image/png", "data": b"GIF89a"}]}, use_bin_type=True)
+    os.write(4, struct.pack(">IIBB", len(body), 1, 0x12, 1) + body)
+    os._exit(0)
+`)},
 	}
 }
 

@@ -21,7 +21,7 @@ func errorFrame(t *testing.T, e wire.Error) wire.Frame {
 // A frame from the jail that claims an internal error is the script's
 // doing (forged, or a runner the script broke), never the service's.
 func TestAnswerClaimingInternalIsResultCorrupted(t *testing.T) {
-	_, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), DefaultLimits())
+	_, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrInternal, Message: "runner failed: TypeError: x"}), DefaultLimits(), false)
 	if e == nil || e.Type != wire.ErrResultCorrupted || !strings.HasSuffix(e.Message, ": runner failed: TypeError: x") {
 		t.Fatalf("got %+v, want result_corrupted naming the runner's message", e)
 	}
@@ -34,7 +34,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 		"unknown error": errorFrame(t, wire.Error{Type: "made_up", Message: "x"}),
 		"busy claimed":  errorFrame(t, wire.Error{Type: wire.ErrBusy, Message: "x"}),
 	} {
-		if _, _, e := interpretAnswer(f, DefaultLimits()); e == nil || e.Type != wire.ErrResultCorrupted {
+		if _, e := interpretAnswer(f, DefaultLimits(), false); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %+v, want result_corrupted", name, e)
 		}
 	}
@@ -50,7 +50,7 @@ func TestMalformedAnswersAreResultCorrupted(t *testing.T) {
 func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	huge := strings.Repeat("\x01", 9<<20)
 	for _, typ := range []wire.ErrorType{wire.ErrException, wire.ErrSyntax, wire.ErrExited, wire.ErrInternal} {
-		_, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), DefaultLimits())
+		_, e := interpretAnswer(errorFrame(t, wire.Error{Type: typ, Message: "head" + huge + "tail", Traceback: "top" + huge + "bottom"}), DefaultLimits(), false)
 		if e == nil {
 			t.Fatalf("%s: no error", typ)
 		}
@@ -66,7 +66,7 @@ func TestErrorTextFromTheJailIsCapped(t *testing.T) {
 	}
 	// An honest runner's texts (already within the caps) pass unchanged.
 	msg, tb := strings.Repeat("m", MaxErrorMessageRunes), strings.Repeat("é", MaxErrorTracebackRunes)
-	if _, _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), DefaultLimits()); e.Message != msg || e.Traceback != tb {
+	if _, e := interpretAnswer(errorFrame(t, wire.Error{Type: wire.ErrException, Message: msg, Traceback: tb}), DefaultLimits(), false); e.Message != msg || e.Traceback != tb {
 		t.Fatal("texts within the caps were changed")
 	}
 }
@@ -109,12 +109,50 @@ func TestOutputFilesFromTheJailAreChecked(t *testing.T) {
 		"too large": {{Name: "a", Data: make([]byte, 11)}},
 		"long name": {{Name: strings.Repeat("a", MaxOutputNameBytes+1)}},
 	} {
-		if _, _, e := interpretAnswer(frame(files...), lim); e == nil || e.Type != wire.ErrResultCorrupted {
+		if _, e := interpretAnswer(frame(files...), lim, false); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %v, want result_corrupted", name, e)
 		}
 	}
-	res, files, e := interpretAnswer(frame(wire.File{Name: "sub/a\nb.csv", Data: []byte("1,2")}), lim)
-	if e != nil || string(res) != "1" || len(files.files) != 1 || files.files[0].Name != "sub/a\nb.csv" {
-		t.Fatalf("good files: %v %v %+v", e, string(res), files)
+	res, e := interpretAnswer(frame(wire.File{Name: "sub/a\nb.csv", Data: []byte("1,2")}), lim, false)
+	if e != nil || string(res.JSON) != "1" || len(res.Files) != 1 || res.Files[0].Name != "sub/a\nb.csv" {
+		t.Fatalf("good files: %v %v %+v", e, string(res.JSON), res.Files)
+	}
+}
+
+// Images in a runner's answer are hostile bytes too: only when asked for,
+// within the caps, and each a PNG; anything else is result_corrupted.
+func TestAnswerImagesChecked(t *testing.T) {
+	png := append([]byte(nil), pngHeader...)
+	img := wire.Image{MediaType: "image/png", Data: png}
+	frame := func(r wire.Result) wire.Frame {
+		body, err := wire.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.Frame{RequestID: 1, Type: wire.TypeResult, Version: wire.Version, Body: body}
+	}
+	r, e := interpretAnswer(frame(wire.Result{JSON: []byte("1"), Images: []wire.Image{img, img}, ImagesTruncated: true}), DefaultLimits(), true)
+	if e != nil || len(r.Images) != 2 || !r.ImagesTruncated || string(r.JSON) != "1" {
+		t.Fatalf("good images: got %+v, %+v", r, e)
+	}
+	many := make([]wire.Image, MaxImages+1)
+	for i := range many {
+		many[i] = img
+	}
+	big := wire.Image{MediaType: "image/png", Data: append(append([]byte(nil), png...), make([]byte, MaxImageBytes)...)}
+	for name, c := range map[string]struct {
+		r     wire.Result
+		asked bool
+	}{
+		"not asked":      {wire.Result{JSON: []byte("1"), Images: []wire.Image{img}}, false},
+		"truncated only": {wire.Result{JSON: []byte("1"), ImagesTruncated: true}, false},
+		"too many":       {wire.Result{JSON: []byte("1"), Images: many}, true},
+		"too large":      {wire.Result{JSON: []byte("1"), Images: []wire.Image{big}}, true},
+		"not png":        {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/png", Data: []byte("GIF89a")}}}, true},
+		"other type":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/svg+xml", Data: png}}}, true},
+	} {
+		if _, e := interpretAnswer(frame(c.r), DefaultLimits(), c.asked); e == nil || e.Type != wire.ErrResultCorrupted {
+			t.Errorf("%s: got %+v, want result_corrupted", name, e)
+		}
 	}
 }

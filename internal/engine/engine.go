@@ -24,7 +24,20 @@ type Execution struct {
 	// block for long. Nil drops the chunks.
 	Stdout func([]byte)
 	Stderr func([]byte)
+	// Images asks for the figures main() leaves open, as PNGs (the client
+	// agreed to wire.FeatureImages), within MaxImages and MaxImageBytes.
+	Images bool
 }
+
+// The caps on images: how many, how many bytes in all, and the largest
+// raster a figure may have (the runner checks it before drawing, so a
+// figure of a million inches cannot make it allocate). Fixed, like the frame
+// envelope: the result frame must fit the clients' frame limit.
+const (
+	MaxImages      = 16
+	MaxImageBytes  = 4 << 20
+	MaxImagePixels = 16 << 20
+)
 
 // Outcome is how an execution ended: exactly one of Result and Err is set.
 type Outcome struct {
@@ -33,8 +46,12 @@ type Outcome struct {
 	// FilesTruncated whether the runner left some out by a cap.
 	Files          []wire.File
 	FilesTruncated bool
-	Err            *wire.Error
-	Done           wire.Done
+	// Images are the figures main() left open (only with Execution.Images);
+	// ImagesTruncated says some were left out for the caps.
+	Images          []wire.Image
+	ImagesTruncated bool
+	Err             *wire.Error
+	Done            wire.Done
 }
 
 // Engine runs executions in jails. Run must return only after every process

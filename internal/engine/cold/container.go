@@ -22,9 +22,11 @@ func execEnv(env []string, dir string) []string {
 	out := make([]string, 0, len(env))
 	for _, e := range env {
 		switch {
-		case strings.HasPrefix(e, "HOME="), strings.HasPrefix(e, "TMPDIR="), strings.HasPrefix(e, "MPLCONFIGDIR="):
+		case strings.HasPrefix(e, "HOME="), strings.HasPrefix(e, "TMPDIR="):
 			name, _, _ := strings.Cut(e, "=")
 			out = append(out, name+"="+dir)
+		case strings.HasPrefix(e, "MPLCONFIGDIR="):
+			out = append(out, "MPLCONFIGDIR="+filepath.Join(dir, ".matplotlib"))
 		default:
 			out = append(out, e)
 		}

@@ -155,7 +155,10 @@ type EngineResult struct {
 	PandasLatency *LatencyCell `json:"pandas_latency,omitempty"`
 	// ArgsLatency is the hello example's shape with its data passed as
 	// args and a small input file, and an output file returned (issue 12).
-	ArgsLatency      *LatencyCell    `json:"args_latency,omitempty"`
+	ArgsLatency *LatencyCell `json:"args_latency,omitempty"`
+	// PlotLatency is the README's df.plot() example, its figure coming
+	// back as a PNG.
+	PlotLatency      *LatencyCell    `json:"plot_latency,omitempty"`
 	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
 	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
 	// MixedThroughput is hello and pandas in equal parts at the throughput
@@ -178,6 +181,9 @@ func (r *EngineResult) Tally() Tally {
 		t.merge(c.Tally)
 	}
 	if c := r.ArgsLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.PlotLatency; c != nil {
 		t.merge(c.Tally)
 	}
 	if c := r.HelloThroughput; c != nil {
@@ -329,6 +335,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 	hello := newScript("hello", helloSource, helloResult)
 	pandas := newScript("pandas", pandasSource, pandasResult)
 	args := argsScript()
+	plot := newScript("plot", plotSource, plotResult)
 
 	err = withStack(ctx, sc, log, func(st *service) error {
 		cells := []struct {
@@ -348,6 +355,11 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 			{"args latency", func() error {
 				c, err := measureLatency(ctx, st.http, st.URL, args, cfg.Warmup, cfg.Requests)
 				res.ArgsLatency = &c
+				return err
+			}},
+			{"plot latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.URL, plot, cfg.Warmup, cfg.Requests)
+				res.PlotLatency = &c
 				return err
 			}},
 			{"hello throughput", func() error {

@@ -71,6 +71,23 @@ def main():
 	pandasResult = `{"shape": [3, 2], "sum": {"A": 6, "B": 15}, "mean": {"A": 2.0, "B": 5.0}}`
 )
 
+// The plot workload is the README's df.plot() example: one figure rendered
+// to a PNG of about 30 KiB that comes back in "images".
+const (
+	plotSource = `
+import pandas as pd
+
+def main():
+    df = pd.DataFrame({"month": ["Jan", "Feb", "Mar", "Apr", "May", "Jun"],
+                       "sales": [120, 135, 160, 150, 180, 210],
+                       "costs": [100, 110, 115, 130, 125, 140]})
+    ax = df.plot(x="month", y=["sales", "costs"], marker="o", title="Sales and costs")
+    ax.set_ylabel("k$")
+    return {"total_sales": int(df["sales"].sum())}
+`
+	plotResult = `{"total_sales": 955}`
+)
+
 // holdingScript is the pandas example that sleeps for hold before it
 // returns, to keep executions in flight while their memory is measured.
 func holdingScript(hold time.Duration) script {

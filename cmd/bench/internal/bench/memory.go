@@ -251,7 +251,7 @@ type IdleKind struct {
 // defaultKind is the one kind of zygote the bench's supervisors run: it
 // passes no -preload, so the zygotes preload the supervisor's default
 // modules.
-const defaultKind = "numpy,pandas"
+const defaultKind = "numpy,pandas,matplotlib.pyplot"
 
 // idleKinds groups an idle sample's processes by zygote: a zygote is a
 // sandboxed process whose parent is not one (an nsjail, which runs as
