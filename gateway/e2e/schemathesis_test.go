@@ -17,7 +17,7 @@ import (
 // PYEXEC_FUZZ_SECONDS raise them for a longer local run.
 const (
 	fuzzExamples = 40
-	fuzzSeconds  = 60
+	fuzzSeconds  = 45
 )
 
 func envInt(name string, def int) int {
