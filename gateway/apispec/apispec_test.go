@@ -41,7 +41,7 @@ func TestCheck(t *testing.T) {
 		{"POST", "/execute", 503, busy, []byte(`{"error":{"type":"busy","message":"m"},"stdout":"","stderr":""}`)},
 		{"GET", "/health", 200, json, []byte(`{"status":"healthy","supervisor":"reachable","engine":"warm","isolation":"full","cgroups":"v1","tier":"full","protections":["pid_namespace"],"missing":[]}`)},
 		{"GET", "/health", 200, json, []byte(`{"status":"healthy","supervisor":"reachable","engine":"cold","isolation":"full","cgroups":"v2"}`)},
-		{"GET", "/health", 503, busy, []byte(`{"status":"unhealthy","supervisor":"unreachable"}`)},
+		{"GET", "/health", 503, json, []byte(`{"status":"unhealthy","supervisor":"unreachable"}`)},
 		{"GET", "/health", 503, busy, []byte(`{"status":"unhealthy","reason":"shutting down"}`)},
 		{"GET", "/health", 503, busy, []byte(`{"status":"unhealthy","supervisor":"reachable","engine":"warm","isolation":"full","cgroups":"v1","reason":"no zygote"}`)},
 		{"HEAD", "/health", 200, json, nil},
