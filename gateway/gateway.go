@@ -83,6 +83,8 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	r.POST("/execute", g.handleExecute)
 	r.GET("/health", g.handleHealth)
 	r.HEAD("/health", g.handleHealth)
+	r.GET("/openapi.json", g.handleOpenAPI)
+	r.HEAD("/openapi.json", g.handleOpenAPI)
 	g.router = r
 
 	g.srv = &fasthttp.Server{

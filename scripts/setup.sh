@@ -13,8 +13,9 @@
 #     map to), when running as root;
 #   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
 #     image builds them in its own stage);
-#   - the pinned lint tools of `make lint`: ruff (requirements-dev.txt) in the
-#     venv, staticcheck (STATICCHECK_VERSION below) in .tools/bin. Skipped with
+#   - the pinned development tools: ruff for `make lint` and Schemathesis for
+#     the e2e fuzz run (requirements-dev.txt) in the venv, staticcheck
+#     (STATICCHECK_VERSION below) in .tools/bin. Skipped with
 #     SETUP_SKIP_LINT=1, which SETUP_SKIP_GO=1 implies (the image runs no lint).
 #
 # Environment:

@@ -226,7 +226,7 @@ func TestHTTP(t *testing.T) {
 func TestClientDisconnectCancels(t *testing.T) {
 	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
 		st := supervisortest.StartStack(t, engine)
-		c := &http.Client{Timeout: 1500 * time.Millisecond}
+		c := &http.Client{Timeout: 1500 * time.Millisecond, Transport: specChecked(nil)}
 		_, err := c.Post(st.Gateway.URL+"/execute", "application/json", strings.NewReader(`{"script": "import time\ndef main():\n    time.sleep(25)\n"}`))
 		if err == nil {
 			t.Fatal("request finished instead of timing out client-side")

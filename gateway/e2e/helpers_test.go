@@ -17,7 +17,11 @@ func TestMain(m *testing.M) {
 	// Under PYEXEC_E2E_URL this binary also runs the host checks inside the
 	// target; see supervisortest/remote.go.
 	supervisortest.RunProbe()
+	http.DefaultClient.Transport = specChecked(nil)
 	code := m.Run()
+	if reportSpecViolations() && code == 0 {
+		code = 1
+	}
 	supervisortest.Cleanup()
 	os.Exit(code)
 }
@@ -39,7 +43,7 @@ type reply struct {
 	}
 }
 
-var httpClient = &http.Client{Timeout: 120 * time.Second}
+var httpClient = &http.Client{Timeout: 120 * time.Second, Transport: specChecked(nil)}
 
 // post sends body as-is to path with a JSON content type.
 func post(t testing.TB, base, path string, body []byte) *reply {

@@ -209,7 +209,7 @@ func startRunScript(t *testing.T, engine string, env ...string) *runService {
 }
 
 // freshClient opens a new connection per request, as a new client would.
-var freshClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+var freshClient = &http.Client{Timeout: 30 * time.Second, Transport: specChecked(&http.Transport{DisableKeepAlives: true})}
 
 // getHealth returns /health's status and body (0 when it did not answer).
 func getHealth(base string) (int, map[string]any) {
@@ -405,7 +405,7 @@ func TestHealthReflectsZygotes(t *testing.T) {
 // address ip, so a flood from 127.0.0.1 does not count against it.
 func clientFrom(ip string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	return &http.Client{Timeout: 30 * time.Second, Transport: specChecked(&http.Transport{DialContext: d.DialContext, DisableKeepAlives: true})}
 }
 
 func dialFrom(t *testing.T, ip, addr string) net.Conn {
