@@ -14,6 +14,10 @@
 // carry Args (main(**args)) and Files (written before the script runs), and
 // the Outcome carries the files the script left in output/; see
 // ExampleClient_Execute_argsAndFiles.
+//
+// Execute waits for the outcome (with an optional callback per output chunk);
+// Stream is the same execution as a range-over-func loop over the output as
+// it is written, then the outcome (see its example).
 package client
 
 import (
@@ -22,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"sync"
 	"time"
@@ -89,6 +94,16 @@ type Event struct {
 	Type wire.Type
 	// Data is the chunk as the supervisor sent it; the callee may keep it.
 	Data []byte
+}
+
+// StreamEvent is one item of Stream: an output chunk, or the execution's
+// end.
+type StreamEvent struct {
+	// Event is the chunk; on the last item its Type is wire.TypeDone and
+	// Data is nil.
+	Event
+	// Outcome is set on the last item only.
+	Outcome *Outcome
 }
 
 // Outcome is how an execution ended. Exactly one of Result and Err is
@@ -198,6 +213,42 @@ func (c *Client) Execute(ctx context.Context, req wire.Execute, onEvent func(Eve
 		}
 		if ctx.Err() != nil || attempt > 0 {
 			return nil, err
+		}
+	}
+}
+
+// Stream runs req like Execute and yields its output as the supervisor sends
+// it: one item per stdout or stderr chunk, in order, then one last item of
+// type wire.TypeDone that carries the Outcome (whose Stdout and Stderr hold
+// every chunk again, joined). When Execute would return an error, that error
+// is yielded instead of the last item, with a zero StreamEvent. Leaving the
+// loop early cancels the execution.
+//
+// The loop body runs in the caller's goroutine; while it works, later chunks
+// wait in the client, never in the supervisor. They are bounded by the
+// output caps the supervisor enforces (wire.Limits.OutputBytes per stream).
+func (c *Client) Stream(ctx context.Context, req wire.Execute) iter.Seq2[StreamEvent, error] {
+	return func(yield func(StreamEvent, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stopped := false
+		out, err := c.Execute(ctx, req, func(ev Event) {
+			if stopped {
+				return
+			}
+			if !yield(StreamEvent{Event: ev}, nil) {
+				// Execute returns ctx.Err() promptly and cancels the
+				// execution on the supervisor.
+				stopped = true
+				cancel()
+			}
+		})
+		switch {
+		case stopped:
+		case err != nil:
+			yield(StreamEvent{}, err)
+		default:
+			yield(StreamEvent{Event: Event{Type: wire.TypeDone}, Outcome: out}, nil)
 		}
 	}
 }

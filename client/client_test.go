@@ -1165,3 +1165,87 @@ func TestExecuteImages(t *testing.T) {
 		t.Fatalf("Features() = %v, %v, want images agreed", fs, err)
 	}
 }
+
+// Stream yields each chunk as it arrives, before the execution ends, then the
+// outcome; leaving the loop cancels the execution.
+func TestStream(t *testing.T) {
+	path := socketPath(t)
+	fs := startFake(t, path)
+	c, _ := newClient(t, path, Config{})
+	type item struct {
+		ev  StreamEvent
+		err error
+	}
+	items := make(chan item, 16)
+	go func() {
+		defer close(items)
+		for ev, err := range c.Stream(t.Context(), wire.Execute{Script: "s"}) {
+			items <- item{ev, err}
+		}
+	}()
+	next := func() item {
+		t.Helper()
+		select {
+		case it, ok := <-items:
+			if !ok {
+				t.Fatal("the stream ended early")
+			}
+			return it
+		case <-time.After(5 * time.Second):
+			t.Fatal("no stream item")
+		}
+		return item{}
+	}
+	fc := fs.accept()
+	fc.greet()
+	id := fc.expect(wire.TypeExecute, nil).RequestID
+	fc.send(id, wire.TypeStdout, wire.Chunk{Data: []byte("one")})
+	// Delivered while the execution still runs.
+	if it := next(); it.err != nil || it.ev.Type != wire.TypeStdout || string(it.ev.Data) != "one" || it.ev.Outcome != nil {
+		t.Fatalf("first item = %+v, want the stdout chunk", it)
+	}
+	fc.send(id, wire.TypeStderr, wire.Chunk{Data: []byte("two")})
+	fc.send(id, wire.TypeResult, wire.Result{JSON: []byte(`3`)})
+	fc.send(id, wire.TypeDone, wire.Done{ExitReason: wire.ExitOK})
+	if it := next(); it.err != nil || it.ev.Type != wire.TypeStderr || string(it.ev.Data) != "two" {
+		t.Fatalf("second item = %+v, want the stderr chunk", it)
+	}
+	if it := next(); it.err != nil || it.ev.Type != wire.TypeDone || it.ev.Outcome == nil || string(it.ev.Outcome.Result) != "3" || string(it.ev.Outcome.Stdout) != "one" {
+		t.Fatalf("last item = %+v, want the outcome", it)
+	}
+	if _, ok := <-items; ok {
+		t.Fatal("an item after the outcome")
+	}
+
+	// Breaking out of the loop cancels the execution on the supervisor.
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		for ev := range c.Stream(t.Context(), wire.Execute{Script: "s"}) {
+			_ = ev
+			break
+		}
+	}()
+	id = fc.expect(wire.TypeExecute, nil).RequestID
+	fc.send(id, wire.TypeStdout, wire.Chunk{Data: []byte("x")})
+	if f := fc.next(); f.Type != wire.TypeCancel || f.RequestID != id {
+		t.Fatalf("after break the supervisor got %s on %d, want cancel on %d", f.Type, f.RequestID, id)
+	}
+	<-got
+
+	// A transport failure is the only item, an error.
+	fs.stop()
+	fc.nc.Close()
+	n := 0
+	var last error
+	for ev, err := range c.Stream(t.Context(), wire.Execute{Script: "s"}) {
+		n++
+		if ev.Type != 0 || ev.Outcome != nil {
+			t.Errorf("item with a transport failure = %+v, want zero", ev)
+		}
+		last = err
+	}
+	if n != 1 || !errors.Is(last, ErrUnavailable) {
+		t.Fatalf("stream with no supervisor: %d items, last error %v; want one item wrapping ErrUnavailable", n, last)
+	}
+}

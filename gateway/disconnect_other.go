@@ -9,3 +9,7 @@ import "github.com/valyala/fasthttp"
 func watchDisconnect(*fasthttp.RequestCtx, func()) (stop func()) {
 	return func() {}
 }
+
+func watchDisconnectDetached(*fasthttp.RequestCtx, func()) (stop func()) {
+	return func() {}
+}

@@ -31,7 +31,22 @@ import (
 // A client that half-closes its sending side after the request (shutdown
 // SHUT_WR) looks like one that went away; net/http treats it the same.
 func watchDisconnect(ctx *fasthttp.RequestCtx, gone func()) (stop func()) {
-	sc, ok := ctx.Conn().(syscall.Conn)
+	return watchConn(ctx, gone, false)
+}
+
+// watchDisconnectDetached is watchDisconnect for a watch that outlives the
+// handler (a streamed answer, whose body is written after the handler
+// returned): its stop never touches ctx, which fasthttp may have recycled
+// for another connection by then if the write failed. It sets the deadline
+// on the connection itself; fasthttp arms its own read deadline again
+// before it reads the next request.
+func watchDisconnectDetached(ctx *fasthttp.RequestCtx, gone func()) (stop func()) {
+	return watchConn(ctx, gone, true)
+}
+
+func watchConn(ctx *fasthttp.RequestCtx, gone func(), detached bool) (stop func()) {
+	nc := ctx.Conn()
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return func() {}
 	}
@@ -76,8 +91,8 @@ func watchDisconnect(ctx *fasthttp.RequestCtx, gone func()) (stop func()) {
 		// request. RequestCtx refuses deadline updates only after a
 		// TimeoutHandler gave up on the request; set it on the connection
 		// directly then.
-		if err := ctx.SetReadDeadline(time.Now()); err != nil {
-			_ = ctx.Conn().SetReadDeadline(time.Now())
+		if detached || ctx.SetReadDeadline(time.Now()) != nil {
+			_ = nc.SetReadDeadline(time.Now())
 		}
 		<-done
 	}

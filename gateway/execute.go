@@ -37,6 +37,12 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	if wantsStream(&ctx.Request.Header) {
+		// Accept: application/x-ndjson; see stream.go.
+		g.stream(ctx, r, req)
+		return
+	}
+
 	g.running.Add(1)
 	defer g.running.Add(-1)
 
@@ -57,9 +63,16 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 
 	// The gateway answers with the whole Outcome; events are not streamed.
 	out, err := g.exec.Execute(runCtx, req, func(client.Event) {})
+	g.respond(ctx, r, out, err, context.Cause(runCtx))
+}
+
+// respond writes the answer to an execution that returned out and err; cause
+// is its context's cause. It is the one place both the plain answer and the
+// final line of a streamed one (stream.go) are built.
+func (g *Gateway) respond(ctx *fasthttp.RequestCtx, r *request, out *client.Outcome, err, cause error) {
 	switch {
 	case err != nil:
-		g.executeFailed(ctx, r, err, context.Cause(runCtx))
+		g.executeFailed(ctx, r, err, cause)
 	case out == nil:
 		r.log.Error("executor returned neither an outcome nor an error")
 		r.fields["error_type"] = string(wire.ErrInternal)

@@ -32,6 +32,7 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	json := hdr("Content-Type", "application/json", "X-Request-Id", "abc")
+	ndjson := hdr("Content-Type", "application/x-ndjson", "X-Request-Id", "abc")
 	busy := hdr("Content-Type", "application/json", "X-Request-Id", "abc", "Retry-After", "1")
 	ok := []Response{
 		{"POST", "/execute", 200, json, []byte(`{"result":{"a":[1,2]},"stdout":"","stderr":"","stats":{"wall_ms":3,"cpu_ms":2,"peak_memory_bytes":100},"truncated":{"stdout":false,"stderr":false}}`)},
@@ -48,6 +49,9 @@ func TestCheck(t *testing.T) {
 		{"GET", "/nope", 404, json, []byte(`{"error":{"type":"not_found","message":"m"},"stdout":"","stderr":""}`)},
 		{"GET", "/execute", 405, hdr("Content-Type", "application/json", "X-Request-Id", "a", "Allow", "POST"), []byte(`{"error":{"type":"method_not_allowed","message":"m"},"stdout":"","stderr":""}`)},
 		{"OPTIONS", "/execute", 204, hdr("X-Request-Id", "a", "Allow", "POST, OPTIONS"), nil},
+		{"POST", "/execute", 200, ndjson, []byte(`{"event":"stdout","data":"a\n"}`)},
+		{"POST", "/execute", 200, ndjson, []byte(`{"event":"done","status":200,"response":{"result":1,"stdout":"a\n","stderr":"","stats":{"wall_ms":3,"cpu_ms":2,"peak_memory_bytes":100},"truncated":{"stdout":false,"stderr":false,"images":true}}}`)},
+		{"POST", "/execute", 200, ndjson, []byte(`{"event":"done","status":500,"response":{"error":{"type":"exception","message":"m","traceback":"t"},"stdout":"a","stderr":""}}`)},
 	}
 	for _, r := range ok {
 		if err := s.Check(r); err != nil {
@@ -70,6 +74,9 @@ func TestCheck(t *testing.T) {
 		{Response{"GET", "/health", 200, json, []byte(`{"status":"healthy","supervisor":"reachable","engine":"warm","isolation":"full","cgroups":"v1","tier":"full"}`)}, "violates"},
 		{Response{"GET", "/nope", 200, json, []byte(`{}`)}, "want 404"},
 		{Response{"POST", "/execute", 200, json, []byte(`not json`)}, "not JSON"},
+		{Response{"POST", "/execute", 200, ndjson, []byte(`{"event":"stdout","data":1}`)}, "violates"},
+		{Response{"POST", "/execute", 200, ndjson, []byte(`{"event":"done","status":200,"response":{"result":1,"stdout":""}}`)}, "violates"},
+		{Response{"POST", "/execute", 200, ndjson, []byte(`{"event":"done","response":{"error":{"type":"exception","message":"m"},"stdout":"","stderr":""}}`)}, "violates"},
 	}
 	for _, b := range bad {
 		err := s.Check(b.r)
