@@ -25,6 +25,16 @@ func TestResultLimitMustFitTheClientsFrame(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("20 MiB results with 32 MiB frames: %v", err)
 	}
+	// The output files ride in the same frame as the result and the images:
+	// the defaults (8 MiB, 3 MiB of files and their names, 4 MiB of images)
+	// fit 16 MiB frames, 4 MiB of files do not.
+	c = base
+	c.Defaults = DefaultLimits()
+	c.Defaults.FilesOutBytes = 4 << 20
+	c.Max = c.Defaults
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "-files-out-kb") {
+		t.Fatalf("8 MiB results, 4 MiB output files and 4 MiB images with 16 MiB frames: %v", err)
+	}
 	c = base
 	c.ClientMaxFrame = 64 << 10
 	if err := c.Validate(); err == nil {
