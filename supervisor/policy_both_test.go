@@ -236,16 +236,23 @@ func readExecCgroup(ctx context.Context, parent, id, gate string) map[string]str
 		parent + "/" + id + "/pids.max",
 	}
 	defer os.WriteFile(gate, nil, 0o644)
-	for ctx.Err() == nil {
+	readAll := func() map[string]string {
 		got := map[string]string{}
 		for _, f := range files {
 			if b, err := os.ReadFile("/sys/fs/cgroup/" + f); err == nil {
 				got[filepath.Base(f)] = strings.TrimSpace(string(b))
 			}
 		}
-		// pids.max is written after the memory limits (jail.NewExec).
+		return got
+	}
+	for ctx.Err() == nil {
+		got := readAll()
+		// pids.max is written after the memory limits (jail.NewExec), but
+		// this round read the memory files before pids.max: once pids.max
+		// is set, read them all again, so the memory files are read after
+		// they were written.
 		if got["pids.max"] != "" && got["pids.max"] != "max" {
-			return got
+			return readAll()
 		}
 		if _, err := os.Stat(gate); err == nil {
 			return got

@@ -24,7 +24,7 @@ import (
 // fail: CI must never skip them silently.
 //
 // Overrides: JAIL_TEST_NSJAIL (nsjail binary), JAIL_TEST_PYTHON (the venv's
-// python; default ../.venv/bin/python3).
+// python; default ../../.venv/bin/python3).
 
 // privateNSEnv marks a test binary re-executed in a private mount namespace;
 // its value is the name of the test to run there.

@@ -94,7 +94,7 @@ gotest() { # gotest PKGDIR BINARY -test.run REGEX...
 
 # The jail package against the real cgroup2: real jails up to their limits,
 # placement of nsjail's cgroup, and nothing left behind.
-stage jail gotest jail jail.test -test.run 'TestDetectCgroupsHost|TestCgroupsReal|TestJailRealNsjail'
+stage jail gotest internal/jail jail.test -test.run 'TestDetectCgroupsHost|TestCgroupsReal|TestJailRealNsjail'
 
 # The end-to-end contract and the adversarial suite (limits, isolation,
 # leftovers) over HTTP, once per engine. Options.Engine makes a silent
