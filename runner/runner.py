@@ -1232,8 +1232,11 @@ def prepare_matplotlib() -> None:
     """Make MPLCONFIGDIR (set by the jail's environment) exist and hold the font
     cache built at setup (scripts/setup.sh), linked from the venv: matplotlib then
     neither warns about a missing directory nor spends a second rebuilding the cache
-    at its first import. Cheap (a mkdir and a symlink), and does nothing where there
-    is no such directory or cache. Called before any script runs."""
+    at its first import. In the full tier the directory is a fresh tmpfs of its own
+    outside /tmp (the supervisor's MPLConfigJailPath), so /tmp starts empty; in the
+    container tier it is under the execution's private directory. Cheap (a mkdir
+    and a symlink), and does nothing where there is no such directory or cache.
+    Called before any script runs."""
     target = os.environ.get("MPLCONFIGDIR", "")
     source = os.path.join(sys.prefix, "share", "python-executor", "matplotlib")
     if not target:

@@ -33,6 +33,20 @@ const RunnerJailPath = "/opt/python-executor/runner.py"
 // VenvJailPath is where the virtualenv appears inside the jail.
 const VenvJailPath = "/opt/python-executor/venv"
 
+// MPLConfigJailPath is matplotlib's config and cache directory inside the
+// jail (MPLCONFIGDIR): a small tmpfs of its own, fresh for every execution,
+// so that /tmp and the working directory start empty. matplotlib insists on
+// a writable directory there (it falls back to a temporary one in /tmp, with
+// a warning, when it is not); the runner links the font cache built at setup
+// into it.
+const MPLConfigJailPath = "/opt/python-executor/matplotlib"
+
+// mplConfigOptions sizes that tmpfs: it holds a symlink to the font cache,
+// and whatever matplotlib may cache beside it (a rebuilt font list is about
+// 20 KiB with only matplotlib's own fonts). Its pages are charged to the
+// execution's memory like /tmp's.
+const mplConfigOptions = "size=4194304,nr_inodes=128,mode=1777"
+
 // privateNSEnv marks the re-executed supervisor; it carries no data.
 const privateNSEnv = "PYEXEC_PRIVATE_MOUNTNS"
 
@@ -217,7 +231,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 	h.Policy = jail.Policy{
 		Python:     in.Executable,
 		Args:       []string{RunnerJailPath},
-		Mounts:     staged,
+		Mounts:     append(staged, jail.Mount{Kind: jail.Tmpfs, Dst: MPLConfigJailPath, RW: true, Options: mplConfigOptions}),
 		OutsideUID: cfg.SandboxUID,
 		OutsideGID: cfg.SandboxGID,
 		Env:        jailEnv(in),
@@ -245,9 +259,10 @@ func jailEnv(in jail.Interpreter) []string {
 		"NUMEXPR_NUM_THREADS=1",
 		"VECLIB_MAXIMUM_THREADS=1",
 		// matplotlib: no display, a writable config and cache directory
-		// (the runner links the font cache built at setup into it).
+		// outside /tmp (the runner links the font cache built at setup
+		// into it).
 		"MPLBACKEND=Agg",
-		"MPLCONFIGDIR=/tmp/.matplotlib",
+		"MPLCONFIGDIR=" + MPLConfigJailPath,
 		fmt.Sprintf("PYEXEC_REQUEST_FD=%d", cold.RequestFD),
 		fmt.Sprintf("PYEXEC_RESULT_FD=%d", cold.ResultFD),
 	}

@@ -117,6 +117,36 @@ func TestImages(t *testing.T) {
 			}
 		})
 
+		t.Run("config_dir_fresh_outside_tmp", func(t *testing.T) {
+			// matplotlib's directory holds the font cache's link, is
+			// writable, and starts fresh: a file an execution leaves there
+			// is not seen by the next. In the full tier it is outside /tmp,
+			// which stays empty (the fresh-/tmp isolation tests rely on it).
+			const script = `
+import os, matplotlib.font_manager, matplotlib
+def main():
+    d = matplotlib.get_configdir()
+    seen = os.path.exists(os.path.join(d, "left-behind"))
+    open(os.path.join(d, "left-behind"), "w").write("x")
+    fonts = any(n.startswith("fontlist-") for n in os.listdir(d))
+    return {"dir": d, "cache": matplotlib.get_cachedir(), "seen": seen, "fonts": fonts, "tmp": os.listdir("/tmp")}
+`
+			container := serviceTier(t, base) == "container"
+			for i := range 2 {
+				r := execute(t, base, script, nil)
+				v, _ := r.wantOK(t).(map[string]any)
+				if r.Body.Stderr != "" || v["seen"] != false || v["fonts"] != true || v["dir"] != v["cache"] {
+					t.Fatalf("execution %d: %s, stderr %q", i, r.Body.Result, r.Body.Stderr)
+				}
+				if container {
+					continue
+				}
+				if v["dir"] != "/opt/python-executor/matplotlib" || mustJSON(v["tmp"]) != `[]` {
+					t.Fatalf("execution %d: %s, want the config dir outside an empty /tmp", i, r.Body.Result)
+				}
+			}
+		})
+
 		t.Run("error_has_no_images", func(t *testing.T) {
 			r := execute(t, base, "import matplotlib.pyplot as plt\ndef main():\n    plt.plot([1])\n    raise ValueError('after plotting')\n", nil)
 			r.wantError(t, 500, "exception")

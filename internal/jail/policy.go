@@ -399,8 +399,10 @@ func jailMounts(p Policy) []SpecMount {
 	}
 	for _, m := range p.Mounts {
 		// A tmpfs is a fresh one for each execution; binds are the same
-		// host files for all.
-		ms = append(ms, SpecMount{Mount: m, NoSuid: true, NoDev: true, PerExecution: m.Kind == Tmpfs})
+		// host files for all. A tmpfs is noexec like /tmp: a script may
+		// write files there, not run them.
+		fresh := m.Kind == Tmpfs
+		ms = append(ms, SpecMount{Mount: m, NoSuid: true, NoDev: true, NoExec: fresh, PerExecution: fresh})
 	}
 	slices.SortStableFunc(ms, func(a, b SpecMount) int {
 		if d := depth(a.Dst) - depth(b.Dst); d != 0 {

@@ -73,7 +73,8 @@ func TestChildLimitsMatchTheColdConfig(t *testing.T) {
 			}
 			wantMounts := []string{
 				"proc /proc  " + fmt.Sprintf("%#x", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
-				"tmpfs /scratch size=1048576 " + fmt.Sprintf("%#x", unix.MS_NOSUID|unix.MS_NODEV),
+				// A policy's tmpfs is noexec like /tmp.
+				"tmpfs /scratch size=1048576 " + fmt.Sprintf("%#x", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
 				"tmpfs /tmp size=67108864,nr_inodes=4096,mode=1777 " + fmt.Sprintf("%#x", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
 				"tmpfs /dev/shm size=67108864,nr_inodes=256,mode=1777 " + fmt.Sprintf("%#x", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC),
 			}
