@@ -90,6 +90,25 @@ func (s *stream) next(t testing.TB) (streamLine, error) {
 	return l, nil
 }
 
+// stdoutUntil reads lines until the stdout chunks read so far join to want,
+// and returns the line that completed it: a chunk is whatever one read of
+// the pipe got, and a print is two writes (the text, then the newline), so
+// "started\n" may come as one chunk or as two. Any other line, or more
+// stdout than want, fails the test.
+func (s *stream) stdoutUntil(t testing.TB, want string) streamLine {
+	t.Helper()
+	var got string
+	for {
+		l, err := s.next(t)
+		if err != nil || l.Event != "stdout" || !strings.HasPrefix(want, got+l.Data) {
+			t.Fatalf("after stdout %q: line %+v, %v; want stdout up to %q", got, l, err, want)
+		}
+		if got += l.Data; got == want {
+			return l
+		}
+	}
+}
+
 // all reads the rest of the stream, checks it ends with exactly one done
 // line, and returns every line and the chunks of each stream joined.
 func (s *stream) all(t testing.TB) (lines []streamLine, stdout, stderr string) {
@@ -141,20 +160,21 @@ func TestStream(t *testing.T) {
 		// plain print: the jail's Python is unbuffered).
 		t.Run("before_sleep", func(t *testing.T) {
 			s := openStream(t, base, "import time\ndef main():\n    print('before')\n    time.sleep(1)\n    print('after')\n    return 'slept'\n", nil)
+			before := s.stdoutUntil(t, "before\n")
 			lines, stdout, _ := s.all(t)
-			if len(lines) < 3 || lines[0].Event != "stdout" || lines[0].Data != "before\n" {
-				t.Fatalf("lines %+v, want stdout \"before\\n\" first", lines)
+			if len(lines) < 2 {
+				t.Fatalf("lines %+v after \"before\\n\", want \"after\\n\" and done", lines)
 			}
 			done := lines[len(lines)-1]
-			if gap := done.At - lines[0].At; gap < 900*time.Millisecond {
+			if gap := done.At - before.At; gap < 900*time.Millisecond {
 				t.Fatalf("\"before\" arrived %v before the end, want it before the 1 s sleep ended", gap)
 			}
-			for _, l := range lines[1:] {
-				if l.Event == "stdout" && l.At-lines[0].At < 900*time.Millisecond {
-					t.Fatalf("%q arrived %v after \"before\", less than the sleep", l.Data, l.At-lines[0].At)
+			for _, l := range lines {
+				if l.Event == "stdout" && l.At-before.At < 900*time.Millisecond {
+					t.Fatalf("%q arrived %v after \"before\", less than the sleep", l.Data, l.At-before.At)
 				}
 			}
-			if stdout != "before\nafter\n" || done.Status != 200 || !strings.Contains(string(done.Response), `"result":"slept"`) {
+			if stdout != "after\n" || done.Status != 200 || !strings.Contains(string(done.Response), `"result":"slept"`) {
 				t.Fatalf("stdout %q, final %d %s", stdout, done.Status, done.Response)
 			}
 		})
@@ -206,9 +226,7 @@ func TestStream(t *testing.T) {
 		// Closing a stream cancels its execution at once.
 		t.Run("disconnect_cancels", func(t *testing.T) {
 			s := openStream(t, base, "import time\ndef main():\n    print('started')\n    time.sleep(25)\n", nil)
-			if l, err := s.next(t); err != nil || l.Data != "started\n" {
-				t.Fatalf("first line %+v %v", l, err)
-			}
+			s.stdoutUntil(t, "started\n")
 			s.resp.Body.Close()
 			deadline := time.Now().Add(5 * time.Second)
 			for len(supervisortest.SandboxProcesses(t)) > 0 {
