@@ -215,14 +215,6 @@ var containerDiffers = map[string]attack{
 	}},
 }
 
-// containerAlsoMemoryLimit are the attacks that may also answer memory_limit
-// in the container tier: there is no memory cgroup, and the memory watch sums
-// the memory of the execution's processes, by their resident size where the
-// supervisor lacks CAP_SYS_PTRACE (Docker's default capabilities), which
-// counts pages shared after fork once per process. Some 60 forked Pythons
-// then pass 512 MiB before the process limit stops the forking.
-var containerAlsoMemoryLimit = []string{"fork_bomb", "fork_bomb_caught"}
-
 // forTier is attack a with the answer expected in tier: the full tier's as
 // written, or the container tier's where containerDiffers lists a
 // difference. pyForAll says whether the venv's python is executable by any
@@ -233,9 +225,6 @@ func forTier(a attack, tier string, pyForAll bool) attack {
 	}
 	if d, ok := containerDiffers[a.name]; ok {
 		a.status, a.typ, a.check = d.status, d.typ, d.check
-	}
-	if slices.Contains(containerAlsoMemoryLimit, a.name) {
-		a.orTyp = "memory_limit"
 	}
 	// Nothing is mounted: a Python whose real path only root can traverse
 	// (a pyenv under /root, as on the CI host) can run the runner (nsjail

@@ -3,7 +3,9 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -103,12 +105,19 @@ func (w *memWatch) finish() int64 {
 
 // pssBytes is a process's proportional set size, 0 when it is gone.
 // smaps_rollup is readable only with CAP_SYS_PTRACE for another uid's
-// process, which a container with Docker's default capabilities lacks;
-// there the process's private anonymous and shared-memory pages
-// (RssAnon + RssShmem of /proc/pid/status, readable by all) stand in: they
-// count a page a forked child still shares with its parent in both.
+// process, which a container with Docker's default capabilities lacks; there
+// it is opened under the process's own ids instead (openAsOwner). Where that
+// fails too (a process that made itself non-dumpable, or one whose real,
+// effective and saved ids differ), its private anonymous and shared-memory
+// pages (RssAnon + RssShmem of /proc/pid/status, readable by all) stand in:
+// they count a page a forked child still shares with its parent in both, so
+// they err towards memory_limit.
 func pssBytes(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	name := fmt.Sprintf("/proc/%d/smaps_rollup", pid)
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrPermission) {
+		f, err = openAsOwner(pid, name)
+	}
 	if err != nil {
 		return rssAnonShmem(pid)
 	}
