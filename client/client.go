@@ -17,7 +17,12 @@
 //
 // Execute waits for the outcome (with an optional callback per output chunk);
 // Stream is the same execution as a range-over-func loop over the output as
-// it is written, then the outcome (see its example).
+// it is written, then the outcome (see its example). With wire.FeatureImages
+// the Outcome carries the figures a script left open (ExampleOutcome_images).
+//
+// The examples are run by go test against a real supervisor and gateway
+// that the package's TestMain starts (internal/stack; root and make setup
+// needed), so their output is what the service answers.
 package client
 
 import (
