@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
 )
 
 // The playground page at GET /: HTML with its security headers, gzip when

@@ -68,6 +68,7 @@ def main():
     df = pd.DataFrame({"month": ["Jan", "Feb", "Mar", "Apr", "May", "Jun"],
                        "sales": [120, 135, 160, 150, 180, 210],
                        "costs": [100, 110, 115, 130, 125, 140]})
+    print(df.to_string(index=False))
     ax = df.plot(x="month", y=["sales", "costs"], marker="o", title="Sales and costs")
     ax.set_ylabel("k$")
     return {"total_sales": int(df["sales"].sum())}

@@ -6,7 +6,9 @@
 
 import { EditorView, basicSetup } from "codemirror";
 import { keymap } from "@codemirror/view";
+import { Prec } from "@codemirror/state";
 import { indentWithTab } from "@codemirror/commands";
+import { indentUnit } from "@codemirror/language";
 import { python } from "@codemirror/lang-python";
 import { examples } from "./examples.js";
 
@@ -18,11 +20,14 @@ const limitFields = JSON.parse($("limit-fields").textContent);
 
 // --- editor -----------------------------------------------------------------
 
-const runKeys = keymap.of([{ key: "Mod-Enter", run: () => { run(); return true; }, preventDefault: true }]);
+// Highest precedence: the default keymap binds Mod-Enter to "insert blank
+// line", which would otherwise win.
+const runKeys = Prec.highest(keymap.of([{ key: "Mod-Enter", run: () => { run(); return true; }, preventDefault: true }]));
 
 const editor = new EditorView({
   doc: examples[0].script,
-  extensions: [basicSetup, runKeys, keymap.of([indentWithTab]), python(), EditorView.lineWrapping],
+  // Python's four-space indentation (PEP 8), not the editor's default two.
+  extensions: [basicSetup, runKeys, keymap.of([indentWithTab]), indentUnit.of("    "), python(), EditorView.lineWrapping],
   parent: $("editor"),
 });
 
@@ -128,6 +133,7 @@ async function health() {
 // --- running --------------------------------------------------------------------
 
 let running = null; // the AbortController of the execution in flight
+let finished = 0; // answers shown so far
 
 // request builds the /execute body from the page, or throws an Error with a
 // message for the user.
@@ -201,6 +207,7 @@ async function run() {
     clearOutput();
     showError({ type: "invalid_request", message: e.message }, 0);
     setState("error", "not sent");
+    finished++;
     return;
   }
   clearOutput();
@@ -286,6 +293,7 @@ async function readLines(stream, onLine) {
 // finish shows a final answer: the /execute body (or the stream's last
 // line's response) and its HTTP status (0 = none, the page's own error).
 function finish(answer, status, streamed) {
+  finished++;
   // A stream's chunks are already on the page; an answer that came whole
   // (refused before it ran, or not streamed) brings its output now.
   if (!streamed) {
@@ -353,5 +361,6 @@ setState("idle", "ready");
 health();
 
 // A small handle for tests and the console: read or replace the editor's
-// text without going through the DOM CodeMirror manages.
-window.playground = { script, setScript, run };
+// text without going through the DOM CodeMirror manages, and count the
+// answers shown (a test waits for the next one).
+window.playground = { script, setScript, run, finished: () => finished };
