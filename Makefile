@@ -1,5 +1,5 @@
 # The front door. `make run` and `make test` set up whatever is missing first.
-.PHONY: all setup build run test test-v2 test-image test-go test-python lint bench soak clean
+.PHONY: all setup build run test test-v2 test-image test-go test-python lint bench soak playground clean
 
 all: build
 
@@ -35,6 +35,11 @@ soak: setup
 # gofmt, go vet, staticcheck and ruff (pinned; setup installs them).
 lint: setup
 	@scripts/test.sh lint
+
+# Rebuilds the playground page's script bundle from gateway/playground/web
+# (npm ci + esbuild); the bundle is committed, so only a change there needs it.
+playground:
+	@gateway/playground/web/build.sh
 
 clean:
 	rm -rf bin .venv .tools

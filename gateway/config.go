@@ -97,6 +97,10 @@ type Config struct {
 	LogLevel string
 	// LogFormat is "json" (production) or "text".
 	LogFormat string
+	// Playground serves the playground page (package gateway/playground)
+	// at GET /; off, / is 404 like any unknown path (API-only
+	// deployments).
+	Playground bool
 }
 
 // DefaultConfig returns the defaults: port 8080, the standard socket path, a
@@ -119,6 +123,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
+		Playground:      true,
 	}
 }
 
@@ -206,7 +211,8 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 // PYEXEC_HEALTH_TIMEOUT, -drain-timeout PYEXEC_DRAIN_TIMEOUT (alias
 // -shutdown-timeout PYEXEC_SHUTDOWN_TIMEOUT), -log-level PYEXEC_LOG_LEVEL, -log-format
 // PYEXEC_LOG_FORMAT (else "text" when PYEXEC_LOG_TEXT=1, as for the
-// supervisor). Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
+// supervisor), -playground PYEXEC_PLAYGROUND. Durations use Go syntax
+// ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
 // PYEXEC_MAX_QUEUE_WAIT, PYEXEC_DRAIN_TIMEOUT, PYEXEC_LOG_LEVEL and
 // PYEXEC_SUPERVISOR_SOCKET mean the same to the supervisor, so one
 // environment configures both.
@@ -248,5 +254,6 @@ func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 		c.LogFormat = "text"
 	}
 	b.String(&c.LogFormat, "log-format", p+"LOG_FORMAT", "log format: json or text")
+	b.Bool(&c.Playground, "playground", p+"PLAYGROUND", "serve the playground page at GET / (false: / is 404, for API-only deployments)")
 	return b.Err()
 }

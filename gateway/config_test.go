@@ -113,6 +113,17 @@ func TestBindFlags(t *testing.T) {
 				t.Errorf("LogFormat = %q, want json", c.LogFormat)
 			}
 		}, ""},
+		{"playground on by default, off by env", map[string]string{"PYEXEC_PLAYGROUND": "false"}, nil, func(t *testing.T, c Config) {
+			if c.Playground || !DefaultConfig().Playground {
+				t.Errorf("Playground = %v (default %v), want false from PYEXEC_PLAYGROUND=false and true by default", c.Playground, DefaultConfig().Playground)
+			}
+		}, ""},
+		{"playground flag", nil, []string{"-playground=false"}, func(t *testing.T, c Config) {
+			if c.Playground {
+				t.Error("Playground = true after -playground=false")
+			}
+		}, ""},
+		{"bad env playground", map[string]string{"PYEXEC_PLAYGROUND": "nope"}, nil, nil, "PYEXEC_PLAYGROUND"},
 		{"bad env duration", map[string]string{"PYEXEC_IDLE_TIMEOUT": "soon"}, nil, nil, "PYEXEC_IDLE_TIMEOUT"},
 		{"bad env int", map[string]string{"PYEXEC_MAX_BODY_BYTES": "2MiB"}, nil, nil, "PYEXEC_MAX_BODY_BYTES"},
 	}

@@ -85,6 +85,9 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	r.HEAD("/health", g.handleHealth)
 	r.GET("/openapi.json", g.handleOpenAPI)
 	r.HEAD("/openapi.json", g.handleOpenAPI)
+	if cfg.Playground {
+		g.routePlayground(r)
+	}
 	g.router = r
 
 	g.srv = &fasthttp.Server{

@@ -495,7 +495,6 @@ func TestRoutes(t *testing.T) {
 		allow              string
 	}{
 		{"unknown path", "GET", "/nope", 404, "not_found", ""},
-		{"root", "GET", "/", 404, "not_found", ""},
 		{"trailing slash is not redirected", "POST", "/execute/", 404, "not_found", ""},
 		{"case is not fixed", "POST", "/EXECUTE", 404, "not_found", ""},
 		{"GET execute", "GET", "/execute", 405, "method_not_allowed", "OPTIONS, POST"},

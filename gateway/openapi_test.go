@@ -144,7 +144,7 @@ func TestOpenAPIListsEveryStatus(t *testing.T) {
 			t.Errorf("POST /execute does not document %s", c)
 		}
 	}
-	for _, p := range []string{"/health", "/openapi.json", "/execute"} {
+	for _, p := range []string{"/health", "/openapi.json", "/execute", "/"} {
 		if !statuses(p, "options")["204"] {
 			t.Errorf("OPTIONS %s does not document 204", p)
 		}
@@ -158,6 +158,7 @@ func TestOpenAPIListsEveryStatus(t *testing.T) {
 	for _, route := range []struct{ method, path string }{
 		{"post", "/execute"}, {"get", "/health"}, {"head", "/health"},
 		{"get", "/openapi.json"}, {"head", "/openapi.json"},
+		{"get", "/"}, {"head", "/"},
 	} {
 		if doc.Paths[route.path][route.method] == nil {
 			t.Errorf("the document lacks %s %s", route.method, route.path)

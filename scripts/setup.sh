@@ -17,6 +17,10 @@
 #     the e2e fuzz run (requirements-dev.txt) in the venv, staticcheck
 #     (STATICCHECK_VERSION below) in .tools/bin. Skipped with
 #     SETUP_SKIP_LINT=1, which SETUP_SKIP_GO=1 implies (the image runs no lint).
+#   - Debian's chromium, which the playground's browser test drives
+#     (gateway/e2e/playground_test.go), installed with apt-get when missing.
+#     A test tool like the linters: skipped when they are, or with
+#     SETUP_SKIP_BROWSER=1.
 #
 # Environment:
 #   PYTHON            interpreter to build the venv from (default: python3.11)
@@ -164,6 +168,24 @@ ensure_staticcheck() {
 	CHANGED=1
 }
 
+# ensure_chromium installs Debian's chromium for the playground's browser
+# test when no chromium is on PATH. Other installs may hold dpkg's lock on a
+# shared machine: apt waits for it rather than failing.
+ensure_chromium() {
+	[ "$SKIP_LINT" = 1 ] || [ "${SETUP_SKIP_BROWSER:-0}" = 1 ] && return 0
+	command -v chromium >/dev/null && return 0
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+		say "WARNING: chromium is missing and cannot be installed here (needs root and apt-get); the playground's browser test needs it"
+		return 0
+	fi
+	say "installing chromium (Debian's package) for the playground's browser test"
+	apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null ||
+		die "could not install chromium with apt-get"
+	command -v chromium >/dev/null || die "chromium is still not on PATH after installing it"
+	CHANGED=1
+}
+
 CHANGED=0
 ensure_python
 ensure_venv
@@ -173,6 +195,7 @@ ensure_user "$GATEWAY_USER"
 ensure_user "$SANDBOX_USER"
 ensure_go
 ensure_staticcheck
+ensure_chromium
 if [ "$CHANGED" = 0 ]; then
 	say "up to date"
 else

@@ -99,8 +99,10 @@ mode_flags() {
 # Any other test runs against the container; one that cannot fails loudly
 # (supervisortest.StartStack refuses flags it cannot honour) and belongs here.
 # Also those that start a supervisor with flags of their own (-slots,
-# -isolation, -degraded, -zygotes...) or remove the service's cgroups.
-LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
+# -isolation, -degraded, -zygotes...) or remove the service's cgroups, and
+# the playground's browser tests (the guest of make test-v2 has no browser;
+# the page is part of the gateway binary the host tests run).
+LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
 
 free_port() {
 	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
