@@ -150,7 +150,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, env co
 	outDir = "pyexec-out"
 	b.String(&outDir, "out", "PYEXEC_OUT", "directory for output files (files/) and figures (images/)")
 	fs.BoolVar(&asJSON, "json", false, "print the whole answer as JSON (the API's shape) instead of the result")
-	fs.BoolVar(&verbose, "v", false, "print the execution's statistics on stderr")
+	fs.BoolVar(&verbose, "stats", false, "print the execution's statistics on stderr")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pyexec run SCRIPT.py [flags]")
 		fs.PrintDefaults()
