@@ -44,8 +44,8 @@ var protocol = []string{"wire/...", "client/..."}
 // Rules are the module's import rules.
 var Rules = []Rule{
 	{
-		Name:      "the unprivileged gateway, the protocol packages and the limit table link nothing privileged",
-		From:      append([]string{"gateway/...", "cmd/gateway", "limits/...", "config/..."}, protocol...),
+		Name:      "the unprivileged gateway, the CLI, the protocol packages and the limit table link nothing privileged",
+		From:      append([]string{"gateway/...", "cmd/gateway", "cmd/pyexec", "limits/...", "config/..."}, protocol...),
 		Forbidden: privileged,
 		Except:    protocol,
 	},
