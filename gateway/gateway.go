@@ -85,6 +85,7 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	r.HEAD("/health", g.handleHealth)
 	r.GET("/openapi.json", g.handleOpenAPI)
 	r.HEAD("/openapi.json", g.handleOpenAPI)
+	r.POST("/mcp", g.newMCPHandler())
 	g.router = r
 
 	g.srv = &fasthttp.Server{
