@@ -205,6 +205,13 @@ func TestMCPTransportEdges(t *testing.T) {
 	if r.header.Get(HeaderRequestID) == "" || r.header.Get("Mcp-Session-Id") != "" {
 		t.Errorf("headers %v", r.header)
 	}
+	// Stateless: a call needs no initialize first (the curl of API.md).
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"run_python","arguments":{"script":"def main(): return None"}}}`
+	r = do(t, "POST", ts.url+"/mcp", "application/json", call, accept)
+	if r.status != 200 || !strings.HasPrefix(r.body, `{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"{\"result\":null,`) ||
+		!strings.Contains(r.body, `"structuredContent":{"result":null,"stdout":"","stderr":"","stats":{`) {
+		t.Fatalf("tools/call without initialize: %d %s", r.status, r.body)
+	}
 	req, _ := http.NewRequest("POST", ts.url+"/mcp", strings.NewReader(init))
 	req.Host = "evil.example"
 	req.Header.Set("Content-Type", "application/json")

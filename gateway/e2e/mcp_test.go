@@ -158,16 +158,19 @@ func TestMCP(t *testing.T) {
 			}
 			r := execute(t, base, body["script"].(string), map[string]any{"args": body["args"], "timeout": 10})
 			r.wantOK(t)
-			if !sameJSON(a.Result, r.Body.Result) || string(a.Result) != `{"sum":42,"pi":3.25}` {
+			if !sameJSON(a.Result, r.Body.Result) || !sameJSON(a.Result, []byte(`{"sum":42,"pi":3.25}`)) {
 				t.Fatalf("MCP result %s, /execute result %s", a.Result, r.Body.Result)
 			}
 			if a.Stdout != r.Body.Stdout || a.Stdout != "sum 42\n" || a.Stderr != "warn\n" || a.Stats.WallMS <= 0 || a.Truncated["stdout"] {
 				t.Fatalf("answer %+v", a)
 			}
-			// The text item is the structured content itself.
+			// The text item is the structured content as JSON text, with
+			// the result exactly as the runner encoded it, as /execute has
+			// it (the client decodes structuredContent into a map, which
+			// loses the key order).
 			var fromText mcpAnswer
-			if err := json.Unmarshal([]byte(res.Content[0].(*mcp.TextContent).Text), &fromText); err != nil || !sameJSON(fromText.Result, a.Result) {
-				t.Fatalf("text item %q: %v", res.Content[0].(*mcp.TextContent).Text, err)
+			if err := json.Unmarshal([]byte(res.Content[0].(*mcp.TextContent).Text), &fromText); err != nil || string(fromText.Result) != string(r.Body.Result) {
+				t.Fatalf("text item %q (%v), /execute result %s", res.Content[0].(*mcp.TextContent).Text, err, r.Body.Result)
 			}
 		})
 
