@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/python-executor/python-executor/client"
+	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
@@ -84,7 +86,9 @@ func (g *Gateway) newMCPHandler() fasthttp.RequestHandler {
 		// is a build defect.
 		panic(fmt.Sprintf("mcp: %v", err))
 	}
-	server := mcp.NewServer(&mcp.Implementation{Name: "python-executor", Title: "Python executor", Version: buildVersion()}, nil)
+	sdkLog := slog.New(logrusHandler{g.log.WithField("component", "mcp")})
+	server := mcp.NewServer(&mcp.Implementation{Name: "python-executor", Title: "Python executor", Version: buildVersion()},
+		&mcp.ServerOptions{Logger: sdkLog})
 	server.AddTool(&mcp.Tool{
 		Name:        mcpToolName,
 		Title:       "Run Python",
@@ -103,6 +107,7 @@ func (g *Gateway) newMCPHandler() fasthttp.RequestHandler {
 		// fasthttp has already bounded and read the body (the same limit
 		// as /execute's); this is the SDK's own bound, never the tighter.
 		MaxRequestBodyBytes: int64(g.cfg.MaxBodyBytes + ioBodyRoom() + mcpBodyRoom),
+		Logger:              sdkLog,
 	})
 	return func(ctx *fasthttp.RequestCtx) {
 		r := g.req(ctx)
@@ -139,13 +144,21 @@ func buildVersion() string {
 // Every failure, the caller's included, is a tool error (IsError) with the
 // /execute error body as structured content, so an agent sees the type
 // and message and can correct itself.
-func (g *Gateway) runPython(ctx context.Context, treq *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+func (g *Gateway) runPython(ctx context.Context, treq *mcp.CallToolRequest) (res *mcp.CallToolResult, err error) {
 	call, ok := ctx.Value(mcpCallKey{}).(*mcpCall)
 	if !ok {
 		// Unreachable: every MCP request comes through newMCPHandler.
 		return nil, errors.New("run_python: no request state")
 	}
 	r := call.r
+	defer func() {
+		// The SDK runs tool handlers on goroutines of its own, outside
+		// the router's panic handler: a panic here would end the gateway.
+		if v := recover(); v != nil {
+			r.log.WithField("panic", fmt.Sprint(v)).WithField("stack", string(debug.Stack())).Error("run_python panicked")
+			res, err = g.toolError(call, internalError(r.id), nil, nil), nil
+		}
+	}()
 	call.setFields(map[string]any{"mcp_tool": mcpToolName})
 	args := []byte(treq.Params.Arguments)
 	if len(args) == 0 || string(args) == "null" {
@@ -379,3 +392,44 @@ func mcpInputSchema() (map[string]any, error) {
 	}
 	return schema, nil
 }
+
+// logrusHandler sends the SDK's log records (slog) to the gateway's log, so
+// they have its format and fields.
+type logrusHandler struct{ log *logrus.Entry }
+
+func logrusLevel(l slog.Level) logrus.Level {
+	switch {
+	case l >= slog.LevelError:
+		return logrus.ErrorLevel
+	case l >= slog.LevelWarn:
+		return logrus.WarnLevel
+	case l >= slog.LevelInfo:
+		return logrus.InfoLevel
+	}
+	return logrus.DebugLevel
+}
+
+func (h logrusHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return h.log.Logger.IsLevelEnabled(logrusLevel(l))
+}
+
+func (h logrusHandler) Handle(_ context.Context, rec slog.Record) error {
+	e := h.log
+	rec.Attrs(func(a slog.Attr) bool {
+		e = e.WithField(a.Key, a.Value.Resolve().Any())
+		return true
+	})
+	e.Log(logrusLevel(rec.Level), rec.Message)
+	return nil
+}
+
+func (h logrusHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	e := h.log
+	for _, a := range attrs {
+		e = e.WithField(a.Key, a.Value.Resolve().Any())
+	}
+	return logrusHandler{e}
+}
+
+// WithGroup flattens groups: the SDK does not use them.
+func (h logrusHandler) WithGroup(string) slog.Handler { return h }

@@ -67,6 +67,8 @@ func TestMCPRunPython(t *testing.T) {
 			return &client.Outcome{Err: &wire.Error{Type: wire.ErrBusy}, Done: wire.Done{ExitReason: wire.ExitOK}}, nil
 		case strings.Contains(req.Script, "down"):
 			return nil, errUnavail("socket closed")
+		case strings.Contains(req.Script, "panic"):
+			panic("boom")
 		}
 		return &client.Outcome{
 			Result: []byte(`{"n":42}`),
@@ -144,6 +146,9 @@ func TestMCPRunPython(t *testing.T) {
 		{"exception", map[string]any{"script": "raise"}, "exception"},
 		{"busy", map[string]any{"script": "busy"}, "busy"},
 		{"unavailable", map[string]any{"script": "down"}, "unavailable"},
+		// A panic in the tool is the service's failure, answered, and the
+		// gateway lives on (the next calls below still work).
+		{"panic", map[string]any{"script": "panic"}, "internal"},
 		{"no_script", map[string]any{}, "invalid_request"},
 		{"unknown_field", map[string]any{"script": "x", "nope": 1}, "invalid_request"},
 		{"timeout_over_max", map[string]any{"script": "x", "timeout": 3600}, "invalid_request"},

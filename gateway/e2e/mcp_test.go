@@ -177,7 +177,7 @@ func TestMCP(t *testing.T) {
 		t.Run("files_in_and_out", func(t *testing.T) {
 			res := mcpRun(t, cs, map[string]any{
 				"script": "import os\ndef main():\n    data = open('in.txt').read()\n    os.makedirs('output', exist_ok=True)\n    open('output/report.csv', 'w').write('n,len\\n1,' + str(len(data)) + '\\n')\n    open('output/raw.bin', 'wb').write(bytes([0, 255, 1]))\n    return data.upper()\n",
-				"files": []map[string]any{{"name": "in.txt", "content": base64.StdEncoding.EncodeToString([]byte("hello")), "encoding": "base64"}},
+				"files":  []map[string]any{{"name": "in.txt", "content": base64.StdEncoding.EncodeToString([]byte("hello")), "encoding": "base64"}},
 			})
 			a := mcpDecode(t, res)
 			if res.IsError || string(a.Result) != `"HELLO"` {
