@@ -230,3 +230,33 @@ func TestMCPTransportEdges(t *testing.T) {
 		t.Errorf("foreign Host on loopback: %d, want 403", resp.StatusCode)
 	}
 }
+
+// The document has /mcp's operations with the statuses the transport and the
+// router give them.
+func TestOpenAPIDocumentsMCP(t *testing.T) {
+	doc := loadOpenAPI(t)
+	for method, want := range map[string][]string{
+		"post":    {"200", "202", "400", "403", "408", "413", "415", "429", "431", "500"},
+		"options": {"204"},
+	} {
+		var op struct {
+			Responses map[string]json.RawMessage `json:"responses"`
+		}
+		if err := json.Unmarshal(doc.Paths["/mcp"][method], &op); err != nil {
+			t.Fatalf("%s /mcp: %v", method, err)
+		}
+		for _, c := range want {
+			if op.Responses[c] == nil {
+				t.Errorf("%s /mcp does not document %s", method, c)
+			}
+		}
+	}
+	// The tool's input schema is built from the document.
+	s, err := mcpInputSchema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s["$defs"].(map[string]any)["InputFile"]; !ok || s["additionalProperties"] != false {
+		t.Fatalf("input schema %v", s)
+	}
+}
