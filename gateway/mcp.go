@@ -80,20 +80,26 @@ func (c *mcpCall) setFields(kv map[string]any) {
 // newMCPHandler builds the MCP server and returns the fasthttp handler of
 // POST /mcp.
 func (g *Gateway) newMCPHandler() fasthttp.RequestHandler {
-	schema, err := mcpInputSchema()
+	// The tool's schemas are the document's (one source for both
+	// endpoints). The document is embedded and checked by the tests: a
+	// broken one is a build defect.
+	inSchema, err := docSchema("ExecuteRequest")
 	if err != nil {
-		// The document is embedded and checked by the tests: a broken one
-		// is a build defect.
+		panic(fmt.Sprintf("mcp: %v", err))
+	}
+	outSchema, err := docSchema("McpRunPythonResult")
+	if err != nil {
 		panic(fmt.Sprintf("mcp: %v", err))
 	}
 	sdkLog := slog.New(logrusHandler{g.log.WithField("component", "mcp")})
 	server := mcp.NewServer(&mcp.Implementation{Name: "python-executor", Title: "Python executor", Version: buildVersion()},
 		&mcp.ServerOptions{Logger: sdkLog})
 	server.AddTool(&mcp.Tool{
-		Name:        mcpToolName,
-		Title:       "Run Python",
-		Description: mcpToolDescription,
-		InputSchema: schema,
+		Name:         mcpToolName,
+		Title:        "Run Python",
+		Description:  mcpToolDescription,
+		InputSchema:  inSchema,
+		OutputSchema: outSchema,
 		Annotations: &mcp.ToolAnnotations{
 			// Each run is isolated: it changes nothing outside itself and
 			// reaches nothing outside the sandbox.
@@ -328,10 +334,10 @@ func textual(mt string) bool {
 	return strings.HasPrefix(mt, "text/")
 }
 
-// mcpInputSchema is run_python's input schema: the ExecuteRequest schema
-// of openapi.json (one source for both endpoints), with the component
-// schemas it refers to carried along as $defs.
-func mcpInputSchema() (map[string]any, error) {
+// docSchema is the component schema name of openapi.json as a standalone
+// JSON Schema: the component schemas it refers to are carried along as
+// $defs.
+func docSchema(name string) (map[string]any, error) {
 	var doc struct {
 		Components struct {
 			Schemas map[string]any `json:"schemas"`
@@ -350,12 +356,12 @@ func mcpInputSchema() (map[string]any, error) {
 			m := make(map[string]any, len(v))
 			for k, x := range v {
 				if s, ok := x.(string); ok && k == "$ref" && strings.HasPrefix(s, prefix) {
-					name := strings.TrimPrefix(s, prefix)
-					if _, seen := defs[name]; !seen {
-						defs[name] = nil
-						pending = append(pending, name)
+					ref := strings.TrimPrefix(s, prefix)
+					if _, seen := defs[ref]; !seen {
+						defs[ref] = nil
+						pending = append(pending, ref)
 					}
-					m[k] = "#/$defs/" + name
+					m[k] = "#/$defs/" + ref
 					continue
 				}
 				m[k] = rewrite(x)
@@ -370,25 +376,26 @@ func mcpInputSchema() (map[string]any, error) {
 		}
 		return v
 	}
-	root, ok := doc.Components.Schemas["ExecuteRequest"]
+	root, ok := doc.Components.Schemas[name]
 	if !ok {
-		return nil, errors.New("openapi.json has no ExecuteRequest schema")
+		return nil, fmt.Errorf("openapi.json has no %s schema", name)
 	}
 	schema, _ := rewrite(root).(map[string]any)
 	for len(pending) > 0 {
-		name := pending[0]
+		ref := pending[0]
 		pending = pending[1:]
-		s, ok := doc.Components.Schemas[name]
+		s, ok := doc.Components.Schemas[ref]
 		if !ok {
-			return nil, fmt.Errorf("openapi.json: ExecuteRequest refers to missing schema %s", strconv.Quote(name))
+			return nil, fmt.Errorf("openapi.json: %s refers to missing schema %s", name, strconv.Quote(ref))
 		}
-		defs[name] = rewrite(s)
+		defs[ref] = rewrite(s)
 	}
 	if len(defs) > 0 {
 		schema["$defs"] = defs
 	}
 	if schema["type"] != "object" {
-		return nil, errors.New("openapi.json: ExecuteRequest is not an object schema")
+		// MCP wants object schemas for a tool's input and output.
+		return nil, fmt.Errorf("openapi.json: %s is not an object schema", name)
 	}
 	return schema, nil
 }

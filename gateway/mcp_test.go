@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/python-executor/python-executor/client"
 	"github.com/python-executor/python-executor/wire"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // mcpConnect connects the SDK's own client to the gateway's /mcp over its
@@ -39,12 +41,44 @@ func callRunPython(t *testing.T, cs *mcp.ClientSession, args map[string]any) *mc
 	return res
 }
 
-// structured decodes a result's structured content.
+// outputSchema compiles the output schema the tool advertises.
+func outputSchema(t *testing.T) *jsonschema.Schema {
+	t.Helper()
+	m, err := docSchema("McpRunPythonResult")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m)
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	if err := c.AddResource("mem://run_python/output.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("mem://run_python/output.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sch
+}
+
+// structured decodes a result's structured content, after checking it
+// against the tool's output schema.
 func structured(t *testing.T, res *mcp.CallToolResult) map[string]any {
 	t.Helper()
 	b, err := json.Marshal(res.StructuredContent)
 	if err != nil {
 		t.Fatal(err)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := outputSchema(t).Validate(v); err != nil {
+		t.Fatalf("structured content %s departs from the output schema: %v", b, err)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -252,7 +286,7 @@ func TestOpenAPIDocumentsMCP(t *testing.T) {
 		}
 	}
 	// The tool's input schema is built from the document.
-	s, err := mcpInputSchema()
+	s, err := docSchema("ExecuteRequest")
 	if err != nil {
 		t.Fatal(err)
 	}

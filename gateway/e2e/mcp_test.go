@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -12,7 +13,9 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/python-executor/python-executor/gateway/apispec"
 	"github.com/python-executor/python-executor/internal/supervisortest"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // mcpSession connects the MCP SDK's own client, over its streamable HTTP
@@ -75,6 +78,21 @@ func mcpDecode(t *testing.T, res *mcp.CallToolResult) mcpAnswer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	spec, err := apispec.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch, err := spec.Schema("/components/schemas/McpRunPythonResult")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(v); err != nil {
+		t.Fatalf("structured content %s departs from the tool's output schema: %v", b, err)
+	}
 	var a mcpAnswer
 	if err := json.Unmarshal(b, &a); err != nil {
 		t.Fatalf("structured content %s: %v", b, err)
@@ -116,7 +134,7 @@ func TestMCP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(lt.Tools) != 1 || lt.Tools[0].Name != "run_python" || lt.Tools[0].Description == "" {
+			if len(lt.Tools) != 1 || lt.Tools[0].Name != "run_python" || lt.Tools[0].Description == "" || lt.Tools[0].OutputSchema == nil {
 				t.Fatalf("tools: %+v", lt.Tools)
 			}
 			var got struct {
