@@ -44,10 +44,6 @@ The script must define main(); its return value, encoded as JSON, is the result.
 
 The inputs are those of the service's POST /execute: the optional limits (timeout in seconds, memory_mb, ...) may only lower the server's limits. The structured result has "result", "stdout", "stderr", "stats" and "truncated"; a failure (the script raised, timed out, exceeded its memory, ...) is a tool error whose structured content is {"error": {"type", "message", "traceback"?}, "stdout", "stderr"}.`
 
-// mcpBodyRoom is what the JSON-RPC envelope may add to a run_python body
-// on top of the /execute body limit.
-const mcpBodyRoom = 64 << 10
-
 // mcpCall is the per-HTTP-request state the tool handler reads from its
 // context: the gateway's request (id, logger, access-log fields) and the
 // execution's parent context, which ends when the client goes away.
@@ -110,9 +106,11 @@ func (g *Gateway) newMCPHandler() fasthttp.RequestHandler {
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
-		// fasthttp has already bounded and read the body (the same limit
-		// as /execute's); this is the SDK's own bound, never the tighter.
-		MaxRequestBodyBytes: int64(g.cfg.MaxBodyBytes + ioBodyRoom() + mcpBodyRoom),
+		// fasthttp has already bounded and read the body, with the limit
+		// of every request (the body limit plus the room of args and
+		// files); the SDK's own bound is the same, so never the tighter.
+		// runPython checks the arguments as /execute checks its body.
+		MaxRequestBodyBytes: int64(g.cfg.MaxBodyBytes + ioBodyRoom()),
 		Logger:              sdkLog,
 	})
 	return func(ctx *fasthttp.RequestCtx) {

@@ -294,3 +294,20 @@ func TestOpenAPIDocumentsMCP(t *testing.T) {
 		t.Fatalf("input schema %v", s)
 	}
 }
+
+// The arguments are held to /execute's body limit: a script over
+// -max-body-bytes is body_too_large (a tool error), while args and files
+// have their room, as on /execute.
+func TestMCPBodyLimit(t *testing.T) {
+	fe := &fakeExec{}
+	ts := start(t, fe, func(c *Config) { c.MaxBodyBytes = 1024 })
+	cs := mcpConnect(t, ts.url)
+	res := callRunPython(t, cs, map[string]any{"script": "#" + strings.Repeat("x", 2048) + "\ndef main(): return 1"})
+	if e, _ := structured(t, res)["error"].(map[string]any); !res.IsError || e["type"] != "body_too_large" {
+		t.Fatalf("oversized script: %+v", res.StructuredContent)
+	}
+	res = callRunPython(t, cs, map[string]any{"script": "def main(s): return 1", "args": map[string]any{"s": strings.Repeat("y", 4096)}})
+	if res.IsError || fe.calls() != 1 {
+		t.Fatalf("args within their room refused: %+v", res.StructuredContent)
+	}
+}
