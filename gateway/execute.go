@@ -92,13 +92,23 @@ func (g *Gateway) refuse(ctx *fasthttp.RequestCtx, r *request, e *apiError) {
 // executeFailed answers an execution that has no outcome: the transport
 // failed or the context ended. cause is the execution context's cause.
 func (g *Gateway) executeFailed(ctx *fasthttp.RequestCtx, r *request, err, cause error) {
+	if errors.Is(cause, errClientGone) {
+		// Nobody reads this answer; close the connection after it.
+		ctx.SetConnectionClose()
+	}
+	e := g.failure(r, err, cause)
+	r.fields["error_type"] = string(e.Type)
+	writeError(ctx, e, nil, nil)
+}
+
+// failure names, for the client, the failure of an execution that has no
+// outcome, and logs its cause. Both /execute and the MCP tool use it.
+func (g *Gateway) failure(r *request, err, cause error) *apiError {
 	var we *wire.Error
 	var e *apiError
 	switch {
 	case errors.Is(cause, errClientGone):
-		// Nobody reads this answer; close the connection after it.
 		e = &apiError{Type: wire.ErrCancelled, Message: "the client went away"}
-		ctx.SetConnectionClose()
 		r.log.Info("client went away; execution cancelled")
 	case errors.Is(cause, errShuttingDown):
 		e = &apiError{Type: errUnavailable, Message: "the server is shutting down; retry"}
@@ -116,8 +126,7 @@ func (g *Gateway) executeFailed(ctx *fasthttp.RequestCtx, r *request, err, cause
 		e = internalError(r.id)
 		r.log.WithError(err).Error("execute failed")
 	}
-	r.fields["error_type"] = string(e.Type)
-	writeError(ctx, e, nil, nil)
+	return e
 }
 
 // answer maps an execution's outcome to the response.
@@ -127,6 +136,17 @@ func (g *Gateway) answer(ctx *fasthttp.RequestCtx, r *request, out *client.Outco
 	r.fields["cpu_ms"] = out.Done.CPUMS
 	r.fields["peak_memory_bytes"] = out.Done.PeakMemoryBytes
 	r.fields["queue_ms"] = out.Done.QueueMS
+	if e := g.outcomeFailure(r, out); e != nil {
+		r.fields["error_type"] = string(e.Type)
+		writeError(ctx, e, out.Stdout, out.Stderr)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, successBody(out))
+}
+
+// outcomeFailure is the error an outcome answers with, or nil when it is a
+// success. Both /execute and the MCP tool use it.
+func (g *Gateway) outcomeFailure(r *request, out *client.Outcome) *apiError {
 	var e *apiError
 	switch {
 	case out.Err != nil:
@@ -139,12 +159,7 @@ func (g *Gateway) answer(ctx *fasthttp.RequestCtx, r *request, out *client.Outco
 		r.log.WithField("result_bytes", len(out.Result)).Error("supervisor passed a result that is not valid JSON")
 		e = internalError(r.id)
 	}
-	if e != nil {
-		r.fields["error_type"] = string(e.Type)
-		writeError(ctx, e, out.Stdout, out.Stderr)
-		return
-	}
-	writeJSON(ctx, fasthttp.StatusOK, successBody(out))
+	return e
 }
 
 // defaultMessages stand in when the supervisor sent an empty message.

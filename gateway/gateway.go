@@ -88,6 +88,7 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	if cfg.Playground {
 		g.routePlayground(r)
 	}
+	r.POST("/mcp", g.newMCPHandler())
 	g.router = r
 
 	g.srv = &fasthttp.Server{
