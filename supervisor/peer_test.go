@@ -2,11 +2,13 @@ package supervisor
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -90,19 +92,75 @@ func TestGrantGroupACL(t *testing.T) {
 	if m := st.Mode().Perm(); m != 0o750 {
 		t.Fatalf("mode %o, want 750", m)
 	}
-	buf := make([]byte, 256)
-	n, err := unix.Getxattr(dir, aclXattr, buf)
+	if got := aclGroups(t, dir); len(got) != 1 || got[4242] != 5 {
+		t.Fatalf("ACL named groups %v, want 4242 r-x", got)
+	}
+}
+
+// aclGroups returns the named-group entries of path's ACL (gid to permission
+// bits); none when it has no ACL.
+func aclGroups(t *testing.T, path string) map[uint32]uint16 {
+	t.Helper()
+	buf := make([]byte, 1024)
+	n, err := unix.Getxattr(path, aclXattr, buf)
+	if errors.Is(err, unix.ENODATA) {
+		return nil
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
+	groups := map[uint32]uint16{}
 	for i := 4; i+8 <= n; i += 8 {
-		tag, perm, id := binary.LittleEndian.Uint16(buf[i:]), binary.LittleEndian.Uint16(buf[i+2:]), binary.LittleEndian.Uint32(buf[i+4:])
-		if tag == aclGroup {
-			found = id == 4242 && perm == 5
+		if binary.LittleEndian.Uint16(buf[i:]) == aclGroup {
+			groups[binary.LittleEndian.Uint32(buf[i+4:])] = binary.LittleEndian.Uint16(buf[i+2:])
 		}
 	}
-	if !found {
-		t.Fatalf("no group 4242 r-x entry in the ACL %x", buf[:n])
+	return groups
+}
+
+// Listen gives the client group the gateway group's access to the socket
+// and its directory, and a later Listen without a client group takes it
+// back.
+func TestListenGrantsTheClientGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (Listen chowns the socket)")
+	}
+	g, err := user.LookupGroup("nogroup")
+	if err != nil {
+		t.Fatalf("group nogroup: %v", err)
+	}
+	gid, _ := strconv.Atoi(g.Gid)
+	dir := filepath.Join(t.TempDir(), "sock")
+	cfg := Config{SocketPath: filepath.Join(dir, "s.sock"), GatewayUID: -1, GatewayGID: -1, ClientGroup: "nogroup"}
+	l, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aclGroups(t, dir); len(got) != 1 || got[uint32(gid)] != 5 {
+		t.Errorf("socket dir ACL groups %v, want %d r-x", got, gid)
+	}
+	if got := aclGroups(t, cfg.SocketPath); len(got) != 1 || got[uint32(gid)] != 6 {
+		t.Errorf("socket ACL groups %v, want %d rw-", got, gid)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o750, cfg.SocketPath: 0o660} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %o", path, st.Mode().Perm(), err, want)
+		}
+	}
+	l.Close()
+	cfg.ClientGroup = ""
+	if l, err = Listen(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := aclGroups(t, dir); len(got) != 0 {
+		t.Errorf("socket dir keeps the client group's ACL without -client-group: %v", got)
+	}
+	if got := aclGroups(t, cfg.SocketPath); len(got) != 0 {
+		t.Errorf("socket has an ACL without -client-group: %v", got)
+	}
+	cfg.ClientGroup = "pyexec-no-such-group"
+	if _, err := Listen(cfg); err == nil {
+		t.Error("Listen accepted a client group that does not exist")
 	}
 }
