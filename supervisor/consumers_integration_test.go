@@ -258,7 +258,7 @@ func TestInternalClients(t *testing.T) {
 			// 2, and is refused the other 3 at once, though a slot and
 			// queue places are free. Without the caps it would hold both
 			// slots and all 4 places, and the gateway would get busy.
-			cmd := asUser(t, helper, member, inst.Socket, "import time\ndef main():\n    time.sleep(8)\n    return 'batch'\n", 6)
+			cmd := asUser(t, helper, member, inst.Socket, "import time\ndef main():\n    time.sleep(25)\n    return 'batch'\n", 6)
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -292,7 +292,8 @@ func TestInternalClients(t *testing.T) {
 
 			// The gateway runs three at once meanwhile: one takes the
 			// free slot, two queue in the places left, and all finish
-			// long before the member's first ends.
+			// long before the member's first ends (it sleeps 25 s, and
+			// is cancelled when the helper is killed at the end).
 			begin := time.Now()
 			lines, rej := runAs(t, helper, gw, inst.Socket, "def main(): return 'gw'", 3)
 			if rej != "" || len(lines) != 3 {
@@ -303,7 +304,7 @@ func TestInternalClients(t *testing.T) {
 					t.Fatalf("gateway starved by a busy member: %+v\n%s", l, inst.Logs)
 				}
 			}
-			if d := time.Since(begin); d > 7*time.Second {
+			if d := time.Since(begin); d > 20*time.Second {
 				t.Fatalf("the gateway's executions took %v: they waited for the member's", d)
 			}
 			wantLogClient(t, inst, "gateway")
