@@ -16,12 +16,26 @@ import (
 // is given.
 type Config struct {
 	// SocketPath is where the supervisor listens. Its directory is created
-	// 0750 and owned by root:GatewayGID; the socket is 0660.
+	// 0750 and owned by root:GatewayGID; the socket is 0660. With a
+	// ClientGroup, both also carry a POSIX ACL entry giving that group the
+	// same access as GatewayGID.
 	SocketPath string
 	// GatewayUID and GatewayGID are the peer identity admitted besides root.
 	// -1 admits root only.
 	GatewayUID int
 	GatewayGID int
+	// ClientGroup names the group whose members may use the socket as
+	// internal clients besides root and the gateway ("" = none). A peer is
+	// a member when the group is its primary group or one of its
+	// supplementary groups, as the kernel recorded them when it connected
+	// (SO_PEERCRED, SO_PEERGROUPS).
+	ClientGroup string
+	// ClientSlots and ClientQueue are how many slots and queue places one
+	// client other than the gateway and root may hold at once (clients are
+	// told apart by name: see clientName). 0 = half of Slots (at least 1)
+	// and half of QueueSize, so that the gateway always keeps the rest.
+	ClientSlots int
+	ClientQueue int
 
 	// SandboxUID and SandboxGID are the host ids the jail's uid 65534 maps to.
 	// They must not be used by any other process on the host.
@@ -143,6 +157,12 @@ func (c *Config) applyDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = 64
 	}
+	if c.ClientSlots == 0 {
+		c.ClientSlots = max(1, c.Slots/2)
+	}
+	if c.ClientQueue == 0 {
+		c.ClientQueue = c.QueueSize / 2
+	}
 	if c.MaxQueueWait == 0 {
 		c.MaxQueueWait = DefaultMaxQueueWait
 	}
@@ -217,6 +237,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Slots < 0 || c.QueueSize < 0 {
 		return errors.New("slots and queue size must not be negative")
+	}
+	if c.ClientSlots < 0 || c.ClientQueue < 0 {
+		return errors.New("client slots and client queue must not be negative")
+	}
+	if c.ClientGroup != "" {
+		if _, err := lookupGroup(c.ClientGroup); err != nil {
+			return fmt.Errorf("client group: %w", err)
+		}
 	}
 	if c.MaxQueueWait < 0 || c.DrainTimeout < 0 || c.NotReadyAfter < 0 {
 		return errors.New("max queue wait, drain timeout and not-ready window must not be negative")

@@ -1,6 +1,8 @@
 // Package supervisor is the privileged half of python-executor: it listens on a
-// Unix socket (never TCP), admits only the configured gateway identity and root
-// (SO_PEERCRED, fail closed), and runs each execution through an Engine,
+// Unix socket (never TCP), admits only the configured gateway identity, root and
+// members of the optional client group (SO_PEERCRED, SO_PEERGROUPS, fail
+// closed), names each connection's client and shares the slots fairly between
+// clients (admission), and runs each execution through an Engine,
 // streaming stdout, stderr, the result and the final stats back over the
 // protocol of package wire. The cold engine starts a fresh nsjail for every
 // execution; the warm engine (the default) keeps long-lived zygotes, each in

@@ -93,6 +93,16 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		"cgroups": host.CgroupMode(), "slots": cfg.Slots, "queue": cfg.QueueSize,
 		"tier": prot.Tier, "protections": strings.Join(prot.Active, ","), "missing": strings.Join(prot.Missing, ","),
 	}).Info("supervisor ready")
+	if cfg.ClientGroup != "" {
+		clog := log.WithFields(logrus.Fields{"client_group": cfg.ClientGroup, "client_slots": cfg.ClientSlots, "client_queue": cfg.ClientQueue})
+		if cfg.ClientSlots >= cfg.Slots || cfg.ClientQueue >= cfg.QueueSize {
+			// Allowed (one slot has no half), but the operator should
+			// know the gateway's share is not kept.
+			clog.Warn("internal clients admitted; one of them may take every slot or queue place: lower -client-slots / -client-queue below -slots / -queue to keep the gateway a share")
+		} else {
+			clog.Info("internal clients admitted")
+		}
+	}
 	return srv.Serve(ctx, l)
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/internal/engine"
 	"github.com/python-executor/python-executor/wire"
@@ -45,6 +46,7 @@ type Server struct {
 	prot      Protections
 	log       *logrus.Entry
 	admit     *admission
+	clientGID int             // ClientGroup's gid; -1 = none
 	features  wire.FeatureSet // offered in hellos; the package's features, or a test's
 
 	seq      atomic.Uint64 // execution ids
@@ -63,20 +65,32 @@ type Server struct {
 // cgroups are reported in status answers.
 func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus.Entry) *Server {
 	cfg.applyDefaults()
+	clientGID := -1
+	if cfg.ClientGroup != "" {
+		// Validate has checked the group exists; should it vanish in
+		// between, nobody is admitted by it (fail closed).
+		if gid, err := lookupGroup(cfg.ClientGroup); err == nil {
+			clientGID = gid
+		} else {
+			log.WithError(err).Error("client group: nobody is admitted as a member")
+		}
+	}
 	return &Server{
 		cfg:       cfg,
 		engine:    engine,
 		isolation: isolation,
 		cgroups:   cgroups,
 		log:       log,
-		admit:     newAdmission(cfg.Slots, cfg.QueueSize),
+		admit:     newAdmission(cfg.Slots, cfg.QueueSize, cfg.ClientSlots, cfg.ClientQueue, ClientGateway, ClientRoot),
+		clientGID: clientGID,
 		features:  offeredFeatures,
 		conns:     make(map[*conn]struct{}),
 	}
 }
 
 // Listen creates the socket: its directory 0750 root:GatewayGID, the socket
-// 0660. It refuses when another supervisor answers on the path and replaces a
+// 0660, each with an ACL entry giving Config.ClientGroup the group's access
+// when there is one. It refuses when another supervisor answers on the path and replaces a
 // stale socket file.
 func Listen(cfg Config) (*net.UnixListener, error) {
 	dir := filepath.Dir(cfg.SocketPath)
@@ -92,6 +106,20 @@ func Listen(cfg Config) (*net.UnixListener, error) {
 	}
 	if err := os.Chmod(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("chmod socket dir: %w", err)
+	}
+	clientGID := -1
+	if cfg.ClientGroup != "" {
+		var err error
+		if clientGID, err = lookupGroup(cfg.ClientGroup); err != nil {
+			return nil, fmt.Errorf("client group: %w", err)
+		}
+		if err := grantGroup(dir, 0o750, clientGID); err != nil {
+			return nil, fmt.Errorf("socket dir: %w", err)
+		}
+	} else if err := unix.Removexattr(dir, aclXattr); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EOPNOTSUPP) {
+		// A group granted by an earlier run's -client-group must not
+		// keep its access once the flag is gone.
+		return nil, fmt.Errorf("socket dir: remove ACL: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", cfg.SocketPath, 500*time.Millisecond); err == nil {
 		c.Close()
@@ -115,6 +143,12 @@ func Listen(cfg Config) (*net.UnixListener, error) {
 	if err := os.Chmod(cfg.SocketPath, 0o660); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	if clientGID >= 0 {
+		if err := grantGroup(cfg.SocketPath, 0o660, clientGID); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("socket: %w", err)
+		}
 	}
 	return l, nil
 }
@@ -175,14 +209,19 @@ func (s *Server) accept(ctx, base context.Context, l *net.UnixListener, wg *sync
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		uid, gid, err := wire.PeerCred(c)
-		log := s.log.WithFields(logrus.Fields{"peer_uid": uid, "peer_gid": gid})
-		if err != nil || !s.peerAllowed(uid, gid) {
+		p, err := s.peerOf(c)
+		log := s.log.WithFields(logrus.Fields{"peer_uid": p.uid, "peer_gid": p.gid})
+		if err != nil || !s.peerAllowed(p) {
+			if err == nil && s.clientGID >= 0 {
+				err = fmt.Errorf("neither root, the gateway, nor a member of the client group %s", s.cfg.ClientGroup)
+			}
 			log.WithError(err).Warn("rejected peer")
 			c.Close()
 			continue
 		}
-		cn := &conn{srv: s, c: c, log: log, live: make(map[uint32]context.CancelFunc)}
+		client := clientName(p.uid, s.cfg.GatewayUID)
+		log = log.WithField("client", client)
+		cn := &conn{srv: s, c: c, client: client, log: log, live: make(map[uint32]context.CancelFunc)}
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}
 		s.mu.Unlock()
@@ -207,13 +246,29 @@ func (s *Server) closeAll() {
 	}
 }
 
-// peerAllowed reports whether a peer may use the socket: root, or exactly the
-// configured gateway identity. Everything else is refused (fail closed).
-func (s *Server) peerAllowed(uid, gid int) bool {
-	if uid == 0 {
+// peerOf reads the peer's credentials; its supplementary groups only when a
+// client group could admit it by them.
+func (s *Server) peerOf(c *net.UnixConn) (peer, error) {
+	uid, gid, err := wire.PeerCred(c)
+	p := peer{uid: uid, gid: gid}
+	if err != nil || s.clientGID < 0 || uid == 0 || p.gid == s.clientGID {
+		return p, err
+	}
+	p.groups, err = peerGroups(c)
+	return p, err
+}
+
+// peerAllowed reports whether a peer may use the socket: root, exactly the
+// configured gateway identity, or a member of the client group. Everything
+// else is refused (fail closed).
+func (s *Server) peerAllowed(p peer) bool {
+	if p.uid == 0 {
 		return true
 	}
-	return s.cfg.GatewayUID >= 0 && uid == s.cfg.GatewayUID && gid == s.cfg.GatewayGID
+	if s.cfg.GatewayUID >= 0 && p.uid == s.cfg.GatewayUID && p.gid == s.cfg.GatewayGID {
+		return true
+	}
+	return p.member(s.clientGID)
 }
 
 // SetProtections sets the tier and protections status answers report.
@@ -301,9 +356,10 @@ func (s *Server) newExecutionID() string {
 
 // conn is one client connection.
 type conn struct {
-	srv *Server
-	c   *net.UnixConn
-	log *logrus.Entry
+	srv    *Server
+	c      *net.UnixConn
+	client string // who it is (see clientName): its log field and admission share
+	log    *logrus.Entry
 
 	// features are the optional features agreed in the hello, fixed for
 	// the connection's life: only these may change what it is sent.
@@ -369,7 +425,9 @@ func (cn *conn) serve(ctx context.Context) error {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	cn.c.SetReadDeadline(time.Time{})
-	cn.log = cn.log.WithField("client", h.Software)
+	// "client" is the peer's identity (set at accept); what the client
+	// says it is goes beside it.
+	cn.log = cn.log.WithField("software", h.Software)
 	if cn.features.Len() > 0 {
 		cn.log = cn.log.WithField("features", cn.features.String())
 	}
@@ -491,7 +549,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		// it will wait for the answer.
 		maxWait = min(maxWait, time.Duration(req.MaxQueueMS)*time.Millisecond)
 	}
-	release, waited, why := s.admit.enter(ctx, maxWait)
+	release, waited, why := s.admit.enter(ctx, cn.client, maxWait)
 	queueMS := waited.Milliseconds()
 	if why != admitted {
 		var e *wire.Error
@@ -502,6 +560,8 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 			e = &wire.Error{Type: wire.ErrBusy, Message: fmt.Sprintf("no execution slot came free within %v; retry shortly", maxWait)}
 		case draining:
 			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is shutting down; retry"}
+		case clientFull:
+			e = &wire.Error{Type: wire.ErrBusy, Message: fmt.Sprintf("client %s already has its share of the queue (%d places) waiting; retry shortly", cn.client, s.cfg.ClientQueue)}
 		default:
 			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is at capacity; retry shortly"}
 		}
