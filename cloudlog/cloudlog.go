@@ -5,9 +5,8 @@
 // other collector reads it as plain JSON. It is public (no privileged code)
 // so the gateway and the supervisor share it.
 //
-// Structured logging fields: https://cloud.google.com/logging/docs/structured-logging
-// (the names below are Cloud Logging's; the behaviour is described in the
-// README, section "Logs").
+// The key names below are Cloud Logging's "special fields" of structured
+// logging; the README's section "Logs" describes what each line carries.
 package cloudlog
 
 import (
