@@ -62,6 +62,10 @@ var ErrUnavailable = errors.New("supervisor unavailable")
 var ErrClosed = errors.New("client closed")
 
 // errClosed is what calls return once the client is closed.
+// ErrFeatureNotAgreed is returned by a call that needs an optional feature
+// the supervisor did not agree to on the connection (see Client.Features).
+var ErrFeatureNotAgreed = errors.New("feature not agreed with the supervisor")
+
 var errClosed = fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 
 // Config configures a Client.
@@ -275,6 +279,30 @@ func (c *Client) Status(ctx context.Context) (*wire.Status, error) {
 	}
 }
 
+// Metrics asks the supervisor for its own metrics (feature
+// wire.FeatureMetrics, which Config.Features must list): the Prometheus text
+// exposition, in the format m.Format names. A connection without the
+// feature agreed fails with ErrFeatureNotAgreed; other errors are as for
+// Status.
+func (c *Client) Metrics(ctx context.Context) (*wire.Metrics, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		cn, err := c.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !cn.features.Has(wire.FeatureMetrics) {
+			return nil, fmt.Errorf("metrics: %w: %q", ErrFeatureNotAgreed, wire.FeatureMetrics)
+		}
+		m, sent, err := request(ctx, cn, wire.TypeMetricsRequest, &cn.metricsWaiters)
+		if err == nil || sent || ctx.Err() != nil || attempt > 0 {
+			return m, err
+		}
+	}
+}
+
 // Features returns the optional features the supervisor agreed to use on the
 // current connection (dialling one if there is none): the empty set when it
 // offers none of Config.Features or predates features. A reconnection
@@ -456,6 +484,8 @@ type conn struct {
 	calls         map[uint32]*call
 	nextID        uint32
 	statusWaiters []chan *wire.Status // one per status_request sent and not yet answered, oldest first
+	// metricsWaiters: as statusWaiters, for metrics_request (feature metrics).
+	metricsWaiters []chan *wire.Metrics
 }
 
 // call is one execution on a connection.
@@ -670,6 +700,41 @@ func (cn *conn) status(ctx context.Context) (st *wire.Status, sent bool, err err
 	}
 }
 
+// request sends one body-less request of type t on request id 0 and waits
+// for its answer, handed out by dispatch through *waiters, as status does
+// (which see). The caller holds no lock; waiters is guarded by cn.mu.
+func request[T any](ctx context.Context, cn *conn, t wire.Type, waiters *[]chan *T) (v *T, sent bool, err error) {
+	f, err := wire.NewFrame(0, t, wire.Empty{})
+	if err != nil {
+		return nil, false, err
+	}
+	ch := make(chan *T, 1)
+	err = cn.write(ctx, f, func() {
+		cn.mu.Lock()
+		*waiters = append(*waiters, ch)
+		cn.mu.Unlock()
+	})
+	if err != nil {
+		cn.mu.Lock()
+		for i, w := range *waiters {
+			if w == ch {
+				*waiters = append((*waiters)[:i], (*waiters)[i+1:]...)
+				break
+			}
+		}
+		cn.mu.Unlock()
+		return nil, false, err
+	}
+	select {
+	case v := <-ch:
+		return v, true, nil
+	case <-cn.dead:
+		return nil, true, cn.failure()
+	case <-ctx.Done():
+		return nil, true, ctx.Err()
+	}
+}
+
 // readLoop reads and dispatches frames until the connection fails, then logs
 // why. It is the only place that logs.
 func (cn *conn) readLoop() {
@@ -726,6 +791,27 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 		cn.statusWaiters = cn.statusWaiters[1:]
 		cn.mu.Unlock()
 		ch <- &st
+		return false, nil
+	case wire.TypeMetrics:
+		if !cn.features.Has(wire.FeatureMetrics) {
+			return false, &wire.ProtocolError{Reason: "metrics frame without the metrics feature"}
+		}
+		if f.RequestID != 0 {
+			return false, &wire.ProtocolError{Reason: fmt.Sprintf("metrics on request %d", f.RequestID)}
+		}
+		var m wire.Metrics
+		if err := wire.Unmarshal(f.Body, &m); err != nil {
+			return false, err
+		}
+		cn.mu.Lock()
+		if len(cn.metricsWaiters) == 0 {
+			cn.mu.Unlock()
+			return true, nil
+		}
+		ch := cn.metricsWaiters[0]
+		cn.metricsWaiters = cn.metricsWaiters[1:]
+		cn.mu.Unlock()
+		ch <- &m
 		return false, nil
 	case wire.TypeError:
 		var e wire.Error
@@ -789,7 +875,7 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 			cl.finished = true
 			return nil
 		})
-	case wire.TypeHello, wire.TypeExecute, wire.TypeCancel, wire.TypeStatusRequest:
+	case wire.TypeHello, wire.TypeExecute, wire.TypeCancel, wire.TypeStatusRequest, wire.TypeMetricsRequest:
 		return false, &wire.ProtocolError{Reason: fmt.Sprintf("unexpected %s from the supervisor", f.Type)}
 	default:
 		return false, &wire.ProtocolError{Reason: fmt.Sprintf("unknown message type %s", f.Type)}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/python-executor/python-executor/cloudlog"
 	"github.com/python-executor/python-executor/config"
 	"github.com/python-executor/python-executor/limits"
 )
@@ -36,6 +37,10 @@ const (
 	DefaultShutdownTimeout = 8 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
+	// DefaultMetricsAddr is loopback only: a scraper on the same host (or
+	// Cloud Run's Prometheus sidecar, which shares the instance's network)
+	// reaches it, the public never does.
+	DefaultMetricsAddr = "127.0.0.1:9090"
 )
 
 // DefaultMaxTimeout is the largest "timeout" a request may ask for unless
@@ -95,12 +100,20 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is a logrus level name: trace, debug, info, warn, error.
 	LogLevel string
-	// LogFormat is "json" (production) or "text".
+	// LogFormat is "json" (production; the fields Cloud Logging maps, see
+	// package cloudlog) or "text".
 	LogFormat string
 	// Playground serves the playground page (package gateway/playground)
 	// at GET /; off, / is 404 like any unknown path (API-only
 	// deployments).
 	Playground bool
+	// GoogleCloudProject is the Google Cloud project (GOOGLE_CLOUD_PROJECT):
+	// with it, JSON log lines carry a request's trace as Cloud Logging's
+	// trace field, which groups them under their request.
+	GoogleCloudProject string
+	// MetricsAddr is the host:port of the metrics listener (GET /metrics,
+	// the gateway's and the supervisor's metrics); "" or "off" = none.
+	MetricsAddr string
 }
 
 // DefaultConfig returns the defaults: port 8080, the standard socket path, a
@@ -124,6 +137,7 @@ func DefaultConfig() Config {
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
 		Playground:      true,
+		MetricsAddr:     DefaultMetricsAddr,
 	}
 }
 
@@ -170,6 +184,13 @@ func (c Config) Validate() error {
 	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("log level: %w", err)
 	}
+	if c.MetricsEnabled() {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics listen address %q: %w", c.MetricsAddr, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("metrics listen address %q: bad port", c.MetricsAddr)
+		}
+	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log format %q: want json or text", c.LogFormat)
 	}
@@ -189,7 +210,7 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 	if c.LogFormat == "text" {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	} else {
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&cloudlog.Formatter{ProjectID: c.GoogleCloudProject})
 	}
 	return l
 }
@@ -211,8 +232,8 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 // PYEXEC_HEALTH_TIMEOUT, -drain-timeout PYEXEC_DRAIN_TIMEOUT (alias
 // -shutdown-timeout PYEXEC_SHUTDOWN_TIMEOUT), -log-level PYEXEC_LOG_LEVEL, -log-format
 // PYEXEC_LOG_FORMAT (else "text" when PYEXEC_LOG_TEXT=1, as for the
-// supervisor), -playground PYEXEC_PLAYGROUND. Durations use Go syntax
-// ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
+// supervisor), -playground PYEXEC_PLAYGROUND, -metrics-listen
+// PYEXEC_METRICS_LISTEN. Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
 // PYEXEC_MAX_QUEUE_WAIT, PYEXEC_DRAIN_TIMEOUT, PYEXEC_LOG_LEVEL and
 // PYEXEC_SUPERVISOR_SOCKET mean the same to the supervisor, so one
 // environment configures both.
@@ -220,6 +241,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 	b := config.New(fs, config.Getenv(getenv))
 	if port, ok := b.Env("PORT"); ok {
 		c.Addr = ":" + port
+	}
+	// The platform's name for it, as PORT.
+	if project, ok := b.Env("GOOGLE_CLOUD_PROJECT"); ok {
+		c.GoogleCloudProject = project
 	}
 	const p = EnvPrefix
 	b.String(&c.Addr, "listen", p+"LISTEN", "TCP listen address host:port (else :$PORT)")
@@ -255,5 +280,6 @@ func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 	}
 	b.String(&c.LogFormat, "log-format", p+"LOG_FORMAT", "log format: json or text")
 	b.Bool(&c.Playground, "playground", p+"PLAYGROUND", "serve the playground page at GET / (false: / is 404, for API-only deployments)")
+	b.StringAllowEmpty(&c.MetricsAddr, "metrics-listen", p+"METRICS_LISTEN", "host:port of the metrics listener (GET /metrics); \"\" or off = none")
 	return b.Err()
 }

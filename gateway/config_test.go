@@ -158,7 +158,7 @@ func TestNewLoggerJSON(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("log line %q is not JSON: %v", buf.String(), err)
 	}
-	if line["request_id"] != "r1" || line["msg"] != "hello" {
+	if line["request_id"] != "r1" || line["message"] != "hello" || line["severity"] != "INFO" {
 		t.Errorf("log line = %v", line)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fasthttp/router"
 	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/cloudlog"
 	"github.com/python-executor/python-executor/wire"
 	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
@@ -49,6 +50,8 @@ type Gateway struct {
 	// draining is set when shutdown begins: /health answers 503 and new
 	// executions are refused while the running ones finish.
 	draining atomic.Bool
+	// metrics are served on Config.MetricsAddr (metrics.go).
+	metrics *gatewayMetrics
 }
 
 // Causes of an execution's context ending, other than the execution's own
@@ -63,8 +66,11 @@ var (
 func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	g := &Gateway{cfg: cfg, exec: exec, log: log}
 	g.base, g.stopExec = context.WithCancelCause(context.Background())
+	g.metrics = newGatewayMetrics(g)
 
 	r := router.New()
+	// The matched route pattern labels the HTTP metrics.
+	r.SaveMatchedRoutePath = true
 	// A strict API: no redirects to "fixed" paths, just 404.
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
@@ -110,13 +116,33 @@ func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
 	return g
 }
 
-// Run listens on Config.Addr and serves until ctx is cancelled; see Serve.
+// Run listens on Config.Addr, and on Config.MetricsAddr unless metrics
+// are off, and serves until ctx is cancelled; see Serve and ServeMetrics.
+// A metrics address that cannot be listened on stops it: a deployment that
+// asked for metrics should not run silently without them.
 func (g *Gateway) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", g.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return g.Serve(ctx, ln)
+	if !g.cfg.MetricsEnabled() {
+		return g.Serve(ctx, ln)
+	}
+	mln, err := net.Listen("tcp", g.cfg.MetricsAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+	merr := make(chan error, 1)
+	go func() { merr <- g.ServeMetrics(mctx, mln) }()
+	err = g.Serve(ctx, ln)
+	// Metrics are served through the drain, then stop with the gateway.
+	stopMetrics()
+	if e := <-merr; e != nil && err == nil {
+		err = e
+	}
+	return err
 }
 
 // Serve serves HTTP on ln until ctx is cancelled, then drains: /health
@@ -206,14 +232,26 @@ func (g *Gateway) serveHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	id := requestID(&ctx.Request.Header)
 	ctx.Response.Header.Set(HeaderRequestID, id)
-	r := &request{id: id, log: g.log.WithField("request_id", id), fields: logrus.Fields{}}
+	log := g.log.WithField(cloudlog.FieldRequestID, id)
+	if tr, ok := cloudlog.ParseTrace(string(ctx.Request.Header.Peek("traceparent")), string(ctx.Request.Header.Peek("X-Cloud-Trace-Context"))); ok {
+		// Every line of the request carries its trace (Cloud Logging's
+		// trace field when the project is known).
+		log = log.WithFields(logrus.Fields{cloudlog.FieldTrace: tr.ID, cloudlog.FieldTraceSampled: tr.Sampled})
+		if tr.SpanID != "" {
+			log = log.WithField(cloudlog.FieldSpan, tr.SpanID)
+		}
+	}
+	r := &request{id: id, log: log, fields: logrus.Fields{}}
 	ctx.SetUserValue(requestKey{}, r)
 	if g.draining.Load() {
 		// The listener goes away soon: no keep-alive past this answer.
 		ctx.SetConnectionClose()
 	}
 
+	g.metrics.inFlight.Inc()
 	g.router.Handler(ctx)
+	g.metrics.inFlight.Dec()
+	g.metrics.observe(ctx, start)
 
 	status := ctx.Response.StatusCode()
 	r.fields["method"] = string(ctx.Method())
@@ -221,6 +259,16 @@ func (g *Gateway) serveHTTP(ctx *fasthttp.RequestCtx) {
 	r.fields["status"] = status
 	r.fields["duration_ms"] = time.Since(start).Milliseconds()
 	r.fields["remote_addr"] = ctx.RemoteAddr().String()
+	r.fields[cloudlog.FieldHTTPRequest] = cloudlog.HTTPRequest{
+		RequestMethod: string(ctx.Method()),
+		RequestURL:    string(ctx.RequestURI()),
+		Status:        status,
+		Latency:       cloudlog.Latency(time.Since(start)),
+		RemoteIP:      ctx.RemoteIP().String(),
+		UserAgent:     string(ctx.UserAgent()),
+		RequestSize:   strconv.Itoa(len(ctx.Request.Header.Header()) + len(ctx.Request.Body())),
+		Protocol:      string(ctx.Request.Header.Protocol()),
+	}
 	entry := r.log.WithFields(r.fields)
 	if status == fasthttp.StatusOK && string(ctx.Path()) == "/health" {
 		entry.Debug("request")

@@ -9,7 +9,8 @@
 # Environment: PORT, ENGINE (warm or cold; default warm, which falls back to
 # cold where the host refuses nested namespaces), GATEWAY_USER (pyexec-gw), SANDBOX_USER
 # (pyexec-sandbox), and every PYEXEC_* setting of the two binaries (see
-# README.md); the gateway gets PORT and the PYEXEC_* variables, nothing else.
+# README.md); the gateway gets PORT, GOOGLE_CLOUD_PROJECT (for the logs'
+# trace field) and the PYEXEC_* variables, nothing else.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,6 +63,7 @@ done
 gw_env=(PATH=/usr/bin:/bin)
 while IFS= read -r kv; do gw_env+=("$kv"); done < <(env | grep -E '^PYEXEC_[A-Z_]+=' || true)
 gw_env+=(PORT="$PORT" PYEXEC_SUPERVISOR_SOCKET="$SOCKET")
+if [ -n "${GOOGLE_CLOUD_PROJECT:-}" ]; then gw_env+=(GOOGLE_CLOUD_PROJECT="$GOOGLE_CLOUD_PROJECT"); fi
 
 # setpriv drops to the gateway user with no supplementary groups beyond its
 # own and no capabilities of any kind; the gateway refuses to run as root.

@@ -516,7 +516,7 @@ func TestLogLinesCarryExecutionID(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &m); err != nil {
 				t.Fatalf("log line is not JSON: %q", line)
 			}
-			msg, _ := m["msg"].(string)
+			msg, _ := m["message"].(string)
 			if strings.HasPrefix(msg, "execution") || m["nsjail_pid"] != nil {
 				n++
 				if id, _ := m["execution_id"].(string); id == "" {

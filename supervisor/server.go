@@ -35,7 +35,7 @@ const helloTimeout = 5 * time.Second
 // offeredFeatures are the optional protocol features this supervisor implements
 // (see wire.FeatureSet); a client's hello gets those of them it asks for.
 // A feature adds its wire constant here once the supervisor implements it.
-var offeredFeatures = wire.NewFeatureSet(wire.FeatureIO, wire.FeatureImages)
+var offeredFeatures = wire.NewFeatureSet(wire.FeatureIO, wire.FeatureImages, wire.FeatureMetrics)
 
 // Server accepts clients on the supervisor socket and runs their executions.
 type Server struct {
@@ -48,6 +48,7 @@ type Server struct {
 	admit     *admission
 	clientGID int             // ClientGroup's gid; -1 = none
 	features  wire.FeatureSet // offered in hellos; the package's features, or a test's
+	metrics   *metrics        // the registry metrics_request answers with
 
 	seq      atomic.Uint64 // execution ids
 	draining atomic.Bool   // set once Serve's context ended
@@ -75,7 +76,7 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 			log.WithError(err).Error("client group: nobody is admitted as a member")
 		}
 	}
-	return &Server{
+	s := &Server{
 		cfg:       cfg,
 		engine:    engine,
 		isolation: isolation,
@@ -86,6 +87,8 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 		features:  offeredFeatures,
 		conns:     make(map[*conn]struct{}),
 	}
+	s.metrics = newMetrics(s)
+	return s
 }
 
 // Listen creates the socket: its directory 0750 root:GatewayGID, the socket
@@ -222,6 +225,7 @@ func (s *Server) accept(ctx, base context.Context, l *net.UnixListener, wg *sync
 		client := clientName(p.uid, s.cfg.GatewayUID)
 		log = log.WithField("client", client)
 		cn := &conn{srv: s, c: c, client: client, log: log, live: make(map[uint32]context.CancelFunc)}
+		s.metrics.connections.WithLabelValues(client).Inc()
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}
 		s.mu.Unlock()
@@ -234,6 +238,7 @@ func (s *Server) accept(ctx, base context.Context, l *net.UnixListener, wg *sync
 			s.mu.Lock()
 			delete(s.conns, cn)
 			s.mu.Unlock()
+			s.metrics.connections.WithLabelValues(client).Dec()
 		}()
 	}
 }
@@ -487,6 +492,19 @@ func (cn *conn) serve(ctx context.Context) error {
 			cn.mu.Unlock()
 		case wire.TypeStatusRequest:
 			cn.send(0, wire.TypeStatus, cn.srv.Status())
+		case wire.TypeMetricsRequest:
+			if !cn.features.Has(wire.FeatureMetrics) {
+				// As any type the connection did not agree to.
+				cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "unexpected message type " + f.Type.String()})
+				return fmt.Errorf("unexpected message type %s", f.Type)
+			}
+			m, err := cn.srv.metricsAnswer()
+			if err != nil {
+				// A collector failed: the answer is still due (answers are
+				// matched by order), with what could be gathered.
+				cn.log.WithError(err).Error("gather metrics")
+			}
+			cn.send(0, wire.TypeMetrics, m)
 		default:
 			cn.send(0, wire.TypeError, wire.Error{Type: wire.ErrProtocol, Message: "unexpected message type " + f.Type.String()})
 			return fmt.Errorf("unexpected message type %s", f.Type)
@@ -500,7 +518,10 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	s := cn.srv
 	xid := s.newExecutionID()
 	log := cn.log.WithFields(logrus.Fields{"execution_id": xid, "request_id": req.TraceID})
+	m := s.metrics
 	finish := func(out Outcome) {
+		m.executions.WithLabelValues(cn.client, s.engine.Name(), outcomeLabel(out)).Inc()
+		m.countOutput(cn.client, out)
 		if out.Err != nil {
 			cn.send(id, wire.TypeError, *out.Err)
 		} else {
@@ -540,6 +561,7 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	}
 	if why := s.notReady(); why != "" && !s.draining.Load() {
 		// Fail fast, as /health says: a retry elsewhere beats a wait.
+		m.busy.WithLabelValues(cn.client, busyNotReady).Inc()
 		refuse(&wire.Error{Type: wire.ErrBusy, Message: "the service cannot run executions now (" + why + "); retry"})
 		return
 	}
@@ -551,18 +573,25 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	}
 	release, waited, why := s.admit.enter(ctx, cn.client, maxWait)
 	queueMS := waited.Milliseconds()
+	if why == admitted || why == waitedTooLong || why == ctxDone {
+		m.queueWait.WithLabelValues(cn.client).Observe(waited.Seconds())
+	}
 	if why != admitted {
 		var e *wire.Error
 		switch why {
 		case ctxDone:
 			e = &wire.Error{Type: wire.ErrCancelled, Message: "the execution was cancelled while queued"}
 		case waitedTooLong:
+			m.busy.WithLabelValues(cn.client, busyQueueWait).Inc()
 			e = &wire.Error{Type: wire.ErrBusy, Message: fmt.Sprintf("no execution slot came free within %v; retry shortly", maxWait)}
 		case draining:
+			m.busy.WithLabelValues(cn.client, busyDraining).Inc()
 			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is shutting down; retry"}
 		case clientFull:
+			m.busy.WithLabelValues(cn.client, busyClientShare).Inc()
 			e = &wire.Error{Type: wire.ErrBusy, Message: fmt.Sprintf("client %s already has its share of the queue (%d places) waiting; retry shortly", cn.client, s.cfg.ClientQueue)}
 		default:
+			m.busy.WithLabelValues(cn.client, busyQueueFull).Inc()
 			e = &wire.Error{Type: wire.ErrBusy, Message: "the server is at capacity; retry shortly"}
 		}
 		log = log.WithField("queue_ms", queueMS)
@@ -572,6 +601,8 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 	defer release()
 	log = log.WithField("queue_ms", queueMS)
 	log.WithField("script_bytes", len(req.Script)).Info("execution started")
+	stdout := m.outputBytes.WithLabelValues(cn.client, outStdout)
+	stderr := m.outputBytes.WithLabelValues(cn.client, outStderr)
 	x := &Execution{
 		ID:     xid,
 		Script: req.Script,
@@ -579,11 +610,18 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		Files:  req.Files,
 		Limits: limits,
 		Log:    log,
-		Stdout: func(b []byte) { cn.send(id, wire.TypeStdout, wire.Chunk{Data: b}) },
-		Stderr: func(b []byte) { cn.send(id, wire.TypeStderr, wire.Chunk{Data: b}) },
+		Stdout: func(b []byte) {
+			stdout.Add(float64(len(b)))
+			cn.send(id, wire.TypeStdout, wire.Chunk{Data: b})
+		},
+		Stderr: func(b []byte) {
+			stderr.Add(float64(len(b)))
+			cn.send(id, wire.TypeStderr, wire.Chunk{Data: b})
+		},
 		Images: cn.features.Has(wire.FeatureImages),
 	}
 	out := s.engine.Run(ctx, x)
 	out.Done.QueueMS = queueMS
+	m.duration.WithLabelValues(s.engine.Name(), outcomeLabel(out)).Observe(float64(out.Done.WallMS) / 1000)
 	finish(out)
 }

@@ -29,6 +29,11 @@ const FeatureIO = "io"
 // `images_truncated`). See PROTOCOL.md, "Feature images".
 const FeatureImages = "images"
 
+// FeatureMetrics: the client may send metrics_request (request id 0) and
+// the supervisor answers each with one metrics frame carrying the Prometheus
+// text exposition of its own metrics (PROTOCOL.md, "Feature metrics").
+const FeatureMetrics = "metrics"
+
 // maxFeatureName is the longest feature name a peer considers; a longer one
 // cannot be registered and is ignored like any other unknown name.
 const maxFeatureName = 64

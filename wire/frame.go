@@ -31,25 +31,31 @@ const (
 	TypeExecute       Type = 0x02
 	TypeCancel        Type = 0x03
 	TypeStatusRequest Type = 0x04
-	TypeStdout        Type = 0x10
-	TypeStderr        Type = 0x11
-	TypeResult        Type = 0x12
-	TypeError         Type = 0x13
-	TypeDone          Type = 0x14
-	TypeStatus        Type = 0x15
+	// TypeMetricsRequest and TypeMetrics need the "metrics" feature
+	// (FeatureMetrics).
+	TypeMetricsRequest Type = 0x05
+	TypeStdout         Type = 0x10
+	TypeStderr         Type = 0x11
+	TypeResult         Type = 0x12
+	TypeError          Type = 0x13
+	TypeDone           Type = 0x14
+	TypeStatus         Type = 0x15
+	TypeMetrics        Type = 0x16
 )
 
 var typeNames = map[Type]string{
-	TypeHello:         "hello",
-	TypeExecute:       "execute",
-	TypeCancel:        "cancel",
-	TypeStatusRequest: "status_request",
-	TypeStdout:        "stdout",
-	TypeStderr:        "stderr",
-	TypeResult:        "result",
-	TypeError:         "error",
-	TypeDone:          "done",
-	TypeStatus:        "status",
+	TypeHello:          "hello",
+	TypeExecute:        "execute",
+	TypeCancel:         "cancel",
+	TypeStatusRequest:  "status_request",
+	TypeStdout:         "stdout",
+	TypeStderr:         "stderr",
+	TypeResult:         "result",
+	TypeError:          "error",
+	TypeDone:           "done",
+	TypeStatus:         "status",
+	TypeMetricsRequest: "metrics_request",
+	TypeMetrics:        "metrics",
 }
 
 func (t Type) String() string {

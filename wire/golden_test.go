@@ -41,6 +41,9 @@ var goldenCases = []struct {
 	{"error", 1, TypeError, Error{Type: ErrInvalidResult, Message: "main() returned a value that is not JSON-serializable: $.items[3]: set", Traceback: ""}},
 	{"done", 7, TypeDone, Done{WallMS: 31, CPUMS: 25, PeakMemoryBytes: 9 << 20, ExitReason: ExitOK, ExitCode: 0}},
 	{"status", 0, TypeStatus, Status{Software: "python-executor/0.1", Engine: "cold", Isolation: "full", Cgroups: "v1", Running: 1, Queued: 0, Slots: 2, QueueSize: 64}},
+	// Feature metrics: a request and its answer.
+	{"metrics_request", 0, TypeMetricsRequest, Empty{}},
+	{"metrics", 0, TypeMetrics, Metrics{Format: MetricsFormat, Text: []byte("# HELP pyexec_supervisor_running Executions running now.\n# TYPE pyexec_supervisor_running gauge\npyexec_supervisor_running 1\n")}},
 }
 
 type manifestEntry struct {

@@ -203,6 +203,17 @@ type Status struct {
 	Missing     []string `msgpack:"missing,omitempty"`
 }
 
+// MetricsFormat is the only Metrics.Format so far: the Prometheus text
+// exposition format, version 0.0.4, as its HTTP content type.
+const MetricsFormat = "text/plain; version=0.0.4; charset=utf-8"
+
+// Metrics is the supervisor's answer to a metrics_request (feature
+// FeatureMetrics): its own metrics, in Format (MetricsFormat), as Text.
+type Metrics struct {
+	Format string `msgpack:"format"`
+	Text   []byte `msgpack:"text"`
+}
+
 // Marshal encodes v as a msgpack body with the smallest integer encodings, so
 // the bytes match what Python's msgpack writes for the same map.
 func Marshal(v any) ([]byte, error) {

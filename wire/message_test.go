@@ -22,6 +22,7 @@ var messageKinds = []struct {
 	{"error", func() any { return new(Error) }},
 	{"done", func() any { return new(Done) }},
 	{"status", func() any { return new(Status) }},
+	{"metrics", func() any { return new(Metrics) }},
 }
 
 // kindsOf returns the indexes in messageKinds of the bodies frame type t may
@@ -32,7 +33,7 @@ func kindsOf(t Type) []int {
 		return []int{0}
 	case TypeExecute:
 		return []int{1, 2}
-	case TypeCancel, TypeStatusRequest:
+	case TypeCancel, TypeStatusRequest, TypeMetricsRequest:
 		return []int{3}
 	case TypeStdout, TypeStderr:
 		return []int{4}
@@ -44,6 +45,8 @@ func kindsOf(t Type) []int {
 		return []int{7}
 	case TypeStatus:
 		return []int{8}
+	case TypeMetrics:
+		return []int{9}
 	}
 	return nil
 }

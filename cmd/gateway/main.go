@@ -58,7 +58,8 @@ func run() int {
 		Logger:      log.WithField("component", "client"),
 		// args and files (request) and output files (response); figures
 		// left open by main() come back as "images".
-		Features: []string{wire.FeatureIO, wire.FeatureImages},
+		// The supervisor's metrics, served on the metrics listener.
+		Features: []string{wire.FeatureIO, wire.FeatureImages, wire.FeatureMetrics},
 	})
 	defer c.Close()
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/python-executor/python-executor/cloudlog"
 	"github.com/python-executor/python-executor/config"
 	"github.com/python-executor/python-executor/limits"
 	"github.com/python-executor/python-executor/supervisor"
@@ -167,7 +168,9 @@ func newLogger(level string, text bool) *logrus.Entry {
 	if text {
 		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	} else {
-		l.SetFormatter(&logrus.JSONFormatter{})
+		// Cloud Logging's fields (severity, message, time, the request id
+		// as a label); the supervisor sees no trace headers.
+		l.SetFormatter(&cloudlog.Formatter{})
 	}
 	if lv, err := logrus.ParseLevel(level); err == nil {
 		l.SetLevel(lv)

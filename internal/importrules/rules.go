@@ -45,7 +45,7 @@ var protocol = []string{"wire/...", "client/..."}
 var Rules = []Rule{
 	{
 		Name:      "the unprivileged gateway, the CLI, the protocol packages and the limit table link nothing privileged",
-		From:      append([]string{"gateway/...", "cmd/gateway", "cmd/pyexec", "limits/...", "config/..."}, protocol...),
+		From:      append([]string{"gateway/...", "cmd/gateway", "cmd/pyexec", "limits/...", "config/...", "cloudlog/..."}, protocol...),
 		Forbidden: privileged,
 		Except:    protocol,
 	},

@@ -246,7 +246,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	s.URL = "http://" + addr
 	cred := &syscall.Credential{Uid: uint32(gwUID), Gid: uint32(gwGID), Groups: []uint32{}}
-	gwArgs := []string{"-listen", addr, "-socket", s.Socket}
+	// No metrics listener: the default port would be shared by every stack
+	// on the host.
+	gwArgs := []string{"-listen", addr, "-socket", s.Socket, "-metrics-listen", "off"}
 	if s.Gateway, err = startProcess("gateway", filepath.Join(cfg.BinDir, "gateway"), gwArgs, []string{"PATH=/usr/bin:/bin"}, cred); err != nil {
 		return nil, err
 	}

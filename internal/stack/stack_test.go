@@ -19,18 +19,18 @@ func TestTailKeepsTheEndAndTheErrors(t *testing.T) {
 		t.Errorf("tail kept %d bytes, want %d", n, tailBytes)
 	}
 	tl = &Tail{}
-	tl.Write([]byte(`{"level":"info","msg":"starting"}` + "\n"))
+	tl.Write([]byte(`{"severity":"INFO","message":"starting"}` + "\n"))
 	// A line written in two pieces is one line.
-	tl.Write([]byte(`{"level":"error","msg":"supervisor stopped",`))
-	tl.Write([]byte(`"error":"unknown engine \"warm\""}` + "\n" + `{"level":"info","msg":"bye"}` + "\n"))
+	tl.Write([]byte(`{"severity":"ERROR","message":"supervisor stopped",`))
+	tl.Write([]byte(`"error":"unknown engine \"warm\""}` + "\n" + `{"severity":"INFO","message":"bye"}` + "\n"))
 	if got, want := tl.LastError(), `supervisor stopped: unknown engine "warm"`; got != want {
 		t.Errorf("LastError() = %q, want %q", got, want)
 	}
-	if got := tl.ErrorLines(); !strings.Contains(got, `"msg":"supervisor stopped"`) || strings.Contains(got, "bye") {
+	if got := tl.ErrorLines(); !strings.Contains(got, `"message":"supervisor stopped"`) || strings.Contains(got, "bye") {
 		t.Errorf("ErrorLines() = %q, want the error line only", got)
 	}
 	// An error line pushed out of the byte tail by a busy log is kept.
-	tl.Write([]byte(strings.Repeat(`{"level":"info","msg":"busy"}`+"\n", tailBytes/20)))
+	tl.Write([]byte(strings.Repeat(`{"severity":"INFO","message":"busy"}`+"\n", tailBytes/20)))
 	if got, want := tl.LastError(), `supervisor stopped: unknown engine "warm"`; got != want {
 		t.Errorf("LastError() after a busy log = %q, want %q", got, want)
 	}
@@ -47,7 +47,7 @@ func TestTailKeepsTheEndAndTheErrors(t *testing.T) {
 	}
 	tl = &Tail{}
 	for i := range tailErrorLines + 5 {
-		fmt.Fprintf(tl, `{"level":"error","msg":"e%d"}`+"\n", i)
+		fmt.Fprintf(tl, `{"severity":"ERROR","message":"e%d"}`+"\n", i)
 	}
 	if n := strings.Count(tl.ErrorLines(), "\n") + 1; n != tailErrorLines {
 		t.Errorf("kept %d error lines, want %d", n, tailErrorLines)

@@ -91,12 +91,14 @@ func (t *Tail) LastError() string {
 // errorLine is a JSON log line logged at error level or above, as "msg:
 // error" (or msg alone); "" for any other line.
 func errorLine(line string) string {
+	// The binaries log Cloud Logging's severity and message (package
+	// cloudlog).
 	var e struct {
-		Level string `json:"level"`
-		Msg   string `json:"msg"`
-		Error string `json:"error"`
+		Severity string `json:"severity"`
+		Msg      string `json:"message"`
+		Error    string `json:"error"`
 	}
-	if json.Unmarshal([]byte(line), &e) != nil || (e.Level != "error" && e.Level != "fatal" && e.Level != "panic") {
+	if json.Unmarshal([]byte(line), &e) != nil || (e.Severity != "ERROR" && e.Severity != "CRITICAL" && e.Severity != "ALERT" && e.Severity != "EMERGENCY") {
 		return ""
 	}
 	if e.Error != "" {

@@ -491,7 +491,9 @@ type Gateway struct {
 // StartGateway starts the real gateway binary as GatewayUser (no
 // capabilities, no supplementary groups) on a free loopback port, talking to
 // s, which must have been started with Options.GatewayUser = GatewayUser. It
-// is stopped when the test ends.
+// is stopped when the test ends. Its metrics listener is off (gateways of
+// parallel tests would all want the default port) unless args turn it on
+// with -metrics-listen (the last flag wins).
 func StartGateway(t testing.TB, s *Supervisor, args ...string) *Gateway {
 	t.Helper()
 	bin := Binaries(t)
@@ -503,7 +505,7 @@ func StartGateway(t testing.TB, s *Supervisor, args ...string) *Gateway {
 	addr := l.Addr().String()
 	l.Close()
 	g := &Gateway{URL: "http://" + addr, Logs: &Buffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(filepath.Join(bin, "gateway"), append(append([]string{"-listen", addr, "-socket", s.Socket, "-log-level", "debug"}, queueWaitArgs(false)...), args...)...)
+	g.cmd = exec.Command(filepath.Join(bin, "gateway"), append(append([]string{"-listen", addr, "-socket", s.Socket, "-log-level", "debug", "-metrics-listen", "off"}, queueWaitArgs(false)...), args...)...)
 	g.cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	g.cmd.Stdout = g.Logs
 	g.cmd.Stderr = g.Logs

@@ -207,7 +207,7 @@ $(podman logs "$name" 2>&1 | tail -30)"
 	grep -E -- '^(ok|FAIL)|--- FAIL|^ +[a-z_]+(_test)?\.go:[0-9]+: ' "$IMAGE_RUN_DIR/tests-$mode.log" | tail -60 >&2 || true
 	say "$passed passed, $failed failed, $skipped skipped (log: $IMAGE_RUN_DIR/tests-$mode.log)"
 	[ "$gotest_rc" = 0 ] || die "the suites failed against the container (log: $IMAGE_RUN_DIR/tests-$mode.log, the container's: $IMAGE_RUN_DIR/container-$mode.log; its last error-level lines, some provoked by the attacks:
-$(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)"
+$(podman logs "$name" 2>&1 | grep -E '"severity":"(ERROR|CRITICAL|ALERT)"' | tail -20)"
 	# Nothing may skip: a check that cannot run against the container fails.
 	[ "$skipped" = 0 ] || die "$skipped tests skipped against the container"
 	[ "$passed" -ge 50 ] || die "only $passed tests passed: the suites did not run"
@@ -256,7 +256,7 @@ $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal|panic)"' | tail -20)
 	after="$(podman logs "$name" 2>&1 | tail -c +$((before + 1)))"
 	[ "$code" = 0 ] || die "exit status $code after SIGTERM (want 0); log after the signal:
 $after"
-	if grep -E '"level":"(error|fatal|panic)"|^panic:|run: error' <<<"$after"; then
+	if grep -E '"severity":"(ERROR|CRITICAL|ALERT)"|^panic:|run: error' <<<"$after"; then
 		die "errors in the log after SIGTERM (above)"
 	fi
 	podman logs "$name" >"$keep" 2>&1
@@ -420,7 +420,7 @@ subtract_one() {
 	done
 	local out
 	if [ -z "$health" ]; then
-		out="exits at start-up: $(podman logs "$name" 2>&1 | grep -E '"level":"(error|fatal)"|refus|cannot' | tail -1 | cut -c1-300)"
+		out="exits at start-up: $(podman logs "$name" 2>&1 | grep -E '"severity":"(ERROR|CRITICAL)"|refus|cannot' | tail -1 | cut -c1-300)"
 	else
 		# Wait for the spares, then look at every process's policy (3 is
 		# SCHED_BATCH).

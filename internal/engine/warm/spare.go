@@ -70,11 +70,15 @@ func (e *warmEngine) takeSpare(lim jail.Limits) *spare {
 		case sp := <-e.spares:
 			if sp.alive() && !exiting(sp.zygote.pid) {
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
+				engine.CountSpare(true)
 				return sp
 			}
 			// Its zygote died, and it with it.
 			e.discardSpare(sp)
 		default:
+			// Only executions with the spare limits count: the others
+			// could not have used one.
+			engine.CountSpare(false)
 			return nil
 		}
 	}

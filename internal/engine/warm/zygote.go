@@ -159,6 +159,7 @@ func (e *warmEngine) keep(s *zygoteSlot, stop <-chan struct{}, first chan<- erro
 		select {
 		case <-z.dead:
 			log.WithField("zygote_pid", z.pid).Warn("zygote exited; starting a new one")
+			engine.CountZygoteRestart()
 			s.set(nil)
 			e.noteZygotes()
 			e.cleanupZygote(z)
