@@ -267,6 +267,49 @@ func TestAPIKeys(t *testing.T) {
 	})
 }
 
+// The service as `make run` and the image start it (scripts/run.sh) takes
+// its keys from PYEXEC_KEYS_FILE, and a SIGHUP sent to run.sh (what `docker
+// kill -s HUP` does) reaches the gateway, which rereads the file; the
+// service goes on serving and still stops cleanly.
+func TestAPIKeysThroughRunScript(t *testing.T) {
+	supervisortest.RequireRoot(t)
+	engine := supervisortest.Engines()[0]
+	_, gid := supervisortest.LookupUser(t, supervisortest.GatewayUser)
+	dir, err := os.MkdirTemp("", "pyexec-keys-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chown(dir, 0, gid)
+	os.Chmod(dir, 0o750)
+	file := filepath.Join(dir, "keys")
+	first, second := newAPIKey(t), newAPIKey(t)
+	writeKeysFile(t, file, gid, "first:"+first.digest)
+
+	rs := startRunScript(t, engine, "PYEXEC_KEYS_FILE="+file, "PYEXEC_KEYS_POLL=0")
+	keyedExecute(t, rs.base, "", "def main(): return 1").wantError(t, 401, "unauthorized")
+	keyedExecute(t, rs.base, first.secret, "def main(): return 1").wantOK(t)
+
+	writeKeysFile(t, file, gid, "first:"+first.digest, "second:"+second.digest)
+	time.Sleep(300 * time.Millisecond)
+	keyedExecute(t, rs.base, second.secret, "def main(): return 1").wantError(t, 401, "unauthorized")
+	for i := 0; i < 2; i++ {
+		// Twice: run.sh keeps forwarding after the first.
+		if err := rs.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, rs.base, second.secret, 200)
+	}
+	if code, _ := getHealth(rs.base); code != 200 {
+		t.Fatalf("health %d after SIGHUP", code)
+	}
+	if !strings.Contains(rs.logs.String(), "api keys reloaded") {
+		t.Fatalf("the gateway did not log the reload:\n%s", rs.logs.String())
+	}
+	rs.cmd.Process.Signal(syscall.SIGTERM)
+	rs.waitExit(t, 30*time.Second)
+}
+
 // waitStatus posts with key until the answer has status want.
 func waitStatus(t *testing.T, base, key string, want int) {
 	t.Helper()

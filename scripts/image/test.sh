@@ -100,7 +100,7 @@ mode_flags() {
 # (supervisortest.StartStack refuses flags it cannot honour) and belongs here.
 # Also those that start a supervisor with flags of their own (-slots,
 # -isolation, -degraded, -zygotes...) or remove the service's cgroups.
-LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys)$'
+LOCAL_ONLY='^(TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*)$'
 
 free_port() {
 	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
