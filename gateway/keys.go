@@ -94,14 +94,6 @@ func ParseRate(s string) (quota int, window time.Duration, err error) {
 	return q, w, nil
 }
 
-// formatRate is ParseRate's inverse.
-func formatRate(q int, w time.Duration) string {
-	if q == 0 {
-		return "off"
-	}
-	return strconv.Itoa(q) + "/" + strconv.FormatInt(int64(w/time.Second), 10) + "s"
-}
-
 // parseKeys reads key lines from text; source names it in errors ("file
 // /etc/keys", "PYEXEC_KEYS"). sep splits entries besides newlines (the
 // environment also takes commas). def is the policy of a line that sets

@@ -133,10 +133,7 @@ func TestKeysRequired(t *testing.T) {
 	}
 }
 
-var (
-	ratePolicyRE = regexp.MustCompile(`^"rate";q=(\d+);w=(\d+)$`)
-	rateStateRE  = regexp.MustCompile(`^"rate";r=(\d+)(?:;t=(\d+))?$`)
-)
+var rateStateRE = regexp.MustCompile(`^"rate";r=(\d+)(?:;t=(\d+))?$`)
 
 // A key's rate limit: the first quota's requests pass, the next is 429
 // rate_limited with Retry-After, and the RateLimit headers count down.
