@@ -131,7 +131,13 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			ln.Close()
 			return fmt.Errorf("api keys: %w", err)
 		}
-		g.log.WithField("keys", g.keys.count()).Info("api keys on: /execute and /mcp need a key")
+		if n := g.keys.count(); n == 0 {
+			// Fail closed, but say so: an empty file is more likely a
+			// mistake than a wish to refuse everyone.
+			g.log.Warn("api keys on, but none is listed: every request to /execute and /mcp is refused")
+		} else {
+			g.log.WithField("keys", n).Info("api keys on: /execute and /mcp need a key")
+		}
 		stop := make(chan struct{})
 		defer close(stop)
 		go g.keys.watch(stop, g.cfg.KeysPoll)

@@ -121,8 +121,10 @@ func TestKeysRequired(t *testing.T) {
 	if r := do(t, "OPTIONS", ts.url+"/execute", "", "", nil); r.status != 204 {
 		t.Fatalf("OPTIONS /execute without a key: %d %s", r.status, r.body)
 	}
-	// Not a keyed path: 404 as ever.
+	// Not keyed paths: 404 as ever (/ is the playground's, where it is on).
 	checkError(t, do(t, "GET", ts.url+"/nope", "", "", nil), 404, "not_found")
+	checkError(t, do(t, "GET", ts.url+"/", "", "", nil), 404, "not_found")
+	checkError(t, do(t, "GET", ts.url+"/mcpx", "", "", nil), 404, "not_found")
 
 	logs := ts.logs.String()
 	if !strings.Contains(logs, `"key":"alice"`) || !strings.Contains(logs, `"key":"bob"`) {
@@ -342,6 +344,13 @@ func TestKeysFromEnvironmentAndStartErrors(t *testing.T) {
 		}
 	}
 	checkError(t, postKey(t, ts, ""), 401, "unauthorized")
+
+	// An empty file turns keys on and admits nobody, with a warning.
+	empty := start(t, &fakeExec{}, func(c *Config) { c.KeysFile = keysFile(t, "# nobody yet") })
+	checkError(t, postKey(t, empty, "a"), 401, "unauthorized")
+	if !strings.Contains(empty.logs.String(), "none is listed") {
+		t.Fatalf("no warning about an empty keys file:\n%s", empty.logs.String())
+	}
 
 	cfg := testConfig()
 	cfg.KeysFile = filepath.Join(t.TempDir(), "missing")
