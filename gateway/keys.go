@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -213,12 +212,14 @@ func (k *Keys) Reload() (changed bool, err error) {
 	k.reloadMu.Lock()
 	defer k.reloadMu.Unlock()
 	var text []byte
+	var sum [sha256.Size]byte
 	if k.file != "" {
 		text, err = os.ReadFile(k.file)
 		if err != nil {
 			return false, fmt.Errorf("keys file: %w", err)
 		}
-		if sum := sha256.Sum256(text); k.set.Load() != nil && sum == k.fileSum {
+		sum = sha256.Sum256(text)
+		if k.set.Load() != nil && sum == k.fileSum {
 			return false, nil
 		}
 	}
@@ -227,13 +228,10 @@ func (k *Keys) Reload() (changed bool, err error) {
 		return false, err
 	}
 	if k.file != "" {
-		if !bytes.HasSuffix(text, []byte("\n")) && len(text) > 0 {
-			text = append(text, '\n')
-		}
 		if err := parseKeys(set, string(text), "keys file "+k.file, false, k.def); err != nil {
 			return false, err
 		}
-		k.fileSum = sha256.Sum256(text)
+		k.fileSum = sum
 	}
 	k.apply(set)
 	return true, nil

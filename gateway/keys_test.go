@@ -430,3 +430,29 @@ func TestParseKeys(t *testing.T) {
 		}
 	}
 }
+
+// Reload reports a change only when the file's content changed (a file
+// without a final newline included), so the poll logs nothing while the file
+// stays as it is.
+func TestKeysReloadOnlyOnChange(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(p, []byte("a:"+digestOf("a")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.KeysFile = p
+	k := newKeys(cfg, cfg.NewLogger(&syncBuffer{}).WithField("test", t.Name()))
+	for i, want := range []bool{true, false, false} {
+		changed, err := k.Reload()
+		if err != nil || changed != want {
+			t.Fatalf("reload %d: changed %v err %v, want %v", i, changed, err, want)
+		}
+	}
+	if k.lookup([]byte("a")) != "a" || k.lookup([]byte("b")) != "" {
+		t.Fatal("lookup")
+	}
+	writeKeys(t, p, "a:"+digestOf("a"), "b:"+digestOf("b"))
+	if changed, err := k.Reload(); err != nil || !changed || k.lookup([]byte("b")) != "b" {
+		t.Fatalf("after a change: changed %v err %v", changed, err)
+	}
+}
