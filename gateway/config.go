@@ -40,7 +40,10 @@ const (
 	// DefaultMetricsAddr is loopback only: a scraper on the same host (or
 	// Cloud Run's Prometheus sidecar, which shares the instance's network)
 	// reaches it, the public never does.
-	DefaultMetricsAddr = "127.0.0.1:9090"
+	DefaultMetricsAddr    = "127.0.0.1:9090"
+	DefaultKeyRate        = "60/m"
+	DefaultKeyConcurrency = 4
+	DefaultKeysPoll       = 2 * time.Second
 )
 
 // DefaultMaxTimeout is the largest "timeout" a request may ask for unless
@@ -114,6 +117,26 @@ type Config struct {
 	// MetricsAddr is the host:port of the metrics listener (GET /metrics,
 	// the gateway's and the supervisor's metrics); "" or "off" = none.
 	MetricsAddr string
+
+	// API keys (keys.go), off unless KeysFile or Keys is set; then
+	// /execute and /mcp need "Authorization: Bearer <key>".
+	//
+	// KeysFile holds one "name:sha256hex [rate=Q/W] [concurrency=N]" per
+	// line; it is reread when it changes (checked every KeysPoll) and on
+	// SIGHUP.
+	KeysFile string
+	// Keys holds more such entries, separated by commas or newlines; they
+	// are fixed for the process's life.
+	Keys string
+	// KeyRate is the rate limit of a key whose line sets none: "Q/W"
+	// (ParseRate), or "off".
+	KeyRate string
+	// KeyConcurrency caps the requests of a key in progress at once, for a
+	// key whose line sets none; 0 = no cap.
+	KeyConcurrency int
+	// KeysPoll is how often the keys file is checked for changes; 0 = only
+	// on SIGHUP.
+	KeysPoll time.Duration
 }
 
 // DefaultConfig returns the defaults: port 8080, the standard socket path, a
@@ -138,6 +161,9 @@ func DefaultConfig() Config {
 		LogFormat:       DefaultLogFormat,
 		Playground:      true,
 		MetricsAddr:     DefaultMetricsAddr,
+		KeyRate:         DefaultKeyRate,
+		KeyConcurrency:  DefaultKeyConcurrency,
+		KeysPoll:        DefaultKeysPoll,
 	}
 }
 
@@ -194,6 +220,22 @@ func (c Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log format %q: want json or text", c.LogFormat)
 	}
+	if _, _, err := ParseRate(c.KeyRate); err != nil {
+		return fmt.Errorf("key rate: %w", err)
+	}
+	if c.KeyConcurrency < 0 {
+		return fmt.Errorf("key concurrency %d: must not be negative", c.KeyConcurrency)
+	}
+	if c.KeysPoll < 0 {
+		return fmt.Errorf("keys poll %v: must not be negative", c.KeysPoll)
+	}
+	if c.Keys != "" {
+		// The environment's list is fixed: check it now rather than at
+		// the first Serve.
+		if err := parseKeys(&keySet{policies: map[string]KeyPolicy{}}, c.Keys, "PYEXEC_KEYS", true, KeyPolicy{}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -233,7 +275,9 @@ func (c Config) NewLogger(w io.Writer) *logrus.Logger {
 // -shutdown-timeout PYEXEC_SHUTDOWN_TIMEOUT), -log-level PYEXEC_LOG_LEVEL, -log-format
 // PYEXEC_LOG_FORMAT (else "text" when PYEXEC_LOG_TEXT=1, as for the
 // supervisor), -playground PYEXEC_PLAYGROUND, -metrics-listen
-// PYEXEC_METRICS_LISTEN. Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
+// PYEXEC_METRICS_LISTEN, -keys-file PYEXEC_KEYS_FILE, -keys PYEXEC_KEYS, -key-rate
+// PYEXEC_KEY_RATE, -key-concurrency PYEXEC_KEY_CONCURRENCY, -keys-poll
+// PYEXEC_KEYS_POLL. Durations use Go syntax ("30s", "500ms"). PYEXEC_MAX_TIMEOUT,
 // PYEXEC_MAX_QUEUE_WAIT, PYEXEC_DRAIN_TIMEOUT, PYEXEC_LOG_LEVEL and
 // PYEXEC_SUPERVISOR_SOCKET mean the same to the supervisor, so one
 // environment configures both.
@@ -281,5 +325,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet, getenv func(string) string) error {
 	b.String(&c.LogFormat, "log-format", p+"LOG_FORMAT", "log format: json or text")
 	b.Bool(&c.Playground, "playground", p+"PLAYGROUND", "serve the playground page at GET / (false: / is 404, for API-only deployments)")
 	b.StringAllowEmpty(&c.MetricsAddr, "metrics-listen", p+"METRICS_LISTEN", "host:port of the metrics listener (GET /metrics); \"\" or off = none")
+	b.String(&c.KeysFile, "keys-file", p+"KEYS_FILE", "API keys file, one name:sha256hex [rate=Q/W] [concurrency=N] per line; keys on when set (reread on change and SIGHUP)")
+	b.String(&c.Keys, "keys", p+"KEYS", "more API key entries, comma-separated (as the keys file's lines); keys on when set")
+	b.String(&c.KeyRate, "key-rate", p+"KEY_RATE", "rate limit of a key whose line sets none: QUOTA/WINDOW (60/m, 100/10s) or off")
+	b.Int(&c.KeyConcurrency, "key-concurrency", p+"KEY_CONCURRENCY", "requests of one key in progress at once, for a key whose line sets none (0 = no cap)")
+	b.Duration(&c.KeysPoll, "keys-poll", p+"KEYS_POLL", "how often the keys file is checked for changes (0 = only on SIGHUP)")
 	return b.Err()
 }

@@ -52,6 +52,8 @@ type Gateway struct {
 	draining atomic.Bool
 	// metrics are served on Config.MetricsAddr (metrics.go).
 	metrics *gatewayMetrics
+	// keys are the API keys in force; nil when keys are off (keys.go).
+	keys *Keys
 }
 
 // Causes of an execution's context ending, other than the execution's own
@@ -64,7 +66,7 @@ var (
 
 // New returns a gateway serving cfg with exec. cfg must have passed Validate.
 func New(cfg Config, exec Executor, log *logrus.Entry) *Gateway {
-	g := &Gateway{cfg: cfg, exec: exec, log: log}
+	g := &Gateway{cfg: cfg, exec: exec, log: log, keys: newKeys(cfg, log)}
 	g.base, g.stopExec = context.WithCancelCause(context.Background())
 	g.metrics = newGatewayMetrics(g)
 
@@ -152,6 +154,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 // It returns nil after a clean shutdown, and an error when serving failed or
 // the drain limit ran out.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if g.keys != nil {
+		// Keys on: they must load before anything is served, else nothing
+		// could be admitted.
+		if _, err := g.keys.Reload(); err != nil {
+			ln.Close()
+			return fmt.Errorf("api keys: %w", err)
+		}
+		if n := g.keys.count(); n == 0 {
+			// Fail closed, but say so: an empty file is more likely a
+			// mistake than a wish to refuse everyone.
+			g.log.Warn("api keys on, but none is listed: every request to /execute and /mcp is refused")
+		} else {
+			g.log.WithField("keys", n).Info("api keys on: /execute and /mcp need a key")
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go g.keys.watch(stop, g.cfg.KeysPoll)
+	}
 	g.log.WithField("addr", ln.Addr().String()).Info("gateway listening")
 	errc := make(chan error, 1)
 	go func() { errc <- g.srv.Serve(lingerListener{Listener: ln, perIP: newPerIPLimit(g.cfg.MaxConnsPerIP)}) }()
@@ -214,6 +234,9 @@ type request struct {
 	log *logrus.Entry
 	// fields are added to the access log line.
 	fields logrus.Fields
+	// release gives back the API key's concurrency place (keys_http.go);
+	// nil without one.
+	release func()
 }
 
 type requestKey struct{}
@@ -249,7 +272,12 @@ func (g *Gateway) serveHTTP(ctx *fasthttp.RequestCtx) {
 	}
 
 	g.metrics.inFlight.Inc()
-	g.router.Handler(ctx)
+	if g.authorize(ctx, r) {
+		g.router.Handler(ctx)
+		if r.release != nil {
+			r.release()
+		}
+	}
 	g.metrics.inFlight.Dec()
 	g.metrics.observe(ctx, start)
 

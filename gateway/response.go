@@ -20,6 +20,9 @@ const (
 	errHeadersTooLarge  wire.ErrorType = "headers_too_large"
 	errRequestTimeout   wire.ErrorType = "request_timeout"
 	errTooManyConns     wire.ErrorType = "too_many_connections"
+	// API keys (keys.go): no key or an unknown one; a key over its quota.
+	errUnauthorized wire.ErrorType = "unauthorized"
+	errRateLimited  wire.ErrorType = "rate_limited"
 )
 
 // statusFor is the one place that maps an error type to an HTTP status.
@@ -39,6 +42,11 @@ func statusFor(t wire.ErrorType) int {
 		return fasthttp.StatusRequestTimeout
 	case errTooManyConns:
 		// Written by the listener (conncap.go), before any request.
+		return fasthttp.StatusTooManyRequests
+	case errUnauthorized:
+		return fasthttp.StatusUnauthorized
+	case errRateLimited:
+		// Retry-After and the RateLimit headers are set by keys_http.go.
 		return fasthttp.StatusTooManyRequests
 	case errBodyTooLarge:
 		return fasthttp.StatusRequestEntityTooLarge

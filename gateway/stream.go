@@ -65,6 +65,8 @@ var plainTypes = map[string]bool{
 // running count are released by whoever ends it, the handler or the writer.
 func (g *Gateway) stream(ctx *fasthttp.RequestCtx, r *request, req wire.Execute) {
 	g.running.Add(1)
+	// The API key's concurrency place is held until the stream ends.
+	release := r.detach()
 	// As in handleExecute: the answer is due by queue wait + timeout +
 	// clean-up; the grace is the backstop for a supervisor that failed.
 	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
@@ -81,6 +83,7 @@ func (g *Gateway) stream(ctx *fasthttp.RequestCtx, r *request, req wire.Execute)
 		cancelLate()
 		cancel(nil)
 		g.running.Add(-1)
+		release()
 	}
 
 	events := make(chan client.Event, streamQueue)

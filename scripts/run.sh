@@ -82,9 +82,20 @@ setpriv --reuid="$GATEWAY_USER" --regid="$GATEWAY_USER" --init-groups \
 gw_pid=$!
 exec {gw_exe}<&-
 
-# Whichever exits first takes the other down.
+# SIGHUP is for the gateway: it rereads its API keys file (README "API keys
+# and quotas"), so `docker kill -s HUP` reaches it through this script.
+trap 'kill -HUP "$gw_pid" 2>/dev/null || true' HUP
+
+# Whichever exits first takes the other down. A trapped SIGHUP also ends
+# `wait` (status 129) while both still run: then wait again.
 set +e
-wait -n "$sup_pid" "$gw_pid"
-rc=$?
+while :; do
+	wait -n "$sup_pid" "$gw_pid"
+	rc=$?
+	if [ "$rc" -gt 128 ] && kill -0 "$sup_pid" 2>/dev/null && kill -0 "$gw_pid" 2>/dev/null; then
+		continue
+	fi
+	break
+done
 stop
 exit "$rc"

@@ -63,7 +63,20 @@ func run() int {
 	})
 	defer c.Close()
 
-	if err := gateway.New(cfg, c, log).Run(ctx); err != nil {
+	g := gateway.New(cfg, c, log)
+	// SIGHUP rereads the API keys file (a failed reread keeps the keys in
+	// force and is logged); without keys it is logged and ignored, never
+	// the default of ending the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			_ = g.ReloadKeys()
+		}
+	}()
+
+	if err := g.Run(ctx); err != nil {
 		log.WithError(err).Error("gateway stopped")
 		return 1
 	}

@@ -102,7 +102,7 @@ mode_flags() {
 # -isolation, -degraded, -zygotes...) or remove the service's cgroups, and
 # the playground's browser tests (the guest of make test-v2 has no browser;
 # the page is part of the gateway binary the host tests run).
-LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*)$'
+LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*)$'
 
 free_port() {
 	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
