@@ -46,7 +46,7 @@ func (scriptedEngine) Run(ctx context.Context, x *Execution) Outcome {
 func startMetricsServer(t *testing.T) string {
 	t.Helper()
 	logger, _ := logtest.NewNullLogger()
-	srv := NewServer(Config{Slots: 1, QueueSize: 4, MaxQueueWait: 100 * time.Millisecond, Defaults: DefaultLimits(), Max: DefaultLimits()},
+	srv := NewServer(Config{GatewayUID: -1, GatewayGID: -1, Slots: 1, QueueSize: 4, MaxQueueWait: 100 * time.Millisecond, Defaults: DefaultLimits(), Max: DefaultLimits()},
 		scriptedEngine{}, "full", "none", logrus.NewEntry(logger))
 	path := filepath.Join(t.TempDir(), "s")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -161,6 +161,13 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 	if out := <-slow; out == nil || out.Err != nil {
 		t.Fatalf("slow: %+v", out)
+	}
+	// The answer is sent before the slot is released: wait for the release.
+	for value(scrape(t, c), "pyexec_supervisor_running") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow execution's slot was never released")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	f := scrape(t, c)
