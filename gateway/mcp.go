@@ -217,21 +217,6 @@ func (g *Gateway) runPython(ctx context.Context, treq *mcp.CallToolRequest) (res
 // body.
 func (g *Gateway) toolError(call *mcpCall, e *apiError, stdout, stderr []byte) *mcp.CallToolResult {
 	call.setFields(map[string]any{"error_type": string(e.Type)})
-	var body []byte
-	body = append(body, `{"error":{"type":`...)
-	body = appendString(body, []byte(e.Type))
-	body = append(body, `,"message":`...)
-	body = appendString(body, []byte(e.Message))
-	if e.Traceback != "" {
-		body = append(body, `,"traceback":`...)
-		body = appendString(body, []byte(e.Traceback))
-	}
-	body = append(body, `},"stdout":`...)
-	body = appendString(body, stdout)
-	body = append(body, `,"stderr":`...)
-	body = appendString(body, stderr)
-	body = append(body, '}')
-
 	var text strings.Builder
 	text.WriteString(string(e.Type) + ": " + e.Message)
 	if e.Traceback != "" {
@@ -248,7 +233,7 @@ func (g *Gateway) toolError(call *mcpCall, e *apiError, stdout, stderr []byte) *
 	return &mcp.CallToolResult{
 		IsError:           true,
 		Content:           []mcp.Content{&mcp.TextContent{Text: text.String()}},
-		StructuredContent: json.RawMessage(body),
+		StructuredContent: json.RawMessage(errorJSON(e, stdout, stderr)),
 	}
 }
 

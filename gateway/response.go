@@ -82,6 +82,12 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError, stdout, stderr []byte) {
 	if status == fasthttp.StatusServiceUnavailable {
 		ctx.Response.Header.Set("Retry-After", "1")
 	}
+	writeJSON(ctx, status, errorJSON(e, stdout, stderr))
+}
+
+// errorJSON is the error body of writeError (also the structured content of
+// an MCP tool error).
+func errorJSON(e *apiError, stdout, stderr []byte) []byte {
 	b := make([]byte, 0, 64+len(e.Message)+len(e.Traceback)+len(stdout)+len(stderr))
 	b = append(b, `{"error":{"type":`...)
 	b = appendString(b, []byte(e.Type))
@@ -95,8 +101,7 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError, stdout, stderr []byte) {
 	b = appendString(b, stdout)
 	b = append(b, `,"stderr":`...)
 	b = appendString(b, stderr)
-	b = append(b, '}')
-	writeJSON(ctx, status, b)
+	return append(b, '}')
 }
 
 // successBody is the 200 answer of POST /execute. The result bytes are
