@@ -346,15 +346,16 @@ func waitStatus(t *testing.T, inst *supervisortest.Supervisor, running, queued i
 	t.Fatalf("status %d running %d queued, want %d and %d\n%s", st.Running, st.Queued, running, queued, inst.Logs)
 }
 
-// wantLogClient checks that an execution's log lines name client.
+// wantLogClient checks that an execution's log lines name client. The line
+// is written just after the answer is sent: it may take a moment.
 func wantLogClient(t *testing.T, inst *supervisortest.Supervisor, client string) {
 	t.Helper()
-	for _, line := range strings.Split(inst.Logs.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "execution finished" {
-			continue
-		}
-		if m["client"] == client {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(inst.Logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "execution finished" || m["client"] != client {
+				continue
+			}
 			if m["software"] != "consumers-helper" {
 				t.Fatalf("the client's own name is not logged beside its identity: %s", line)
 			}

@@ -164,3 +164,29 @@ func TestListenGrantsTheClientGroup(t *testing.T) {
 		t.Error("Listen accepted a client group that does not exist")
 	}
 }
+
+// The peer check admits root, exactly the gateway's uid and gid, and members
+// of the client group by primary or supplementary group; nobody else.
+func TestPeerAllowed(t *testing.T) {
+	s := &Server{cfg: Config{GatewayUID: 999, GatewayGID: 995}, clientGID: 1200}
+	for _, c := range []struct {
+		p    peer
+		want bool
+	}{
+		{peer{uid: 0, gid: 0}, true},
+		{peer{uid: 999, gid: 995}, true},
+		{peer{uid: 999, gid: 996}, false}, // the gateway's uid with another group
+		{peer{uid: 1001, gid: 1200}, true},
+		{peer{uid: 1001, gid: 1001, groups: []int{5, 1200}}, true},
+		{peer{uid: 1001, gid: 1001, groups: []int{5, 1201}}, false},
+		{peer{uid: 1001, gid: 995}, false}, // the gateway's group is not enough
+	} {
+		if got := s.peerAllowed(c.p); got != c.want {
+			t.Errorf("peerAllowed(%+v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	s.clientGID = -1
+	if s.peerAllowed(peer{uid: 1001, gid: 1200, groups: []int{1200}}) {
+		t.Error("a group member admitted without a client group")
+	}
+}

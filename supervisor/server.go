@@ -93,8 +93,8 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 
 // Listen creates the socket: its directory 0750 root:GatewayGID, the socket
 // 0660, each with an ACL entry giving Config.ClientGroup the group's access
-// when there is one. It refuses when another supervisor answers on the path and replaces a
-// stale socket file.
+// when there is one. It refuses when another supervisor answers on the path
+// and replaces a stale socket file.
 func Listen(cfg Config) (*net.UnixListener, error) {
 	dir := filepath.Dir(cfg.SocketPath)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -251,12 +251,13 @@ func (s *Server) closeAll() {
 	}
 }
 
-// peerOf reads the peer's credentials; its supplementary groups only when a
-// client group could admit it by them.
+// peerOf reads the peer's credentials; its supplementary groups only when
+// they alone could admit it (a client group is set and nothing else admits
+// the peer), so root and the gateway never depend on SO_PEERGROUPS.
 func (s *Server) peerOf(c *net.UnixConn) (peer, error) {
 	uid, gid, err := wire.PeerCred(c)
 	p := peer{uid: uid, gid: gid}
-	if err != nil || s.clientGID < 0 || uid == 0 || p.gid == s.clientGID {
+	if err != nil || s.clientGID < 0 || s.peerAllowed(p) {
 		return p, err
 	}
 	p.groups, err = peerGroups(c)
