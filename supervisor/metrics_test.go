@@ -170,7 +170,12 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	// The slot is released just after the answer is sent.
 	f := scrape(t, c)
+	for deadline := time.Now().Add(5 * time.Second); value(f, "pyexec_supervisor_running") != 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		f = scrape(t, c)
+	}
 	for _, tc := range []struct {
 		name   string
 		labels []string

@@ -145,6 +145,12 @@ func TestMetricsAndLogs(t *testing.T) {
 					t.Errorf("%s%v went up by %v, want %v", tc.name, tc.labels, got, tc.want)
 				}
 			}
+			// The slot is released just after the answer is sent: running
+			// drops to 0 a moment after the last answer, not before it.
+			for deadline := time.Now().Add(10 * time.Second); metricValue(after, "pyexec_supervisor_running") != 0 && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				after = scrapeMetrics(t, mbase)
+			}
 			for _, tc := range []struct {
 				name   string
 				labels []string
@@ -185,16 +191,16 @@ func TestMetricsAndLogs(t *testing.T) {
 			// Logs: every JSON line has a severity and a message; the
 			// request's lines carry its id as a label in both processes,
 			// and the gateway's its trace.
-			checkCloudLog(t, "supervisor", s.Logs.String(), reqID, "")
-			checkCloudLog(t, "gateway", gw.Logs.String(), reqID, "0af7651916cd43dd8448eb211c80319c")
+			checkCloudLog(t, "supervisor", s.Logs.String(), reqID, "", "gateway")
+			checkCloudLog(t, "gateway", gw.Logs.String(), reqID, "0af7651916cd43dd8448eb211c80319c", "")
 		})
 	}
 }
 
 // checkCloudLog checks a process's JSON log: severity and message on every
 // line, and at least one line of request reqID with it as a label (and
-// with the trace, when given).
-func checkCloudLog(t *testing.T, who, log, reqID, trace string) {
+// with the trace and the supervisor's client name, when given).
+func checkCloudLog(t *testing.T, who, log, reqID, trace, client string) {
 	t.Helper()
 	found := 0
 	for _, line := range strings.Split(log, "\n") {
@@ -215,6 +221,9 @@ func checkCloudLog(t *testing.T, who, log, reqID, trace string) {
 			found++
 			if trace != "" && m["trace"] != trace {
 				t.Errorf("%s: line of request %s without its trace %s: %s", who, reqID, trace, line)
+			}
+			if client != "" && m["client"] != client {
+				t.Errorf("%s: line of request %s names client %v, want %s: %s", who, reqID, m["client"], client, line)
 			}
 		}
 	}
