@@ -353,7 +353,7 @@ func wantLogClient(t *testing.T, inst *supervisortest.Supervisor, client string)
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		for _, line := range strings.Split(inst.Logs.String(), "\n") {
 			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "execution finished" || m["client"] != client {
+			if json.Unmarshal([]byte(line), &m) != nil || m["message"] != "execution finished" || m["client"] != client {
 				continue
 			}
 			if m["software"] != "consumers-helper" {
