@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -308,6 +310,51 @@ func TestAPIKeysThroughRunScript(t *testing.T) {
 	}
 	rs.cmd.Process.Signal(syscall.SIGTERM)
 	rs.waitExit(t, 30*time.Second)
+}
+
+// Schemathesis against a gateway with keys on, sending a key: the answers
+// (200s, and the 429s its rate limit gives a fuzzer) match the document,
+// RateLimit headers and Retry-After included, and a request without the key
+// is refused (ignored_auth).
+func TestAPIKeysSchemathesis(t *testing.T) {
+	root := supervisortest.RepoRoot(t)
+	bin := filepath.Join(root, ".venv", "bin", "schemathesis")
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("schemathesis is missing (%v); scripts/setup.sh installs it from requirements-dev.txt", err)
+		}
+		t.Skipf("schemathesis is missing (%v): NOT RUN; scripts/setup.sh installs it", err)
+	}
+	supervisortest.RequireRoot(t)
+	key := newAPIKey(t)
+	s := supervisortest.Start(t, supervisortest.Options{Engine: supervisortest.Engines()[0], GatewayUser: supervisortest.GatewayUser})
+	// A quota a fuzzer with two workers runs into now and then.
+	g := supervisortest.StartGateway(t, s, "-keys", "fuzz:"+key.digest+" rate=10/s concurrency=2")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--no-color", "run", g.URL+"/openapi.json",
+		"--url", g.URL,
+		"--header", "Authorization: Bearer "+key.secret,
+		"--checks", "status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,no_service_failure,scripts_ran,ignored_auth",
+		"--phases", "examples,coverage,fuzzing",
+		"--max-examples", "20",
+		"--max-time", "30",
+		"--workers", "2",
+		"--request-timeout", "45",
+		"--seed", "1",
+	)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "SCHEMATHESIS_HOOKS="+filepath.Join(root, "gateway", "e2e", "testdata", "schemathesis_hooks.py"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("schemathesis: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	logs := g.Logs.String()
+	if !strings.Contains(logs, `"key":"fuzz"`) {
+		t.Fatalf("no request reached the gateway with the key:\n%s", logs)
+	}
+	t.Logf("429 rate_limited answers: %d", strings.Count(logs, `"error_type":"rate_limited"`))
 }
 
 // waitStatus posts with key until the answer has status want.
