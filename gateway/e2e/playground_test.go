@@ -228,6 +228,12 @@ func TestPlayground(t *testing.T) {
 				if err != nil {
 					return
 				}
+				// The browser logs every 4xx/5xx answer as a failed
+				// resource; the subtests assert on those answers
+				// themselves (one is a deliberate 400).
+				if strings.HasPrefix(m.Text, "Failed to load resource: the server responded with a status of ") {
+					continue
+				}
 				if m.Type == chromedp.ConsoleException || m.Type == "error" {
 					p.mu.Lock()
 					p.problems = append(p.problems, m.String())
@@ -369,6 +375,18 @@ func TestPlayground(t *testing.T) {
 			eval[chromedp.Void](p, `window.playground.setScript("import time\ndef main():\n    time.sleep(10)\n")`)
 			// The limits are inside a closed <details>.
 			eval[chromedp.Void](p, `document.querySelectorAll("details").forEach(d => d.open = true)`)
+			// Above the server's maximum: refused before it runs, with an
+			// ordinary JSON answer rather than a stream, shown as well.
+			eval[chromedp.Void](p, `document.getElementById("limit-timeout").value = "3600"`)
+			if state := p.runAndWait(runButton); state != "error" || p.text("#error-type") != "invalid_request" || p.text("#error-status") != "HTTP 400" {
+				t.Fatalf("timeout 3600: state %q error %q %q %q, want invalid_request 400", state, p.text("#error-type"), p.text("#error-status"), p.text("#error-message"))
+			}
+			// args that are not JSON never leave the page.
+			eval[chromedp.Void](p, `document.getElementById("args").value = "{nope"`)
+			if state := p.runAndWait(runButton); state != "error" || p.text("#error-type") != "invalid_request" || !strings.Contains(p.text("#error-message"), "args is not JSON") {
+				t.Fatalf("bad args: state %q error %q %q", state, p.text("#error-type"), p.text("#error-message"))
+			}
+			eval[chromedp.Void](p, `document.getElementById("args").value = ""; document.getElementById("limit-timeout").value = ""`)
 			p.run(chromedp.SendKeys(chromedp.CSS(`#limit-timeout`), "1"),
 				chromedp.SendKeys(chromedp.CSS(`#api-key`), "pyexec-test-key"))
 			if state := p.runAndWait(runButton); state != "error" || p.text("#error-type") != "timeout" {
