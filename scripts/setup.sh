@@ -11,7 +11,8 @@
 #     not rebuild it (about a second);
 #   - the system users the service runs as (the gateway's, and the one the jails
 #     map to), when running as root;
-#   - the Go binaries under bin/ (skipped with SETUP_SKIP_GO=1, as the Docker
+#   - the Go binaries under bin/: every main of cmd/ (supervisor, gateway,
+#     the pyexec command line, bench, soak) (skipped with SETUP_SKIP_GO=1, as the Docker
 #     image builds them in its own stage);
 #   - the pinned development tools: ruff for `make lint` and Schemathesis for
 #     the e2e fuzz run (requirements-dev.txt) in the venv, staticcheck

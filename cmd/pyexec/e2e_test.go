@@ -439,4 +439,13 @@ func TestRunEnvironmentURL(t *testing.T) {
 	if err != nil || string(out) != "[\n  1,\n  2\n]\n" {
 		t.Errorf("with PYEXEC_URL: %q, %v", out, err)
 	}
+	// PYEXEC_SOCKET selects the socket; "-" reads the script from stdin.
+	cmd = exec.Command(pyexecBin, "run", "-")
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), "PYEXEC_SOCKET="+theStack.Socket, "PYEXEC_URL=http://127.0.0.1:1")
+	cmd.Stdin = strings.NewReader("def main():\n    return 'stdin'\n")
+	out, err = cmd.Output()
+	if err != nil || string(out) != "\"stdin\"\n" {
+		t.Errorf("with PYEXEC_SOCKET and a script on stdin: %q, %v", out, err)
+	}
 }

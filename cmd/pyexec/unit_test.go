@@ -128,3 +128,40 @@ func TestStreamCutOff(t *testing.T) {
 		t.Errorf("done line: %+v, %v", r, err)
 	}
 }
+
+// TestUsageErrors: a bad command line exits 2 with a message, before
+// anything is sent (the URL here is never dialled).
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "s.py")
+	os.WriteFile(script, []byte("def main():\n    return 1\n"), 0o644)
+	env := func(string) (string, bool) { return "", false }
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"run"},
+		{"run", script, script},
+		{"run", filepath.Join(dir, "missing.py")},
+		{"run", script, "--no-such-flag"},
+		{"run", script, "--url", "http://127.0.0.1:1", "--socket", "/x"},
+		{"run", script, "--url", "ftp://x"},
+		{"run", script, "--arg", "novalue"},
+		{"run", script, "--file", filepath.Join(dir, "missing.csv")},
+		{"run", script, "--timeout", "-1"},
+		{"run", script, "--limit", "bogus=1"},
+		{"health", "extra"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), args, io.Discard, &stderr, env); code != exitUsage {
+			t.Errorf("pyexec %q: exit %d, want %d (usage)", args, code, exitUsage)
+		}
+		if stderr.Len() == 0 {
+			t.Errorf("pyexec %q: nothing on stderr", args)
+		}
+	}
+	// help prints the exit status table.
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &out, io.Discard, env); code != 0 || !strings.Contains(out.String(), "130  (interrupted)") {
+		t.Errorf("help: exit %d, %q", code, out.String())
+	}
+}
