@@ -101,8 +101,9 @@ mode_flags() {
 # Also those that start a supervisor with flags of their own (-slots,
 # -isolation, -degraded, -zygotes...) or remove the service's cgroups, and
 # the playground's browser tests (the guest of make test-v2 has no browser;
-# the page is part of the gateway binary the host tests run).
-LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*)$'
+# the page is part of the gateway binary the host tests run), and the
+# metrics test (the metrics listener is loopback-only inside the container).
+LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*|TestMetricsAndLogs)$'
 
 free_port() {
 	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
