@@ -123,7 +123,10 @@ func TestKeysRequired(t *testing.T) {
 	}
 	// Not keyed paths: 404 as ever (/ is the playground's, where it is on).
 	checkError(t, do(t, "GET", ts.url+"/nope", "", "", nil), 404, "not_found")
-	checkError(t, do(t, "GET", ts.url+"/", "", "", nil), 404, "not_found")
+	// The playground stays open: the page itself needs no key.
+	if r := do(t, "GET", ts.url+"/", "", "", nil); r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / without a key: %d %q", r.status, r.header.Get("Content-Type"))
+	}
 	checkError(t, do(t, "GET", ts.url+"/mcpx", "", "", nil), 404, "not_found")
 
 	logs := ts.logs.String()
@@ -212,6 +215,8 @@ func TestKeyConcurrencyCap(t *testing.T) {
 		r, _ := tryDo("POST", ts.url+"/execute", "application/json", `{"script":"x"}`, bearer("a"))
 		got <- r
 	}()
+	// The first must hold its place before the stream asks for the second.
+	waitStarted(t, b.started)
 	// The second holds its place as a stream.
 	stream, err := http.NewRequest("POST", ts.url+"/execute", strings.NewReader(`{"script":"x"}`))
 	if err != nil {
@@ -228,7 +233,6 @@ func TestKeyConcurrencyCap(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("RateLimit") != `"concurrency";r=0` || resp.Header.Get("RateLimit-Policy") != `"concurrency";q=2;qu="concurrent-requests"` {
 		t.Fatalf("stream: %d RateLimit %q Policy %q", resp.StatusCode, resp.Header.Get("RateLimit"), resp.Header.Get("RateLimit-Policy"))
 	}
-	waitStarted(t, b.started)
 	waitStarted(t, b.started)
 
 	r := postKey(t, ts, "a")
