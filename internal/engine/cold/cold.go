@@ -70,6 +70,14 @@ func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		if err != nil {
 			return engine.Outcome{}, err
 		}
+		// matplotlib's config dir beside it, not in it: the working
+		// directory holds only what the request and the script put there,
+		// as in the jailed tiers (where it is a tmpfs of its own).
+		mpl, err := newWorkDir(e.workDir, x.ID+"-matplotlib", pol.OutsideUID)
+		if err != nil {
+			os.RemoveAll(dir)
+			return engine.Outcome{}, err
+		}
 		// Deferred after the uid's return, so run first: no process of
 		// the execution survives it, and its directory goes with it.
 		uid := pol.OutsideUID
@@ -77,8 +85,10 @@ func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 			if err := killUID(uid); err != nil {
 				x.Log.WithError(err).Error("kill the execution's processes")
 			}
-			if err := os.RemoveAll(dir); err != nil {
-				x.Log.WithError(err).Error("remove the execution's work dir")
+			for _, d := range []string{dir, mpl} {
+				if err := os.RemoveAll(d); err != nil {
+					x.Log.WithError(err).Error("remove the execution's work dir")
+				}
 			}
 			// And whatever it left in the shared writable directories.
 			var left []string
@@ -90,7 +100,7 @@ func (e *coldEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 			}
 		}()
 		pol.Cwd = dir
-		pol.Env = execEnv(pol.Env, dir)
+		pol.Env = execEnv(pol.Env, dir, mpl)
 	}
 	var cg *jail.ExecCgroup
 	if e.cgroups != nil {

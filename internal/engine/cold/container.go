@@ -17,8 +17,9 @@ import (
 )
 
 // execEnv is the environment of one container-tier execution: the jail's,
-// with its private directory as home and temporary directory.
-func execEnv(env []string, dir string) []string {
+// with its private directory as home and temporary directory and mpl as
+// matplotlib's config directory.
+func execEnv(env []string, dir, mpl string) []string {
 	out := make([]string, 0, len(env))
 	for _, e := range env {
 		switch {
@@ -26,7 +27,7 @@ func execEnv(env []string, dir string) []string {
 			name, _, _ := strings.Cut(e, "=")
 			out = append(out, name+"="+dir)
 		case strings.HasPrefix(e, "MPLCONFIGDIR="):
-			out = append(out, "MPLCONFIGDIR="+filepath.Join(dir, ".matplotlib"))
+			out = append(out, "MPLCONFIGDIR="+mpl)
 		default:
 			out = append(out, e)
 		}
