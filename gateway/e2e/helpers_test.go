@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +139,16 @@ func serviceTier(t testing.TB, base string) string {
 		t.Fatalf("a local stack started without flags runs tier %q, want full", h.Tier)
 	}
 	return h.Tier
+}
+
+// slowed stretches one of the suite's own time bounds (never a service
+// limit) by PYEXEC_TEST_SLOWDOWN, a factor the cgroup v2 guest sets because
+// it runs under emulation (scripts/v2/guest.sh). Unset or not a number > 1,
+// the bound is as written.
+func slowed(d time.Duration) time.Duration {
+	f, err := strconv.ParseFloat(os.Getenv("PYEXEC_TEST_SLOWDOWN"), 64)
+	if err != nil || f <= 1 {
+		return d
+	}
+	return time.Duration(float64(d) * f)
 }

@@ -181,7 +181,7 @@ func TestIOAdversarial(t *testing.T) {
 			r := execute(t, base, "import os\ndef main():\n    os.makedirs('output', exist_ok=True)\n"+body+"\n    return 1\n", nil)
 			noCanary(t, r)
 			r.wantOK(t)
-			if d := time.Since(start); d > 10*time.Second {
+			if d := time.Since(start); d > slowed(10*time.Second) {
 				t.Fatalf("took %v", d)
 			}
 			return r, ioOf(t, r)

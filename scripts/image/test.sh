@@ -103,7 +103,8 @@ mode_flags() {
 # the playground's browser tests (the guest of make test-v2 has no browser;
 # the page is part of the gateway binary the host tests run), and the
 # metrics test (the metrics listener is loopback-only inside the container).
-LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*|TestMetricsAndLogs)$'
+# IMAGE_SKIP adds more (a regexp of top-level test names; the v2 guest's).
+LOCAL_ONLY='^(TestPlayground|TestPlaygroundOff|TestRunScript|TestSupervisorRestart|TestSetupIsIdempotent|TestSIGTERMDrains|TestQueueWaitBounded|TestConnectionFloods|TestCPUFairness|TestHealthReflectsZygotes|TestHealthReflectsCgroups|TestDegraded.*|TestContainerTier.*|TestAPIKeys.*|TestMetricsAndLogs'"${IMAGE_SKIP:+|$IMAGE_SKIP}"')$'
 
 free_port() {
 	"$(command -v python3 || command -v python3.11)" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
