@@ -775,44 +775,12 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 	}
 	switch f.Type {
 	case wire.TypeStatus:
-		if f.RequestID != 0 {
-			return false, &wire.ProtocolError{Reason: fmt.Sprintf("status on request %d", f.RequestID)}
-		}
-		var st wire.Status
-		if err := wire.Unmarshal(f.Body, &st); err != nil {
-			return false, err
-		}
-		cn.mu.Lock()
-		if len(cn.statusWaiters) == 0 {
-			cn.mu.Unlock()
-			return true, nil
-		}
-		ch := cn.statusWaiters[0]
-		cn.statusWaiters = cn.statusWaiters[1:]
-		cn.mu.Unlock()
-		ch <- &st
-		return false, nil
+		return deliver(cn, f, &cn.statusWaiters)
 	case wire.TypeMetrics:
 		if !cn.features.Has(wire.FeatureMetrics) {
 			return false, &wire.ProtocolError{Reason: "metrics frame without the metrics feature"}
 		}
-		if f.RequestID != 0 {
-			return false, &wire.ProtocolError{Reason: fmt.Sprintf("metrics on request %d", f.RequestID)}
-		}
-		var m wire.Metrics
-		if err := wire.Unmarshal(f.Body, &m); err != nil {
-			return false, err
-		}
-		cn.mu.Lock()
-		if len(cn.metricsWaiters) == 0 {
-			cn.mu.Unlock()
-			return true, nil
-		}
-		ch := cn.metricsWaiters[0]
-		cn.metricsWaiters = cn.metricsWaiters[1:]
-		cn.mu.Unlock()
-		ch <- &m
-		return false, nil
+		return deliver(cn, f, &cn.metricsWaiters)
 	case wire.TypeError:
 		var e wire.Error
 		if err := wire.Unmarshal(f.Body, &e); err != nil {
@@ -927,4 +895,27 @@ func checkServer(nc net.Conn, uid int) error {
 		return fmt.Errorf("the socket's server runs as uid %d, want %d", peer, uid)
 	}
 	return nil
+}
+
+// deliver hands an answer on request id 0 (status, metrics: answered in the
+// order asked) to the oldest of its waiters; with none left (the asker gave
+// up) it is dropped.
+func deliver[T any](cn *conn, f wire.Frame, waiters *[]chan *T) (dropped bool, err error) {
+	if f.RequestID != 0 {
+		return false, &wire.ProtocolError{Reason: fmt.Sprintf("%s on request %d", f.Type, f.RequestID)}
+	}
+	v := new(T)
+	if err := wire.Unmarshal(f.Body, v); err != nil {
+		return false, err
+	}
+	cn.mu.Lock()
+	if len(*waiters) == 0 {
+		cn.mu.Unlock()
+		return true, nil
+	}
+	ch := (*waiters)[0]
+	*waiters = (*waiters)[1:]
+	cn.mu.Unlock()
+	ch <- v
+	return false, nil
 }
