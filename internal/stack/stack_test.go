@@ -132,15 +132,19 @@ func TestDescendantsOfThisProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	// The grandchild is a forked sh until it has exec'd sleep: wait for
+	// both to be there and the exec to be done.
 	var got []procID
+	var comms []string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if got = descendants("/proc", os.Getpid()); len(got) >= 2 {
+		got = descendants("/proc", os.Getpid())
+		comms = comms[:0]
+		for _, d := range got {
+			comms = append(comms, d.comm("/proc"))
+		}
+		if len(got) >= 2 && comms[1] == "sleep" {
 			break
 		}
-	}
-	var comms []string
-	for _, d := range got {
-		comms = append(comms, d.comm("/proc"))
 	}
 	if len(got) != 2 || comms[0] != "sh" || comms[1] != "sleep" {
 		t.Fatalf("descendants of the test = %v (%v), want sh then sleep", got, comms)
