@@ -225,8 +225,9 @@ IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES:-default privileged-warm leastpriv-v2-warm}
 # import pandas and matplotlib and draw within the service's 30 s maximum
 # timeout (it takes about 1 s natively); TestSchemathesis, because the
 # fuzzer is a host tool (the checkout's venv names the host's interpreter,
-# which the guest does not have).
-IMAGE_SKIP='TestImages|TestSchemathesis'
+# which the guest does not have); TestMCP, whose image case draws a figure
+# as TestImages does.
+IMAGE_SKIP='TestImages|TestSchemathesis|TestMCP'
 # podman takes seconds to deliver SIGTERM there: the execution in flight at
 # the stop runs 7 s rather than 3, so the drain is still under way.
 image_env=(env PODMAN_CGROUP_MANAGER=systemd E2E_TEST_BIN="$BIN/e2e.test" IMAGE_RUN_DIR=/run/python-executor-image IMAGE_DRAIN_SECONDS=7
