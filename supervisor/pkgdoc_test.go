@@ -33,9 +33,7 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		for _, p := range pkgs {
 			documented := false
 			for _, f := range p.Files {
-				// A command may also follow go doc's "Command name ..." form.
-				if f.Doc != nil && (strings.HasPrefix(f.Doc.Text(), "Package "+p.Name+" ") ||
-					p.Name == "main" && strings.HasPrefix(f.Doc.Text(), "Command ")) {
+				if f.Doc != nil && strings.HasPrefix(f.Doc.Text(), "Package "+p.Name+" ") {
 					documented = true
 				}
 			}

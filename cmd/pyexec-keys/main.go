@@ -1,6 +1,7 @@
-// Command pyexec-keys makes API keys for the gateway and hashes them (README
-// "API keys and quotas"). The gateway stores only a key's SHA-256; this tool
-// prints the key once, for the client, and the line for the keys file.
+// Package main is the pyexec-keys command: it makes API keys for the gateway
+// and hashes them (README "API keys and quotas"). The gateway stores only a
+// key's SHA-256; this tool prints the key once, for the client, and the line
+// for the keys file.
 //
 //	pyexec-keys new NAME [rate=Q/W] [concurrency=N]
 //	    prints a new random key on stdout and its keys-file line on stderr

@@ -1,4 +1,5 @@
-// Command pyexec runs a Python script on python-executor from the shell:
+// Package main is the pyexec command: it runs a Python script on
+// python-executor from the shell:
 //
 //	pyexec run script.py [--arg k=v]... [--file path]... [--timeout s] [--url URL | --socket PATH]
 //	pyexec health [--url URL | --socket PATH]
