@@ -272,7 +272,7 @@ func (c *Client) Status(ctx context.Context) (*wire.Status, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, sent, err := cn.status(ctx)
+		st, sent, err := request(ctx, cn, wire.TypeStatusRequest, &cn.statusWaiters)
 		if err == nil || sent || ctx.Err() != nil || attempt > 0 {
 			return st, err
 		}
@@ -662,47 +662,15 @@ func (cn *conn) cancel(id uint32) {
 	cn.write(ctx, f, nil)
 }
 
-// status sends one status_request and waits for a status. sent reports
-// whether the request reached the supervisor in full.
-func (cn *conn) status(ctx context.Context) (st *wire.Status, sent bool, err error) {
-	f, err := wire.NewFrame(0, wire.TypeStatusRequest, wire.Empty{})
-	if err != nil {
-		return nil, false, err
-	}
-	// Answers carry no request id; they are handed out oldest waiter first.
-	// Waiters are queued while holding the right to write, so the queue is
-	// in the order the requests went out, and one that gives up stays queued
-	// to take its own answer.
-	ch := make(chan *wire.Status, 1)
-	err = cn.write(ctx, f, func() {
-		cn.mu.Lock()
-		cn.statusWaiters = append(cn.statusWaiters, ch)
-		cn.mu.Unlock()
-	})
-	if err != nil {
-		cn.mu.Lock()
-		for i, w := range cn.statusWaiters {
-			if w == ch {
-				cn.statusWaiters = append(cn.statusWaiters[:i], cn.statusWaiters[i+1:]...)
-				break
-			}
-		}
-		cn.mu.Unlock()
-		return nil, false, err
-	}
-	select {
-	case st := <-ch:
-		return st, true, nil
-	case <-cn.dead:
-		return nil, true, cn.failure()
-	case <-ctx.Done():
-		return nil, true, ctx.Err()
-	}
-}
-
-// request sends one body-less request of type t on request id 0 and waits
-// for its answer, handed out by dispatch through *waiters, as status does
-// (which see). The caller holds no lock; waiters is guarded by cn.mu.
+// request sends one body-less request of type t (status_request,
+// metrics_request) on request id 0 and waits for its answer, handed out by
+// dispatch through *waiters. sent reports whether the request reached the
+// supervisor in full. The caller holds no lock; waiters is guarded by cn.mu.
+//
+// Answers carry no request id; they are handed out oldest waiter first.
+// Waiters are queued while holding the right to write, so the queue is in
+// the order the requests went out, and one that gives up stays queued to
+// take its own answer.
 func request[T any](ctx context.Context, cn *conn, t wire.Type, waiters *[]chan *T) (v *T, sent bool, err error) {
 	f, err := wire.NewFrame(0, t, wire.Empty{})
 	if err != nil {
