@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"path"
-	"strings"
 
 	"github.com/python-executor/python-executor/client"
 	"github.com/python-executor/python-executor/limits"
@@ -65,7 +63,7 @@ func parseFiles(raw json.RawMessage) ([]wire.File, *apiError) {
 			return nil, bad(`files[%d] needs "name" and "content"`, i)
 		}
 		var data []byte
-		switch enc := "utf-8"; {
+		switch {
 		case f.Encoding != nil && *f.Encoding != "utf-8" && *f.Encoding != "base64":
 			return nil, bad(`files[%d].encoding must be "utf-8" or "base64", not %s`, i, wire.QuoteName(*f.Encoding))
 		case f.Encoding != nil && *f.Encoding == "base64":
@@ -75,7 +73,6 @@ func parseFiles(raw json.RawMessage) ([]wire.File, *apiError) {
 			}
 			data = d
 		default:
-			_ = enc
 			data = []byte(*f.Content)
 		}
 		files = append(files, wire.File{Name: *f.Name, Data: data})
@@ -84,25 +81,6 @@ func parseFiles(raw json.RawMessage) ([]wire.File, *apiError) {
 		return nil, invalidRequest(err.Error())
 	}
 	return files, nil
-}
-
-// mediaTypes are the media types of output files by extension: a fixed
-// table, so the answer does not depend on the host's mime database.
-var mediaTypes = map[string]string{
-	".csv": "text/csv", ".tsv": "text/tab-separated-values", ".txt": "text/plain",
-	".json": "application/json", ".ndjson": "application/x-ndjson", ".html": "text/html",
-	".md": "text/markdown", ".xml": "application/xml", ".svg": "image/svg+xml",
-	".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-	".webp": "image/webp", ".pdf": "application/pdf", ".zip": "application/zip",
-	".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet",
-	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-
-func mediaType(name string) string {
-	if t, ok := mediaTypes[strings.ToLower(path.Ext(name))]; ok {
-		return t
-	}
-	return "application/octet-stream"
 }
 
 // appendFiles appends the output files as the response's "files" array:
@@ -118,7 +96,7 @@ func appendFiles(b []byte, out *client.Outcome) []byte {
 		b = append(b, `,"size":`...)
 		b = fmt.Appendf(b, "%d", len(f.Data))
 		b = append(b, `,"media_type":`...)
-		b = appendString(b, []byte(mediaType(f.Name)))
+		b = appendString(b, []byte(wire.MediaType(f.Name)))
 		b = append(b, `,"content":"`...)
 		b = base64.StdEncoding.AppendEncode(b, f.Data)
 		b = append(b, `"}`...)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/python-executor/python-executor/client"
+	"github.com/python-executor/python-executor/wire"
 	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -256,7 +257,7 @@ func mcpSuccess(out *client.Outcome) (*mcp.CallToolResult, error) {
 	if len(out.Files) > 0 {
 		list := make([]map[string]any, len(out.Files))
 		for i, f := range out.Files {
-			list[i] = map[string]any{"name": f.Name, "size": len(f.Data), "media_type": mediaType(f.Name), "uri": outputURI(f.Name)}
+			list[i] = map[string]any{"name": f.Name, "size": len(f.Data), "media_type": wire.MediaType(f.Name), "uri": outputURI(f.Name)}
 		}
 		b, err := json.Marshal(list)
 		if err != nil {
@@ -274,7 +275,7 @@ func mcpSuccess(out *client.Outcome) (*mcp.CallToolResult, error) {
 		content = append(content, &mcp.ImageContent{MIMEType: im.MediaType, Data: im.Data})
 	}
 	for _, f := range out.Files {
-		rc := &mcp.ResourceContents{URI: outputURI(f.Name), MIMEType: mediaType(f.Name)}
+		rc := &mcp.ResourceContents{URI: outputURI(f.Name), MIMEType: wire.MediaType(f.Name)}
 		if textual(rc.MIMEType) && utf8.Valid(f.Data) {
 			rc.Text = string(f.Data)
 		} else {

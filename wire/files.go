@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"path"
 	"strings"
 	"unicode/utf8"
 )
@@ -92,4 +93,26 @@ func QuoteName(s string) string {
 		return fmt.Sprintf("%q...", s[:cut])
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// mediaTypes are the media types of output files by extension: a fixed
+// table, so an answer does not depend on the host's mime database.
+var mediaTypes = map[string]string{
+	".csv": "text/csv", ".tsv": "text/tab-separated-values", ".txt": "text/plain",
+	".json": "application/json", ".ndjson": "application/x-ndjson", ".html": "text/html",
+	".md": "text/markdown", ".xml": "application/xml", ".svg": "image/svg+xml",
+	".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+	".webp": "image/webp", ".pdf": "application/pdf", ".zip": "application/zip",
+	".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet",
+	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+// MediaType is the media type an output file is answered with (the HTTP
+// answer's "media_type"), by its name's extension; application/octet-stream
+// when the table has none.
+func MediaType(name string) string {
+	if t, ok := mediaTypes[strings.ToLower(path.Ext(name))]; ok {
+		return t
+	}
+	return "application/octet-stream"
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"path"
 	"strings"
 	"time"
 
@@ -109,31 +108,12 @@ func fromOutcome(o *client.Outcome) *response {
 	r.Stats = &stats{WallMS: d.WallMS, CPUMS: d.CPUMS, PeakMemoryBytes: d.PeakMemoryBytes, QueueMS: d.QueueMS}
 	r.Truncated = &truncated{Stdout: d.StdoutTruncated, Stderr: d.StderrTruncated, Files: o.FilesTruncated, Images: o.ImagesTruncated}
 	for _, f := range o.Files {
-		r.Files = append(r.Files, outFile{Name: f.Name, Size: int64(len(f.Data)), MediaType: mediaType(f.Name), Content: f.Data})
+		r.Files = append(r.Files, outFile{Name: f.Name, Size: int64(len(f.Data)), MediaType: wire.MediaType(f.Name), Content: f.Data})
 	}
 	for _, im := range o.Images {
 		r.Images = append(r.Images, image{MediaType: im.MediaType, Data: im.Data})
 	}
 	return r
-}
-
-// mediaTypes is the gateway's table of output file media types
-// (gateway/io.go), for --json in the socket mode.
-var mediaTypes = map[string]string{
-	".csv": "text/csv", ".tsv": "text/tab-separated-values", ".txt": "text/plain",
-	".json": "application/json", ".ndjson": "application/x-ndjson", ".html": "text/html",
-	".md": "text/markdown", ".xml": "application/xml", ".svg": "image/svg+xml",
-	".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-	".webp": "image/webp", ".pdf": "application/pdf", ".zip": "application/zip",
-	".gz": "application/gzip", ".parquet": "application/vnd.apache.parquet",
-	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-
-func mediaType(name string) string {
-	if t, ok := mediaTypes[strings.ToLower(path.Ext(name))]; ok {
-		return t
-	}
-	return "application/octet-stream"
 }
 
 // newTraceID names the execution in the supervisor's log, as the gateway's
