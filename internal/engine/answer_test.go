@@ -122,8 +122,12 @@ func TestOutputFilesFromTheJailAreChecked(t *testing.T) {
 // Images in a runner's answer are hostile bytes too: only when asked for,
 // within the caps, and each a PNG; anything else is result_corrupted.
 func TestAnswerImagesChecked(t *testing.T) {
-	png := append([]byte(nil), pngHeader...)
+	// A signature and IHDR of 640×480 pixels.
+	png := append(append([]byte(nil), pngHeader...), 0, 0, 2, 128, 0, 0, 1, 224)
 	img := wire.Image{MediaType: "image/png", Data: png}
+	// The same header claiming 65535×65535 pixels: a decompression bomb.
+	huge := wire.Image{MediaType: "image/png", Data: append(append([]byte(nil), pngHeader...), 0, 0, 255, 255, 0, 0, 255, 255)}
+	empty := wire.Image{MediaType: "image/png", Data: append(append([]byte(nil), pngHeader...), 0, 0, 0, 0, 0, 0, 1, 0)}
 	frame := func(r wire.Result) wire.Frame {
 		body, err := wire.Marshal(r)
 		if err != nil {
@@ -150,6 +154,9 @@ func TestAnswerImagesChecked(t *testing.T) {
 		"too large":      {wire.Result{JSON: []byte("1"), Images: []wire.Image{big}}, true},
 		"not png":        {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/png", Data: []byte("GIF89a")}}}, true},
 		"other type":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/svg+xml", Data: png}}}, true},
+		"pixel bomb":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{huge}}, true},
+		"zero width":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{empty}}, true},
+		"cut header":     {wire.Result{JSON: []byte("1"), Images: []wire.Image{{MediaType: "image/png", Data: pngHeader}}}, true},
 	} {
 		if _, e := interpretAnswer(frame(c.r), DefaultLimits(), c.asked); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %+v, want result_corrupted", name, e)

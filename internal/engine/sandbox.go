@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -478,8 +479,16 @@ func checkImages(r wire.Result, asked bool) string {
 	}
 	total := 0
 	for i, im := range r.Images {
-		if im.MediaType != "image/png" || !bytes.HasPrefix(im.Data, pngHeader) {
+		if im.MediaType != "image/png" || len(im.Data) < len(pngHeader)+8 || !bytes.HasPrefix(im.Data, pngHeader) {
 			return fmt.Sprintf("image %d is not a PNG", i)
+		}
+		// The raster it claims, checked here and not only by the runner
+		// (whose frame a script can forge): a small PNG that decodes to
+		// gigapixels would reach every client that shows it.
+		w := binary.BigEndian.Uint32(im.Data[len(pngHeader):])
+		h := binary.BigEndian.Uint32(im.Data[len(pngHeader)+4:])
+		if w == 0 || h == 0 || uint64(w)*uint64(h) > MaxImagePixels {
+			return fmt.Sprintf("image %d claims %d×%d pixels, over the limit of %d", i, w, h, MaxImagePixels)
 		}
 		total += len(im.Data)
 	}
