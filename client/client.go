@@ -61,11 +61,11 @@ var ErrUnavailable = errors.New("supervisor unavailable")
 // made on, or interrupted by, a closed Client.
 var ErrClosed = errors.New("client closed")
 
-// errClosed is what calls return once the client is closed.
 // ErrFeatureNotAgreed is returned by a call that needs an optional feature
 // the supervisor did not agree to on the connection (see Client.Features).
 var ErrFeatureNotAgreed = errors.New("feature not agreed with the supervisor")
 
+// errClosed is what calls return once the client is closed.
 var errClosed = fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 
 // Config configures a Client.
@@ -806,7 +806,9 @@ func (cn *conn) dispatch(f wire.Frame) (dropped bool, err error) {
 				cl.out.Err = &wire.Error{Type: wire.ErrInternal, Message: "the supervisor sent no result or error"}
 			}
 			if cl.out.Err != nil {
+				// An outcome is a result or an error, never parts of both.
 				cl.out.Result, cl.out.Files, cl.out.FilesTruncated = nil, nil, false
+				cl.out.Images, cl.out.ImagesTruncated = nil, false
 			}
 			cl.finished = true
 			return nil

@@ -190,7 +190,9 @@ func (p *printer) save(r *response) error {
 			errs = append(errs, err)
 			return
 		}
-		fmt.Fprintf(p.stderr, "pyexec: saved %s (%d bytes)\n", filepath.Join(p.outDir, name), len(data))
+		// Quoted: the name comes from the sandbox and may hold control
+		// characters (a newline, a terminal escape sequence).
+		fmt.Fprintf(p.stderr, "pyexec: saved %q (%d bytes)\n", filepath.Join(p.outDir, name), len(data))
 	}
 	for _, f := range r.Files {
 		put(filepath.Join("files", filepath.FromSlash(f.Name)), f.Content)
