@@ -323,7 +323,16 @@ func TestInternalClients(t *testing.T) {
 			if rej == "" {
 				t.Fatalf("outsider was served")
 			}
-			if !strings.Contains(inst.Logs.String(), `"peer_uid":`+outsider.Uid) || !strings.Contains(inst.Logs.String(), "rejected peer") {
+			// The client sees the connection close as the supervisor
+			// logs why: wait for the line rather than race it.
+			logged := func() bool {
+				l := inst.Logs.String()
+				return strings.Contains(l, `"peer_uid":`+outsider.Uid) && strings.Contains(l, "rejected peer")
+			}
+			for end := time.Now().Add(10 * time.Second); !logged() && time.Now().Before(end); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !logged() {
 				t.Fatalf("the supervisor did not log the outsider's rejection:\n%s", inst.Logs)
 			}
 		})
