@@ -1461,13 +1461,15 @@ def main() -> None:
             os.set_inheritable(result_fd, False)
         except OSError as exc:
             raise _SetupError(f"result fd {result_fd} is not usable: {exc.strerror}") from None
+        # What does not depend on the request is done before reading it: a warm
+        # engine's spare does it while it waits for a request, off the request's path.
+        _remove_runner_dir_from_path()
+        _fresh_main_module()
+        prepare_matplotlib()
         request_id, script, max_result_bytes, io = _read_request_fd(request_fd)
     except (_SetupError, FrameError) as exc:
         _fail(EXIT_BAD_REQUEST, f"bad request: {exc}")
 
-    _remove_runner_dir_from_path()
-    _fresh_main_module()
-    prepare_matplotlib()
     runner_pid = _os_getpid()
     msg_type, body = run_request(script, max_result_bytes, io, (_request_images[0], _request_images[1]))
     _flush_standard_streams()
@@ -1483,8 +1485,18 @@ def main() -> None:
         write_frame(result_fd, request_id, msg_type, body)
     except BaseException as exc:
         _fail(EXIT_WRITE_FAILED, f"cannot write the answer: {exception_message(exc)}")
+    # The answer is complete: close the output and the result channel now, so the
+    # supervisor sees the end of all three at once rather than after the exit's
+    # teardown (unmapping the address space comes before the kernel closes the fds),
+    # and can answer the caller while this process is still exiting. A copy held by
+    # a process the script started keeps its pipe open, as before.
+    for fd in (1, 2, result_fd):
+        try:
+            _os_close(fd)
+        except OSError:
+            pass
     # os._exit, not sys.exit: no atexit handlers of the script, no waiting for its
-    # non-daemon threads; the answer is complete.
+    # non-daemon threads.
     _os_exit(0)
 
 

@@ -67,6 +67,13 @@ type Config struct {
 	// Zygotes is how many zygotes the warm engine keeps; 0 = the number of
 	// CPUs.
 	Zygotes int
+	// SlimZygotes is how many zygotes of the warm engine's slim kind it
+	// keeps besides: zygotes that import nothing, for the scripts that name
+	// none of the Preload modules (a smaller process, cheaper to fork and
+	// to end). 0 = none, every execution on the preloaded zygotes;
+	// negative = as many as Zygotes (the command's default). None when
+	// Preload is empty: the zygotes are slim already.
+	SlimZygotes int
 	// Preload are the modules each zygote imports before it forks; nil =
 	// numpy and pandas, empty = none.
 	Preload []string
@@ -153,6 +160,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Preload == nil {
 		c.Preload = []string{"numpy", "pandas", "matplotlib.pyplot"}
+	}
+	if c.SlimZygotes < 0 {
+		c.SlimZygotes = c.Zygotes
+	}
+	if len(c.Preload) == 0 {
+		c.SlimZygotes = 0
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 64

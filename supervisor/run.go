@@ -114,9 +114,18 @@ func startEngine(ctx context.Context, cfg Config, host *Host, r *proc.Reaper, lo
 		// A zygote's children are made in namespaces of their own.
 		log.Warn("the warm engine needs namespaces, which the container isolation tier does not have: running the cold engine (one nsjail per execution, slower)")
 	} else if cfg.Engine == EngineWarm {
-		w, err := warm.New(host.Host, r, cfg.Zygotes, cfg.Preload, cfg.Defaults, cfg.Max, cfg.NotReadyAfter, log)
+		w, err := warm.New(host.Host, r, cfg.Zygotes, cfg.SlimZygotes, cfg.Preload, cfg.Defaults, cfg.Max, cfg.NotReadyAfter, log)
 		if err == nil {
-			if note, err = SelfTest(ctx, w, host, cfg.Degraded, log); err != nil {
+			note, err = SelfTest(ctx, w, host, cfg.Degraded, log)
+			if p := w.OnPreloaded(); err == nil && p != nil {
+				// The probes import nothing, so they ran on the slim
+				// zygotes; once more on the preloaded ones.
+				var n string
+				if n, err = SelfTest(ctx, p, host, cfg.Degraded, log.WithField("zygote_kind", "preloaded")); n != "" {
+					note = n
+				}
+			}
+			if err != nil {
 				w.Close()
 			}
 		}

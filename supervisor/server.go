@@ -621,8 +621,19 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		},
 		Images: cn.features.Has(wire.FeatureImages),
 	}
+	answered := false
+	answer := func(out Outcome) {
+		answered = true
+		out.Done.QueueMS = queueMS
+		m.duration.WithLabelValues(s.engine.Name(), outcomeLabel(out)).Observe(float64(out.Done.WallMS) / 1000)
+		finish(out)
+	}
+	// The answer can go out before the sandbox is torn down; the slot is
+	// released (deferred above) only once Run has returned, so the
+	// teardown's CPU time still counts against the slots.
+	x.Answer = answer
 	out := s.engine.Run(ctx, x)
-	out.Done.QueueMS = queueMS
-	m.duration.WithLabelValues(s.engine.Name(), outcomeLabel(out)).Observe(float64(out.Done.WallMS) / 1000)
-	finish(out)
+	if !answered {
+		answer(out)
+	}
 }

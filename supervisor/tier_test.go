@@ -66,4 +66,19 @@ func TestConfigEngine(t *testing.T) {
 	if err := c.Validate(); err != nil || len(c.Preload) != 0 {
 		t.Errorf("empty preload: %v %v", err, c.Preload)
 	}
+	// Slim zygotes: 0 = none, negative = as many as Zygotes, none at all
+	// when the preload is empty (the zygotes are slim already).
+	for _, tc := range []struct {
+		zygotes, slim int
+		preload       []string
+		want          int
+	}{
+		{3, 0, nil, 0}, {3, -1, nil, 3}, {3, 2, nil, 2}, {3, -1, []string{}, 0}, {3, 2, []string{}, 0},
+	} {
+		c = base
+		c.Zygotes, c.SlimZygotes, c.Preload = tc.zygotes, tc.slim, tc.preload
+		if err := c.Validate(); err != nil || c.SlimZygotes != tc.want {
+			t.Errorf("zygotes %d, slim zygotes %d, preload %q: %v, %d slim zygotes, want %d", tc.zygotes, tc.slim, tc.preload, err, c.SlimZygotes, tc.want)
+		}
+	}
 }

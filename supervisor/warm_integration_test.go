@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/python-executor/python-executor/client"
+	warmengine "github.com/python-executor/python-executor/internal/engine/warm"
+	"github.com/python-executor/python-executor/internal/proc"
 	"github.com/python-executor/python-executor/internal/supervisortest"
 	"github.com/python-executor/python-executor/wire"
 )
@@ -93,9 +96,22 @@ type checked struct {
 	NpRandom   float64  `json:"np_random"`
 }
 
-func runCheck(t *testing.T, inst *supervisortest.Supervisor) checked {
+// slimVariant is a taint or check script without numpy and pandas: it
+// runs on the slim zygote kind (unless the slim kind is off), where it
+// checks the same state but the preloaded modules'.
+func slimVariant(script string) string {
+	var keep []string
+	for _, line := range strings.Split(script, "\n") {
+		if !strings.Contains(line, "numpy") && !strings.Contains(line, "pandas") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+func runCheck(t *testing.T, inst *supervisortest.Supervisor, script string) checked {
 	t.Helper()
-	out := run(t, inst, checkScript, wire.Limits{})
+	out := run(t, inst, script, wire.Limits{})
 	if out.Err != nil {
 		t.Fatalf("check: %s: %s\n%s", out.Err.Type, out.Err.Message, out.Err.Traceback)
 	}
@@ -128,49 +144,63 @@ func wantClean(t *testing.T, c checked) {
 	}
 }
 
-// One zygote forks every execution: nothing one of them changes may reach
-// the next one, or one running beside it.
+// One zygote of each kind forks every execution: nothing one of them
+// changes may reach the next one, or one running beside it. The scripts
+// with numpy and pandas run on the preloaded zygote, their variants without
+// on the slim one (on the preloaded one too when the tests run with
+// PYEXEC_SLIM_ZYGOTES=0), and each taints the zygote the other checks
+// from besides.
 func TestNoStateCrossesExecutions(t *testing.T) {
 	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
 		inst := startSupervisor(t, engine, "-zygotes", "1")
-		t.Run("sequential", func(t *testing.T) {
-			wantResult(t, run(t, inst, taintScript, wire.Limits{}), `"tainted"`)
-			a := runCheck(t, inst)
-			wantClean(t, a)
-			b := runCheck(t, inst)
-			wantClean(t, b)
-			if a.Random == b.Random || a.NpRandom == b.NpRandom {
-				t.Errorf("two executions drew the same random numbers: %+v, %+v", a, b)
-			}
-		})
-		t.Run("concurrent", func(t *testing.T) {
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// The tainting execution is still running while the
-				// checks run.
-				held := strings.Replace(taintScript, "HOLD = 0", "HOLD = 2", 1)
-				out := run(t, inst, held, wire.Limits{})
-				if out.Err != nil {
-					t.Errorf("taint: %s: %s", out.Err.Type, out.Err.Message)
+		for _, kind := range []struct {
+			name          string
+			taint, check  string
+			numpyInScript bool
+		}{
+			{"preloaded", taintScript, checkScript, true},
+			{"slim", slimVariant(taintScript), slimVariant(checkScript), false},
+		} {
+			t.Run(kind.name+"/sequential", func(t *testing.T) {
+				wantResult(t, run(t, inst, kind.taint, wire.Limits{}), `"tainted"`)
+				a := runCheck(t, inst, kind.check)
+				wantClean(t, a)
+				b := runCheck(t, inst, kind.check)
+				wantClean(t, b)
+				if a.Random == b.Random || (kind.numpyInScript && a.NpRandom == b.NpRandom) {
+					t.Errorf("two executions drew the same random numbers: %+v, %+v", a, b)
 				}
-			}()
-			time.Sleep(700 * time.Millisecond)
-			for i := 0; i < 3; i++ {
-				wantClean(t, runCheck(t, inst))
-			}
-			wg.Wait()
-		})
+			})
+			t.Run(kind.name+"/concurrent", func(t *testing.T) {
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					// The tainting execution is still running while
+					// the checks run.
+					held := strings.Replace(kind.taint, "HOLD = 0", "HOLD = 2", 1)
+					out := run(t, inst, held, wire.Limits{})
+					if out.Err != nil {
+						t.Errorf("taint: %s: %s", out.Err.Type, out.Err.Message)
+					}
+				}()
+				time.Sleep(700 * time.Millisecond)
+				for i := 0; i < 3; i++ {
+					wantClean(t, runCheck(t, inst, kind.check))
+				}
+				wg.Wait()
+			})
+		}
 	})
 }
 
 // A zygote killed from the host is replaced; executions keep working.
 func TestZygoteKilledIsReplaced(t *testing.T) {
-	inst := startSupervisor(t, "warm", "-zygotes", "2")
+	// Two preloaded zygotes and one slim.
+	inst := startSupervisor(t, "warm", "-zygotes", "2", "-slim-zygotes", "1")
 	zs := supervisortest.ZygoteProcesses(t)
-	if len(zs) != 2 {
-		t.Fatalf("%d zygotes, want 2: %v", len(zs), zs)
+	if len(zs) != 3 {
+		t.Fatalf("%d zygotes, want 3: %v", len(zs), zs)
 	}
 	syscall.Kill(zs[0], syscall.SIGKILL)
 	for i := 0; i < 6; i++ {
@@ -179,11 +209,11 @@ func TestZygoteKilledIsReplaced(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		now := supervisortest.ZygoteProcesses(t)
-		if len(now) == 2 && now[0] != zs[0] && now[1] != zs[0] {
+		if len(now) == 3 && !slices.Contains(now, zs[0]) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("zygotes %v 60s after killing %d, want two others", now, zs[0])
+			t.Fatalf("zygotes %v 60s after killing %d, want three others", now, zs[0])
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -203,6 +233,14 @@ func TestZygoteKilledIsReplaced(t *testing.T) {
 // internal error at once (not at its deadline), the next one works.
 func TestZygoteDiesMidExecution(t *testing.T) {
 	inst := startSupervisor(t, "warm", "-zygotes", "1")
+	// The self-test's sandboxes may still be going away (an answer goes
+	// out before the teardown): let them, so that the processes seen
+	// next are this execution's.
+	for end := time.Now().Add(10 * time.Second); len(supervisortest.SandboxProcesses(t)) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("sandbox processes before any execution: %v", supervisortest.SandboxProcesses(t))
+		}
+	}
 	done := make(chan struct{})
 	var outErr *wire.Error
 	start := time.Now()
@@ -332,12 +370,24 @@ func TestSpareChildren(t *testing.T) {
 }
 
 // Every zygote runs the warm-up workloads of the preloaded modules before it
-// says it is ready.
+// says it is ready; a slim zygote only those of none.
 func TestZygotesWarmUp(t *testing.T) {
-	inst := startSupervisor(t, "warm", "-zygotes", "2")
+	inst := startSupervisor(t, "warm", "-zygotes", "2", "-slim-zygotes", "1")
 	logs := inst.Logs.String()
-	if n := strings.Count(logs, `"warmed":"hello,exception,numpy,pandas,matplotlib"`); n != 2 {
-		t.Fatalf("%d zygotes report the whole warm-up, want 2:\n%s", n, logs)
+	ready := logLines(t, logs, "zygote ready")
+	warmed := map[string][]string{}
+	var huge []float64
+	for _, l := range ready {
+		kind, _ := l["zygote_kind"].(string)
+		w, _ := l["warmed"].(string)
+		warmed[kind] = append(warmed[kind], w)
+		if kb, ok := l["huge_kb"].(float64); ok && kind == "preloaded" {
+			huge = append(huge, kb)
+		}
+	}
+	full := "hello,exception,numpy,pandas,matplotlib"
+	if want := map[string][]string{"preloaded": {full, full}, "slim": {"hello,exception"}}; fmt.Sprint(warmed) != fmt.Sprint(want) {
+		t.Fatalf("zygotes report warm-ups %v, want %v:\n%s", warmed, want, logs)
 	}
 	if strings.Contains(logs, "could not preload or warm up") {
 		t.Errorf("a warm-up failed:\n%s", logs)
@@ -350,14 +400,262 @@ func TestZygotesWarmUp(t *testing.T) {
 	fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
 	thp, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	if (major > 6 || major == 6 && minor >= 1) && len(thp) > 0 && !strings.Contains(string(thp), "[never]") {
-		reports := regexp.MustCompile(`"huge_kb":(\d+)`).FindAllStringSubmatch(logs, -1)
-		if len(reports) != 2 {
-			t.Errorf("%d zygotes report their huge pages, want 2", len(reports))
+		// The preloaded ones: a slim zygote's heap may be smaller than
+		// one huge page.
+		if len(huge) != 2 {
+			t.Errorf("%d preloaded zygotes report their huge pages, want 2", len(huge))
 		}
-		for _, m := range reports {
-			if kb, _ := strconv.Atoi(m[1]); kb < 2048 {
-				t.Errorf("a zygote reports %s KiB in huge pages, want at least one 2 MiB page", m[1])
+		for _, kb := range huge {
+			if kb < 2048 {
+				t.Errorf("a zygote reports %v KiB in huge pages, want at least one 2 MiB page", kb)
 			}
 		}
 	}
+}
+
+// The answer goes out as soon as the runner has answered and closed its
+// output, before the child's teardown (its exit, its namespaces, the
+// zygote's report): with every zygote stopped, no report can come, and the
+// answer must still arrive. The slot stays taken until the teardown is
+// done.
+func TestAnswerBeforeTeardown(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "1")
+	zs := supervisortest.ZygoteProcesses(t)
+	if len(zs) == 0 {
+		t.Fatal("no zygote")
+	}
+	// Every zygote's spare child, forked before the request (whichever
+	// kind the request goes to): a stopped zygote could not fork one for
+	// it.
+	waitSpares(t, inst)
+	cont := func() {
+		for _, z := range zs {
+			syscall.Kill(z, syscall.SIGCONT)
+		}
+	}
+	defer cont()
+	for _, z := range zs {
+		if err := syscall.Kill(z, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type answer struct {
+		out *client.Outcome
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := inst.Client.Execute(ctx, wire.Execute{Script: "def main():\n    print('hi')\n    return 7\n"}, nil)
+		got <- answer{out, err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("Execute: %v", a.err)
+		}
+		wantResult(t, a.out, "7")
+		if string(a.out.Stdout) != "hi\n" || a.out.Done.PeakMemoryBytes <= 0 || a.out.Done.CPUMS < 0 {
+			t.Errorf("answer given before the teardown: stdout %q, done %+v", a.out.Stdout, a.out.Done)
+		}
+	case <-time.After(8 * time.Second):
+		// Before the supervisor gives up on the stopped zygote (its new
+		// spare's hello is overdue after 10 s) and kills it, which would
+		// end the teardown.
+		t.Fatal("no answer while the zygote is stopped: the answer waits for the child's teardown")
+	}
+	// The same zygotes, still stopped: nothing reaped the child before the
+	// answer.
+	for _, z := range zs {
+		if f, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", z)); err != nil || !bytes.Contains(f, []byte(") T ")) {
+			t.Fatalf("zygote %d after the answer: %q, %v; want it stopped (state T)", z, f, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := inst.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Running != 1 {
+		t.Errorf("running = %d while the answered execution's child is not reaped, want 1 (its slot held)", st.Running)
+	}
+	cont()
+	deadline := time.Now().Add(20 * time.Second)
+	for st.Running != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("running = %d 20 s after the zygote went on, want 0", st.Running)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if st, err = inst.Client.Status(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantResult(t, run(t, inst, "def main(): return 8", wire.Limits{}), "8")
+}
+
+// waitSpares waits until every zygote has a spare child ready and offered.
+func waitSpares(t *testing.T, inst *supervisortest.Supervisor) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, z := range supervisortest.ZygoteProcesses(t) {
+		for !hasSpareChild(z) {
+			if time.Now().After(deadline) {
+				t.Fatalf("zygote %d has no spare child:\n%s", z, inst.Logs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// A spare runs under SCHED_BATCH from before its release; once
+	// released it needs nothing more of its zygote, and its keeper
+	// offers it a moment later.
+	time.Sleep(300 * time.Millisecond)
+}
+
+// hasSpareChild reports whether process zygote has a child under
+// SCHED_BATCH: a spare not yet taken (warmengine.SparePolicy).
+func hasSpareChild(zygote int) bool {
+	for _, pid := range proc.ChildrenOf(zygote) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		// policy is field 41 of proc(5); f starts at field 3.
+		if len(f) > 38 && f[38] == strconv.Itoa(warmengine.SparePolicy) {
+			return true
+		}
+	}
+	return false
+}
+
+// logLines are the supervisor's JSON log lines with message msg.
+func logLines(t *testing.T, logs, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if m["message"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// launchesByKind counts the executions' children by the kind of zygote
+// that forked them: a spare taken or a child launched for the execution.
+func launchesByKind(t *testing.T, inst *supervisortest.Supervisor) map[string]int {
+	t.Helper()
+	n := map[string]int{}
+	logs := inst.Logs.String()
+	for _, msg := range []string{"execution took a spare child", "execution child released"} {
+		for _, l := range logLines(t, logs, msg) {
+			k, _ := l["zygote_kind"].(string)
+			n[k]++
+		}
+	}
+	return n
+}
+
+// runOnKind runs script, wants result, and wants it to have run on a child
+// of a zygote of kind.
+func runOnKind(t *testing.T, inst *supervisortest.Supervisor, script, result, kind string) {
+	t.Helper()
+	// A slim script takes a preloaded spare when no slim one is ready,
+	// and the answer goes out before the last child is gone, so the
+	// keepers may not have replaced the spares yet: wait for them.
+	waitSpares(t, inst)
+	before := launchesByKind(t, inst)
+	wantResult(t, run(t, inst, script, wire.Limits{}), result)
+	// The line is written before the answer, but read from the
+	// supervisor's output pipe on its own time.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := launchesByKind(t, inst)
+		if after[kind] == before[kind]+1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("launches by zygote kind %v before, %v after, want one more %s:\n%s", before, after, kind, inst.Logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Each execution runs on the zygote kind its script's text asks for: a
+// script that names none of the preloaded modules on a slim zygote, one
+// that names one on a preloaded zygote. A script that hides its import of
+// numpy runs on a slim one, and still gets the right answer. With
+// -slim-zygotes 0 every execution runs on a preloaded zygote.
+func TestZygoteKinds(t *testing.T) {
+	const hello = "def main():\n    return {'message': 'Hello World'}\n"
+	// Whether the child had the preload before the script imported
+	// anything: the kinds differ in nothing else a script can see.
+	const hasPandas = "import sys\n# numpy\ndef main():\n    return 'pandas' in sys.modules\n"
+	t.Run("both", func(t *testing.T) {
+		inst := startSupervisor(t, "warm", "-zygotes", "1", "-slim-zygotes", "1")
+		// The start-up self-test proved the children of both kinds.
+		if got := selfTestKinds(t, inst); !slices.Equal(got, []string{"preloaded", "slim"}) {
+			t.Errorf("the self-test's isolation probe ran on zygote kinds %q, want preloaded and slim:\n%s", got, inst.Logs)
+		}
+		for i := 0; i < 3; i++ {
+			// The first ones may find no spare, the later ones one.
+			runOnKind(t, inst, hello, `{"message": "Hello World"}`, "slim")
+		}
+		runOnKind(t, inst, "import pandas as pd\ndef main():\n    return int(pd.Series([1, 2]).sum())\n", "3", "preloaded")
+		runOnKind(t, inst, hasPandas, "true", "preloaded")
+		runOnKind(t, inst, "import sys\ndef main():\n    name = 'num' + 'py'\n    before = name in sys.modules\n    np = __import__(name)\n    return [before, int(np.arange(4).sum())]\n", "[false, 6]", "slim")
+		// The child's set-up needs no file after its rlimits are set,
+		// though a slim zygote preloaded nothing: with no fd to spare
+		// (0-5 are taken) the script still runs, as on a preloaded one.
+		for _, n := range []int64{1, 6, 7} {
+			for _, script := range []string{hello, "# pandas\n" + hello} {
+				wantResult(t, run(t, inst, script, wire.Limits{OpenFiles: n}), `{"message": "Hello World"}`)
+			}
+		}
+		// A lower memory limit: no spare, a child of its own, same kind.
+		before := launchesByKind(t, inst)
+		wantResult(t, run(t, inst, hello, wire.Limits{MemoryBytes: 128 << 20}), `{"message": "Hello World"}`)
+		for deadline := time.Now().Add(5 * time.Second); launchesByKind(t, inst)["slim"] == before["slim"]; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the execution with its own limits did not run on a slim zygote:\n%s", inst.Logs)
+			}
+		}
+	})
+	t.Run("slim_off", func(t *testing.T) {
+		inst := startSupervisor(t, "warm", "-zygotes", "1", "-slim-zygotes", "0")
+		if zs := supervisortest.ZygoteProcesses(t); len(zs) != 1 {
+			t.Fatalf("zygotes %v with -slim-zygotes 0, want 1", zs)
+		}
+		if got := selfTestKinds(t, inst); !slices.Equal(got, []string{"preloaded"}) {
+			t.Errorf("the self-test's isolation probe ran on zygote kinds %q, want preloaded once", got)
+		}
+		runOnKind(t, inst, hello, `{"message": "Hello World"}`, "preloaded")
+		runOnKind(t, inst, strings.Replace(hasPandas, "# numpy\n", "", 1), "true", "preloaded")
+	})
+}
+
+// selfTestKinds are the zygote kinds the self-test's isolation probe ran
+// on, sorted.
+func selfTestKinds(t *testing.T, inst *supervisortest.Supervisor) []string {
+	t.Helper()
+	var kinds []string
+	logs := inst.Logs.String()
+	for _, msg := range []string{"execution took a spare child", "execution child released"} {
+		for _, l := range logLines(t, logs, msg) {
+			if l["execution_id"] == "selftest" {
+				k, _ := l["zygote_kind"].(string)
+				kinds = append(kinds, k)
+			}
+		}
+	}
+	slices.Sort(kinds)
+	return kinds
 }

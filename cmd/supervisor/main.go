@@ -58,6 +58,7 @@ func parseOptions(fs *flag.FlagSet, args []string, lookup config.Lookup) (*optio
 			MaxQueueWait:    supervisor.DefaultMaxQueueWait,
 			DrainTimeout:    supervisor.DefaultDrainTimeout,
 			NotReadyAfter:   supervisor.DefaultNotReadyAfter,
+			SlimZygotes:     -1,
 		},
 	}
 	cfg := &o.cfg
@@ -81,6 +82,7 @@ func parseOptions(fs *flag.FlagSet, args []string, lookup config.Lookup) (*optio
 	b.Int(&cfg.SandboxUIDCount, "sandbox-uid-count", "PYEXEC_SANDBOX_UID_COUNT", "size of the -sandbox-uid-base range")
 	b.String(&cfg.Engine, "engine", "PYEXEC_ENGINE", "execution engine: warm (pre-imported zygotes; falls back to cold where the host refuses nested namespaces) or cold (one nsjail per execution)")
 	b.Int(&cfg.Zygotes, "zygotes", "PYEXEC_ZYGOTES", "zygotes of the warm engine (0 = number of CPUs)")
+	b.Int(&cfg.SlimZygotes, "slim-zygotes", "PYEXEC_SLIM_ZYGOTES", "slim zygotes of the warm engine besides, which import nothing, for scripts that name none of the -preload modules (-1 = as many as -zygotes, 0 = none; none when -preload is empty)")
 	preload := "numpy,pandas,matplotlib.pyplot"
 	b.StringAllowEmpty(&preload, "preload", "PYEXEC_PRELOAD", "comma-separated modules each zygote imports before forking (\"\" = none)")
 	b.Int(&cfg.Slots, "slots", "PYEXEC_SLOTS", "executions at once (0 = number of CPUs)")

@@ -63,7 +63,7 @@ func TestEnvironmentNames(t *testing.T) {
 		"PYEXEC_SUPERVISOR_SOCKET": "/s/sock", "PYEXEC_VENV": "/v", "PYEXEC_NSJAIL": "/n", "PYEXEC_RUNNER": "/r/runner.py",
 		"PYEXEC_STAGE_DIR": "/st", "PYEXEC_CGROUP_ROOT": "/cg", "PYEXEC_CGROUP_PARENT": "p", "PYEXEC_ISOLATION": "auto",
 		"PYEXEC_WORK_DIR": "/w", "PYEXEC_DEGRADED": "1", "PYEXEC_SANDBOX_UID_BASE": "70000", "PYEXEC_SANDBOX_UID_COUNT": "9",
-		"PYEXEC_ENGINE": "cold", "PYEXEC_ZYGOTES": "3", "PYEXEC_PRELOAD": "", "PYEXEC_SLOTS": "5", "PYEXEC_QUEUE": "6",
+		"PYEXEC_ENGINE": "cold", "PYEXEC_ZYGOTES": "3", "PYEXEC_SLIM_ZYGOTES": "4", "PYEXEC_PRELOAD": "", "PYEXEC_SLOTS": "5", "PYEXEC_QUEUE": "6",
 		"PYEXEC_CLIENT_GROUP": "batch", "PYEXEC_CLIENT_SLOTS": "2", "PYEXEC_CLIENT_QUEUE": "3",
 		"PYEXEC_MAX_QUEUE_WAIT": "7s", "PYEXEC_DRAIN_TIMEOUT": "8s", "PYEXEC_NOT_READY_AFTER": "9s",
 		"PYEXEC_TIMEOUT": "10s", "PYEXEC_MAX_TIMEOUT": "20s", "PYEXEC_MEMORY_MB": "100", "PYEXEC_OUTPUT_KB": "10", "PYEXEC_RESULT_KB": "20",
@@ -73,7 +73,7 @@ func TestEnvironmentNames(t *testing.T) {
 		c.SocketPath != "/s/sock" || c.Venv != "/v" || c.NsjailPath != "/n" || c.RunnerPath != "/r/runner.py" ||
 		c.StageDir != "/st" || c.CgroupRoot != "/cg" || c.CgroupParent != "p" || c.Isolation != "auto" ||
 		c.WorkDir != "/w" || !c.Degraded || c.SandboxUIDBase != 70000 || c.SandboxUIDCount != 9 ||
-		c.Engine != "cold" || c.Zygotes != 3 || len(c.Preload) != 0 || c.Slots != 5 || c.QueueSize != 6 ||
+		c.Engine != "cold" || c.Zygotes != 3 || c.SlimZygotes != 4 || len(c.Preload) != 0 || c.Slots != 5 || c.QueueSize != 6 ||
 		c.ClientGroup != "batch" || c.ClientSlots != 2 || c.ClientQueue != 3 ||
 		c.MaxQueueWait != 7*time.Second || c.DrainTimeout != 8*time.Second || c.NotReadyAfter != 9*time.Second ||
 		c.Defaults.Timeout != 10*time.Second || c.Max.Timeout != 20*time.Second || c.Defaults.MemoryBytes != 100<<20 ||
@@ -84,7 +84,14 @@ func TestEnvironmentNames(t *testing.T) {
 	if o.cfg.Slots != 2 || strings.Join(o.cfg.Preload, ",") != "json,csv" {
 		t.Errorf("flags do not win over the environment: %+v", o.cfg)
 	}
+	if o = parse(t, map[string]string{"PYEXEC_SLIM_ZYGOTES": "3"}, "-slim-zygotes", "0"); o.cfg.SlimZygotes != 0 {
+		t.Errorf("-slim-zygotes 0 does not turn the slim kind off: %d", o.cfg.SlimZygotes)
+	}
 	o = parse(t, nil)
+	// -1: as many slim zygotes as -zygotes (supervisor.Config resolves it).
+	if o.cfg.SlimZygotes != -1 {
+		t.Errorf("default slim zygotes %d, want -1", o.cfg.SlimZygotes)
+	}
 	if o.gatewayUser != "pyexec-gw" || strings.Join(o.cfg.Preload, ",") != "numpy,pandas,matplotlib.pyplot" ||
 		o.cfg.Defaults.Set != limits.Defaults() || o.cfg.Max.Set != limits.Maxima(limits.Defaults()) {
 		t.Errorf("defaults: %+v", o)

@@ -27,6 +27,13 @@ type Execution struct {
 	// Images asks for the figures main() leaves open, as PNGs (the client
 	// agreed to wire.FeatureImages), within MaxImages and MaxImageBytes.
 	Images bool
+	// Answer, when set, may receive the outcome as soon as it is known,
+	// before the sandbox's processes are gone: their teardown (exit,
+	// namespaces, the cgroup's removal) then no longer delays the caller.
+	// Run still returns only once they are gone, and returns that same
+	// outcome; Answer is called at most once, from Run's goroutine. An
+	// engine that never calls it just returns the outcome.
+	Answer func(Outcome)
 }
 
 // The caps on images: how many, how many bytes in all, and the largest
@@ -55,7 +62,9 @@ type Outcome struct {
 }
 
 // Engine runs executions in jails. Run must return only after every process
-// of the execution is gone and its cgroups are removed.
+// of the execution is gone and its cgroups are removed (the caller holds
+// the execution's slot until then), though it may answer before
+// (Execution.Answer).
 type Engine interface {
 	// Name is the engine's name as reported by /health ("cold", "warm").
 	Name() string

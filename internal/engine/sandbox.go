@@ -164,21 +164,54 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 		killAll   = func() { killed = true; sb.Kill() }
 		answerIn  = (<-chan runnerAnswer)(answerCh)
 		cancelled = ctx.Done()
+		// early is the outcome already given to x.Answer, if any.
+		early     *Outcome
+		readersIn <-chan struct{}
 	)
+	if x.Answer != nil && cg != nil {
+		// An answer can go out before the processes are gone only where
+		// a cgroup counts the memory (see earlyOutcome): without one,
+		// the peak comes from the rusage the sandbox reports once it is
+		// reaped.
+		readersIn = readersDone
+	}
+	gotAnswer := func(a runnerAnswer) {
+		answerIn = nil
+		answer = &a
+		if watch != nil {
+			// What the execution holds when it answers tells a
+			// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
+			// from any other EAGAIN; there is no pids cgroup to ask.
+			tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).Processes())), watch.peakTasks.Load())
+		}
+		if a.err == nil {
+			graceC = time.After(ResultGrace)
+		}
+	}
 loop:
 	for {
 		select {
 		case a := <-answerIn:
-			answerIn = nil
-			answer = &a
-			if watch != nil {
-				// What the execution holds when it answers tells a
-				// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
-				// from any other EAGAIN; there is no pids cgroup to ask.
-				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).Processes())), watch.peakTasks.Load())
+			gotAnswer(a)
+		case <-readersIn:
+			readersIn = nil
+			if answer == nil {
+				// The result reader has finished, so its answer is in the
+				// channel.
+				gotAnswer(<-answerCh)
 			}
-			if a.err == nil {
-				graceC = time.After(ResultGrace)
+			// The runner answered and closed its output: nothing more can
+			// come out of the sandbox, and a sandbox's exit after its
+			// answer does not change the outcome (see the switch below).
+			// Its teardown (exit, namespaces, reaping, the cgroup's
+			// removal) takes longer than the execution itself for a
+			// small script; the caller need not wait for it.
+			if answer.err == nil && reason == "" && !killed {
+				if out, ok := earlyOutcome(answer.frame, x, sb, cg, log); ok {
+					out.Done.StdoutTruncated, out.Done.StderrTruncated = stdoutTrunc, stderrTrunc
+					early = &out
+					x.Answer(out)
+				}
 			}
 		case <-graceC:
 			graceC = nil
@@ -207,6 +240,13 @@ loop:
 	var watchPeak int64
 	if watch != nil {
 		watchPeak = watch.finish()
+	}
+	if early != nil {
+		// The caller has its answer; nothing the teardown finds changes
+		// it (as in the switch below, where a well-formed answer wins over
+		// the exit), but a failure to wait is still the engine's (logged
+		// by TimedRun).
+		return *early, waitErr
 	}
 	if waitErr != nil {
 		return Outcome{}, waitErr
@@ -241,26 +281,13 @@ loop:
 	case reason == wire.ExitTimeout:
 		out.Err = &wire.Error{Type: wire.ErrTimeout, Message: fmt.Sprintf("the script did not finish within %s", x.Limits.Timeout)}
 	case answer.err == nil:
-		var r wire.Result
-		r, out.Err = interpretAnswer(answer.frame, x.Limits, x.Images)
-		out.Result, out.Files, out.FilesTruncated = r.JSON, r.Files, r.FilesTruncated
-		out.Images, out.ImagesTruncated = r.Images, r.ImagesTruncated
-		if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
-			log.WithField("detail", out.Err.Message).Warn("runner answer refused")
-		}
-		reason = wire.ExitOK
-		if out.Err != nil {
-			reason = wire.ExitError
-		}
-		if out.Err != nil && out.Err.Type == wire.ErrMemoryLimit {
-			reason = wire.ExitMemoryLimit
-		}
-		// A script that died of a failed fork (BlockingIOError and kin)
-		// hit the process limit: say so, keeping its traceback.
-		if out.Err != nil && out.Err.Type == wire.ErrException && pidsHit {
-			out.Err.Type = wire.ErrResourceLimit
-			out.Err.Message = fmt.Sprintf("the script reached the limit of %d processes: %s", x.Limits.Pids, out.Err.Message)
-		}
+		// The runner's answer decides; how the sandbox exited after it
+		// does not (an early answer relies on that).
+		a := answeredOutcome(answer.frame, x, exit, st, pidsHit, log)
+		a.Done.PeakMemoryBytes = out.Done.PeakMemoryBytes
+		a.Done.StdoutTruncated, a.Done.StderrTruncated = stdoutTrunc, stderrTrunc
+		out, reason = a, a.Done.ExitReason
+		out.Done.ExitCode, out.Done.Signal = code, sig
 	case errors.Is(answer.err, wire.ErrFrameTooLarge):
 		reason = wire.ExitError
 		out.Err = &wire.Error{Type: wire.ErrResultTooLarge, Message: fmt.Sprintf("the result is over the limit of %d bytes", x.Limits.ResultBytes)}
@@ -295,11 +322,87 @@ loop:
 	return out, nil
 }
 
+// cpuSoFar is a sandbox that can tell the CPU time its processes have used
+// while they exit, before they are gone (the warm engine's child). ok is
+// false when it cannot.
+type cpuSoFar interface {
+	CPUTime() (d time.Duration, ok bool)
+}
+
+// earlyOutcome is the outcome of an execution that answered (frame f) and
+// closed its output, given before its processes are gone: the CPU time
+// from the cgroup (v2) or from the sandbox itself, the peak memory from
+// the cgroup. ok is false when either cannot be had: the caller then waits
+// for the sandbox's exit, as before.
+func earlyOutcome(f wire.Frame, x *Execution, sb Sandbox, cg *jail.ExecCgroup, log *logrus.Entry) (out Outcome, ok bool) {
+	st, err := cg.Stats()
+	if err != nil {
+		log.WithError(err).Debug("cgroup stats")
+		return Outcome{}, false
+	}
+	if st.PeakMemoryBytes <= 0 {
+		// No peak from the cgroup (v2 before Linux 5.19): the rusage
+		// after the exit has it.
+		return Outcome{}, false
+	}
+	if st.CPUTime <= 0 {
+		c, isCPU := sb.(cpuSoFar)
+		if !isCPU {
+			return Outcome{}, false
+		}
+		d, known := c.CPUTime()
+		if !known {
+			return Outcome{}, false
+		}
+		st.CPUTime = d
+	}
+	return answeredOutcome(f, x, SandboxExit{}, st, st.PidsLimitHit, log), true
+}
+
+// answeredOutcome is the outcome of an execution whose runner answered
+// with frame f, whatever happened to its processes afterwards; pidsHit says
+// whether the process limit was reached, which turns a failed fork into
+// resource_limit.
+func answeredOutcome(f wire.Frame, x *Execution, exit SandboxExit, st jail.Stats, pidsHit bool, log *logrus.Entry) Outcome {
+	var out Outcome
+	fillStats(&out.Done, exit, st)
+	var r wire.Result
+	r, out.Err = interpretAnswer(f, x.Limits, x.Images)
+	out.Result, out.Files, out.FilesTruncated = r.JSON, r.Files, r.FilesTruncated
+	out.Images, out.ImagesTruncated = r.Images, r.ImagesTruncated
+	if out.Err != nil && out.Err.Type == wire.ErrResultCorrupted {
+		log.WithField("detail", out.Err.Message).Warn("runner answer refused")
+	}
+	reason := wire.ExitOK
+	if out.Err != nil {
+		reason = wire.ExitError
+	}
+	if out.Err != nil && out.Err.Type == wire.ErrMemoryLimit {
+		reason = wire.ExitMemoryLimit
+	}
+	// A script that died of a failed fork (BlockingIOError and kin)
+	// hit the process limit: say so, keeping its traceback.
+	if out.Err != nil && out.Err.Type == wire.ErrException && pidsHit {
+		out.Err.Type = wire.ErrResourceLimit
+		out.Err.Message = fmt.Sprintf("the script reached the limit of %d processes: %s", x.Limits.Pids, out.Err.Message)
+	}
+	out.Done.ExitReason = reason
+	return out
+}
+
 // TimedRun runs one execution through run and stamps its wall time; an
 // error of the engine itself (not of the script) is logged and answered as
 // internal. Both engines' Run methods are this.
 func TimedRun(ctx context.Context, x *Execution, run func(context.Context, *Execution) (Outcome, error)) Outcome {
 	start := time.Now()
+	if answer := x.Answer; answer != nil {
+		// An early answer's wall time ends at the answer, as the caller
+		// sees it, not at the teardown after it.
+		x.Answer = func(out Outcome) {
+			out.Done.WallMS = time.Since(start).Milliseconds()
+			answer(out)
+		}
+	}
 	out, err := run(ctx, x)
 	if err != nil {
 		x.Log.WithError(err).Error("execution failed")

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"syscall"
 	"testing"
 	"time"
@@ -52,5 +53,25 @@ func TestCPULimitKill(t *testing.T) {
 		if got := cpuLimitKill(int(c.sig), c.cpuMS, time.Second); got != c.want {
 			t.Errorf("cpuLimitKill(%v, %d ms, 1s) = %v, want %v", c.sig, c.cpuMS, got, c.want)
 		}
+	}
+}
+
+// An early answer carries the wall time up to the answer, and the outcome
+// Run returns the wall time up to the end of the teardown.
+func TestTimedRunStampsEarlyAnswer(t *testing.T) {
+	var answered []Outcome
+	x := &Execution{Answer: func(out Outcome) { answered = append(answered, out) }}
+	out := TimedRun(t.Context(), x, func(_ context.Context, x *Execution) (Outcome, error) {
+		time.Sleep(30 * time.Millisecond)
+		early := Outcome{Result: []byte("1")}
+		x.Answer(early)
+		time.Sleep(60 * time.Millisecond)
+		return early, nil
+	})
+	if len(answered) != 1 {
+		t.Fatalf("answered %d times", len(answered))
+	}
+	if a := answered[0].Done.WallMS; a < 30 || a >= out.Done.WallMS || out.Done.WallMS < 90 {
+		t.Fatalf("wall time %d ms at the answer, %d ms at the end", a, out.Done.WallMS)
 	}
 }

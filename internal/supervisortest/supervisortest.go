@@ -213,6 +213,9 @@ func Start(t testing.TB, opt Options) *Supervisor {
 		Logs:     &Buffer{},
 		Env:      []string{"PATH=/usr/bin:/bin", "PYEXEC_CANARY=" + Canary},
 	}
+	if v, ok := os.LookupEnv(SlimZygotesEnv); ok {
+		s.Env = append(s.Env, SlimZygotesEnv+"="+v)
+	}
 	s.Socket = filepath.Join(s.RunDir, "sock", "supervisor.sock")
 	s.StageDir = filepath.Join(s.RunDir, "stage")
 	args := append([]string{
@@ -575,6 +578,18 @@ func StartStack(t testing.TB, engine string, supervisorArgs ...string) *Stack {
 	s := Start(t, Options{Engine: engine, Args: supervisorArgs, GatewayUser: GatewayUser})
 	return &Stack{Supervisor: s, Gateway: StartGateway(t, s)}
 }
+
+// SlimZygotesEnv, when set in the tests' environment, reaches every
+// supervisor they start (its PYEXEC_SLIM_ZYGOTES; flags a test passes still
+// win): PYEXEC_SLIM_ZYGOTES=0 runs a suite with the warm engine's slim
+// zygote kind off, every execution on the preloaded zygotes, which is how
+// the isolation tests cover both kinds (scripts that import nothing run on
+// the slim kind by default).
+const SlimZygotesEnv = "PYEXEC_SLIM_ZYGOTES"
+
+// SlimZygotesOff reports whether the tests run with the slim kind off
+// (SlimZygotesEnv is 0).
+func SlimZygotesOff() bool { return os.Getenv(SlimZygotesEnv) == "0" }
 
 // QueueWaitEnv, when set (a Go duration), is the queue wait and the zygote
 // wait of every supervisor and gateway the tests start, in place of their

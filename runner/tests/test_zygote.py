@@ -48,6 +48,55 @@ def test_warm_up_leaves_no_trace_for_the_executions(clean_argv):
     assert sys.argv == ["zygote.py"]
 
 
+def test_prefault_leaves_no_trace_and_prints_nothing(clean_argv, capfd):
+    sys.modules.pop(runner.SCRIPT_MODULE, None)
+    linecache.cache.pop(runner.SCRIPT_FILENAME, None)
+    zygote._prefault()
+    assert runner.SCRIPT_MODULE not in sys.modules
+    assert runner.SCRIPT_FILENAME not in linecache.cache
+    assert sys.argv == ["zygote.py"]
+    assert capfd.readouterr() == ("", "")
+
+
+def _faults_of_a_hello_in_a_child(prefault: bool) -> int:
+    """Minor faults of the hello example's run in a fresh fork of this process, after
+    _prefault or not."""
+    import resource
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if prefault:
+                zygote._prefault()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            runner.run_request(zygote.WARMUP[0][2], zygote.WARMUP_RESULT_BYTES, images=zygote.WARMUP_IMAGES)
+            os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        return int(os.read(read, 64))
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+
+
+def test_prefault_takes_the_copy_on_write_faults_off_the_run(clean_argv):
+    # As in a zygote: warmed up and frozen, then forked.
+    import gc
+
+    zygote._warm_up(set())
+    gc.freeze()
+    try:
+        cold = min(_faults_of_a_hello_in_a_child(False) for _ in range(3))
+        warm = max(_faults_of_a_hello_in_a_child(True) for _ in range(3))
+    finally:
+        gc.unfreeze()
+    assert cold >= 20, f"a child's first hello took only {cold} faults: nothing to measure"
+    assert warm * 4 <= cold, f"after _prefault a hello took {warm} faults, without it {cold}"
+
+
 def test_warm_up_reports_a_workload_that_fails(clean_argv, monkeypatch):
     monkeypatch.setattr(
         zygote,

@@ -5,15 +5,22 @@ import (
 	"time"
 )
 
-// noteZygotes records whether any zygote can take orders: the moment the
-// last one went away starts the clock NotReady reads. The keepers call it
-// whenever a slot changes.
+// noteZygotes records whether any preloaded zygote can take orders: the
+// moment the last one went away starts the clock NotReady reads. The
+// keepers call it whenever a slot changes.
+//
+// Only the preloaded kind counts. The slim kind alone runs every script
+// correctly, but a numpy or pandas script on it pays the imports (a second
+// or more) and would miss its timeout under load: the service is then not
+// what /health promises, and the caller should go elsewhere. With the slim
+// kind off this is exactly the rule before it existed ("no zygote"), so
+// readiness means the same to the tests and the load balancer either way.
+// (While the preloaded kind restarts, inside the window, executions fall
+// back to slim zygotes instead of waiting: see pick.)
 func (e *warmEngine) noteZygotes() {
-	for _, s := range e.slots {
-		if z := s.current(); z != nil && !z.broken.Load() {
-			e.noneSince.Store(0)
-			return
-		}
+	if e.pools[KindPreloaded].ready() != nil {
+		e.noneSince.Store(0)
+		return
 	}
 	e.noneSince.CompareAndSwap(0, time.Now().UnixNano())
 }

@@ -31,7 +31,7 @@ type spare struct {
 
 // fields name the spare's zygote and child in a log.
 func (sp *spare) fields() logrus.Fields {
-	return logrus.Fields{"zygote": sp.zygote.slot, "zygote_pid": sp.zygote.pid, "child_pid": sp.child.pid}
+	return logrus.Fields{"zygote": sp.zygote.slot, "zygote_kind": sp.zygote.pool.kind.String(), "zygote_pid": sp.zygote.pid, "child_pid": sp.child.pid}
 }
 
 // SparePolicy is the scheduling policy of a spare's child until an execution
@@ -59,26 +59,38 @@ func spareKey(l jail.Limits) jail.Limits {
 	return l
 }
 
-// takeSpare returns a live spare launched with limits lim, or nil when
-// there is none ready: the caller launches a child of its own.
-func (e *warmEngine) takeSpare(lim jail.Limits) *spare {
+// takeSpare returns a live spare launched with limits lim by a zygote of
+// kind, or nil when there is none ready: the caller launches a child of
+// its own. A slim script takes a preloaded spare when no slim one is
+// ready: running it there is correct and cheaper than a fresh fork. A
+// preloaded script never takes a slim spare: it would import the preload
+// itself, far slower than a fresh fork of a preloaded zygote.
+func (e *warmEngine) takeSpare(lim jail.Limits, kind Kind) *spare {
 	if spareKey(lim) != e.spareLimits {
 		return nil
 	}
+	sp := e.pools[kind].takeSpare(e)
+	if sp == nil && kind == KindSlim {
+		sp = e.pools[KindPreloaded].takeSpare(e)
+	}
+	// Only executions with the spare limits count: the others could not
+	// have used one.
+	engine.CountSpare(sp != nil)
+	return sp
+}
+
+// takeSpare returns a live spare of the pool, or nil.
+func (p *zygotePool) takeSpare(e *warmEngine) *spare {
 	for {
 		select {
-		case sp := <-e.spares:
+		case sp := <-p.spares:
 			if sp.alive() && !exiting(sp.zygote.pid) {
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
-				engine.CountSpare(true)
 				return sp
 			}
 			// Its zygote died, and it with it.
 			e.discardSpare(sp)
 		default:
-			// Only executions with the spare limits count: the others
-			// could not have used one.
-			engine.CountSpare(false)
 			return nil
 		}
 	}
@@ -109,7 +121,7 @@ func exiting(pid int) bool {
 // stops: it launches one, waits until an execution takes it, and launches
 // the next.
 func (e *warmEngine) keepSpare(slot *zygoteSlot) {
-	log := e.log.WithField("zygote", slot.idx)
+	log := e.log.WithFields(logrus.Fields{"zygote": slot.idx, "zygote_kind": slot.pool.kind.String()})
 	for {
 		select {
 		case <-e.stop:
@@ -134,7 +146,7 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 			continue
 		}
 		select {
-		case e.spares <- sp:
+		case slot.pool.spares <- sp:
 		case <-e.stop:
 			e.discardSpare(sp)
 			return
@@ -144,10 +156,15 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 
 // newSpare launches a child on zygote z with the spare limits.
 func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
-	body, cgLimits, err := e.newOrder(e.spareLimits, e.cgroups != nil)
+	order, err := e.newOrder(e.spareLimits, e.cgroups != nil)
 	if err != nil {
 		return nil, err
 	}
+	body, err := encodeOrder(order, z.pool)
+	if err != nil {
+		return nil, err
+	}
+	cgLimits := order.cgroup
 	var pending *pendingCgroup
 	if e.cgroups != nil {
 		pending = &pendingCgroup{done: make(chan struct{})}

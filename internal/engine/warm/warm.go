@@ -39,43 +39,42 @@ type warmEngine struct {
 	maxLimits jail.Limits // ceilings of every execution's limits
 	cgroups   *jail.Cgroups
 	reaper    *proc.Reaper
-	preload   []string
 	setup     jail.ChildSetup // the same for every child, sent to each zygote once
 	log       *logrus.Entry
 	// zygoteWait bounds an execution's wait for a ready zygote.
 	zygoteWait time.Duration
 
-	slots []*zygoteSlot
-	next  atomic.Uint32
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	// pools are the zygotes by Kind: pools[KindPreloaded] always has
+	// some, pools[KindSlim] none when the slim kind is off.
+	pools [2]*zygotePool
+	// modules are the preload's top-level names, which send a script to
+	// the preloaded kind (chooseKind).
+	modules []string
+	stop    chan struct{}
+	wg      sync.WaitGroup
 
 	// spareLimits are the limits of the spares (the defaults, wall time
-	// aside: the supervisor enforces it); spares hands them out, one
-	// keeper per zygote offering one at a time. spareSeq names their
-	// cgroups.
+	// aside: the supervisor enforces it); each pool's spares hands them
+	// out. spareSeq names their cgroups.
 	spareLimits jail.Limits
-	// defaultOrder is the order of spareLimits (before newOrder's RLIMIT_AS
-	// adjustment).
+	// defaultOrder is the order of spareLimits (before encodeOrder's
+	// RLIMIT_AS adjustment).
 	defaultOrder zygoteOrder
-	spares       chan *spare
 	spareSeq     atomic.Uint64
 
-	// noneSince is when the last ready zygote went away (unix ns), 0 while
-	// one is ready; see NotReady.
+	// noneSince is when the last ready preloaded zygote went away (unix
+	// ns), 0 while one is ready; see NotReady.
 	noneSince atomic.Int64
-	// zygoteVM is the largest address space (bytes) a zygote had when it
-	// became ready.
-	zygoteVM atomic.Int64
 }
 
-// New starts n zygotes and waits until each is ready. On error
-// nothing is left running.
+// New starts n zygotes that import preload and slim zygotes that import
+// nothing (none when preload is empty: the n are slim already), and waits
+// until each is ready. On error nothing is left running.
 //
 // zygoteWait bounds how long an execution waits for a ready zygote (all of
 // them restarting): about a restart with the preload, and short enough that
 // the caller, whose deadline counts it, gets busy in time (-not-ready-after).
-func New(h engine.Host, r *proc.Reaper, n int, preload []string, defaults, maxLimits engine.LimitSet, zygoteWait time.Duration, log *logrus.Entry) (*warmEngine, error) {
+func New(h engine.Host, r *proc.Reaper, n, slim int, preload []string, defaults, maxLimits engine.LimitSet, zygoteWait time.Duration, log *logrus.Entry) (*warmEngine, error) {
 	pol := h.Policy
 	pol.Mounts = append(append([]jail.Mount(nil), pol.Mounts...), h.ZygoteMount)
 	// What every child gets, from the same jail.Spec as a cold jail.
@@ -89,22 +88,36 @@ func New(h engine.Host, r *proc.Reaper, n int, preload []string, defaults, maxLi
 	}
 	e := &warmEngine{
 		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.JailLimits(), cgroups: h.Cgroups,
-		reaper: r, preload: preload, setup: setup, log: log, stop: make(chan struct{}),
-		spareLimits: spareKey(defaults.JailLimits()), spares: make(chan *spare),
-		zygoteWait: zygoteWait,
+		reaper: r, setup: setup, log: log, stop: make(chan struct{}),
+		spareLimits: spareKey(defaults.JailLimits()), zygoteWait: zygoteWait,
+		modules: topLevelModules(preload),
 	}
+	if len(preload) == 0 {
+		slim = 0
+	}
+	e.pools[KindPreloaded] = &zygotePool{kind: KindPreloaded, preload: preload, spares: make(chan *spare)}
+	e.pools[KindSlim] = &zygotePool{kind: KindSlim, preload: []string{}, spares: make(chan *spare)}
 	if e.defaultOrder, err = newOrder(pol, defaults.JailLimits(), h.Cgroups != nil); err != nil {
 		return nil, err
 	}
-	first := make(chan error, n)
-	for i := 0; i < n; i++ {
-		s := &zygoteSlot{idx: i}
-		e.slots = append(e.slots, s)
+	// Slot numbers run on across the kinds: they name the zygotes'
+	// cgroups and log lines.
+	var slots []*zygoteSlot
+	for kind, count := range [2]int{KindPreloaded: n, KindSlim: slim} {
+		p := e.pools[kind]
+		for range count {
+			s := &zygoteSlot{idx: len(slots), pool: p}
+			p.slots = append(p.slots, s)
+			slots = append(slots, s)
+		}
+	}
+	first := make(chan error, len(slots))
+	for _, s := range slots {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.keep(s, e.stop, first) }()
 	}
 	var errs []error
-	for i := 0; i < n; i++ {
+	for range slots {
 		if err := <-first; err != nil {
 			errs = append(errs, err)
 		}
@@ -113,7 +126,7 @@ func New(h engine.Host, r *proc.Reaper, n int, preload []string, defaults, maxLi
 		e.Close()
 		return nil, fmt.Errorf("start zygotes: %w", err)
 	}
-	for _, s := range e.slots {
+	for _, s := range slots {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.keepSpare(s) }()
 	}
@@ -130,16 +143,27 @@ func (e *warmEngine) Close() error {
 	return nil
 }
 
-// pick returns a ready zygote, round robin, waiting while all restart.
-func (e *warmEngine) pick(ctx context.Context) (*zygoteProc, error) {
+// kindFor is the zygote kind execution x should run on: chooseKind's, when
+// the slim kind is on.
+func (e *warmEngine) kindFor(x *engine.Execution) Kind {
+	if len(e.pools[KindSlim].slots) == 0 {
+		return KindPreloaded
+	}
+	return chooseKind(x.Script, e.modules)
+}
+
+// pick returns a ready zygote of kind, round robin; when none of that kind
+// is ready (restarting, or none configured), one of the other kind rather
+// than wait: either kind runs every script correctly, the other only
+// slower. It waits only while no zygote of either kind is ready.
+func (e *warmEngine) pick(ctx context.Context, kind Kind) (*zygoteProc, error) {
 	deadline := time.Now().Add(e.zygoteWait)
 	for {
-		n := uint32(len(e.slots))
-		start := e.next.Add(1)
-		for i := uint32(0); i < n; i++ {
-			if z := e.slots[(start+i)%n].current(); z != nil && !z.broken.Load() {
-				return z, nil
-			}
+		if z := e.pools[kind].ready(); z != nil {
+			return z, nil
+		}
+		if z := e.pools[1-kind].ready(); z != nil {
+			return z, nil
 		}
 		if time.Now().After(deadline) {
 			return nil, errNoZygote
@@ -189,36 +213,35 @@ func newOrder(pol jail.Policy, l jail.Limits, withCgroup bool) (zygoteOrder, err
 	return zygoteOrder{V: zygoteProtocol, ChildLimits: spec.ChildLimits(), cgroup: spec.Cgroup}, nil
 }
 
-// newOrder is newOrder for this engine: without a cgroup, a child's
-// RLIMIT_AS also leaves room for the address space it inherits from its
-// zygote (the preloaded modules, hundreds of MiB of mostly shared mappings
-// that cost the execution nothing), so the limit bounds what the script
-// adds. The supervisor's memory watch enforces the limit on the sum.
-// It also returns the limits of the child's cgroup (zero without one), from
-// the same Spec.
-func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) ([]byte, jail.CgroupLimits, error) {
-	var o zygoteOrder
+// newOrder is newOrder for this engine, with the default limits' order
+// derived once (most executions' and every spare's limits; tens of
+// microseconds saved per execution). Its cgroup field is the limits of the
+// child's cgroup (zero without one), from the same Spec.
+func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) (zygoteOrder, error) {
 	if spareKey(l) == e.spareLimits && withCgroup == (e.cgroups != nil) {
-		// The default limits, most executions' and every spare's: the
-		// order derived once (tens of microseconds saved per execution).
-		o = e.defaultOrder
-		o.Rlimits = slices.Clone(o.Rlimits)
-	} else {
-		var err error
-		if o, err = newOrder(e.policy, l, withCgroup); err != nil {
-			return nil, jail.CgroupLimits{}, err
-		}
+		return e.defaultOrder, nil
 	}
+	return newOrder(e.policy, l, withCgroup)
+}
+
+// encodeOrder is the order message of o for a zygote of pool p: without a
+// cgroup, a child's RLIMIT_AS also leaves room for the address space it
+// inherits from its zygote (the preloaded modules, hundreds of MiB of
+// mostly shared mappings that cost the execution nothing), so the limit
+// bounds what the script adds. The supervisor's memory watch enforces the
+// limit on the sum.
+func encodeOrder(o zygoteOrder, p *zygotePool) ([]byte, error) {
+	o.Rlimits = slices.Clone(o.Rlimits)
 	for i, r := range o.Rlimits {
 		if r.Resource == unix.RLIMIT_AS {
-			o.Rlimits[i].Value += uint64(e.zygoteVM.Load())
+			o.Rlimits[i].Value += uint64(p.vm.Load())
 		}
 	}
 	body, err := msgpack.Marshal(o)
 	if err != nil {
-		return nil, jail.CgroupLimits{}, fmt.Errorf("encode order: %w", err)
+		return nil, fmt.Errorf("encode order: %w", err)
 	}
-	return body, o.cgroup, nil
+	return body, nil
 }
 
 // orderFiles are one execution's pipes and sync socket: the supervisor's
@@ -281,7 +304,8 @@ func (f *orderFiles) closeAll() {
 
 func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outcome, error) {
 	lim := x.Limits.JailLimits()
-	if sp := e.takeSpare(lim); sp != nil {
+	kind := e.kindFor(x)
+	if sp := e.takeSpare(lim, kind); sp != nil {
 		out, lost, err := e.runSpare(ctx, x, sp)
 		if !lost {
 			return out, err
@@ -289,10 +313,11 @@ func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		x.Log.WithError(err).WithFields(sp.fields()).Warn("the spare died with its zygote before the execution produced anything; running it in a new child")
 	}
 	// The order and the cgroup's limits come from the one Spec.
-	body, cgLimits, err := e.newOrder(lim, e.cgroups != nil)
+	order, err := e.newOrder(lim, e.cgroups != nil)
 	if err != nil {
 		return engine.Outcome{}, err
 	}
+	cgLimits := order.cgroup
 	// The cgroup is created while the zygote forks the child; the child
 	// waits for it before anything of the script runs.
 	var cg *pendingCgroup
@@ -316,7 +341,7 @@ func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		if err != nil {
 			return engine.Outcome{}, err
 		}
-		child, log, err := e.launch(ctx, x.Log, body, files, cg)
+		child, log, err := e.launch(ctx, x.Log, kind, order, files, cg)
 		if err != nil {
 			files.closeAll()
 			lastErr = err
@@ -395,13 +420,21 @@ const childExitWait = 2 * time.Second
 // launchAttempts is how many zygotes an execution tries before it fails.
 const launchAttempts = 3
 
-// launch has a zygote fork the execution's child, moves the child into the
-// execution's cgroup and releases it. A zygote that fails at any step is
-// killed (and replaced by its keeper).
-func (e *warmEngine) launch(ctx context.Context, log *logrus.Entry, body []byte, files *orderFiles, pending *pendingCgroup) (*zygoteChild, *logrus.Entry, error) {
-	z, err := e.pick(ctx)
+// launch has a zygote of kind (or of the other kind, see pick) fork the
+// execution's child, moves the child into the execution's cgroup and
+// releases it. A zygote that fails at any step is killed (and replaced by
+// its keeper).
+func (e *warmEngine) launch(ctx context.Context, log *logrus.Entry, kind Kind, order zygoteOrder, files *orderFiles, pending *pendingCgroup) (*zygoteChild, *logrus.Entry, error) {
+	z, err := e.pick(ctx, kind)
 	if err != nil {
 		return nil, nil, err
+	}
+	body, err := encodeOrder(order, z.pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	if z.pool.kind != kind {
+		log = log.WithField("zygote_kind_chosen", kind.String())
 	}
 	child, log, err := e.launchOn(z, log, body, files, pending, false)
 	if err == nil {
@@ -413,7 +446,7 @@ func (e *warmEngine) launch(ctx context.Context, log *logrus.Entry, body []byte,
 // launchOn is launch on zygote z; a spare's child runs under SparePolicy.
 func (e *warmEngine) launchOn(z *zygoteProc, log *logrus.Entry, body []byte, files *orderFiles, pending *pendingCgroup, spare bool) (*zygoteChild, *logrus.Entry, error) {
 	begin := time.Now()
-	log = log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_pid": z.pid})
+	log = log.WithFields(logrus.Fields{"zygote": z.slot, "zygote_kind": z.pool.kind.String(), "zygote_pid": z.pid})
 	fds := make([]int, len(files.theirs))
 	for i, f := range files.theirs {
 		fds[i] = int(f.Fd())
@@ -533,6 +566,23 @@ func (c *zygoteChild) Wait() (engine.SandboxExit, error) {
 		exit.Failure = "the zygote child ended without a report"
 	}
 	return exit, nil
+}
+
+// CPUTime is the execution's CPU time so far, for an answer given before
+// the child is gone (engine.Supervise): the child's process clock, which
+// counts its exited threads, and the children it reaped. Not once the
+// zygote has reaped the child: its pid may name another process by then.
+func (c *zygoteChild) CPUTime() (time.Duration, bool) {
+	d, err := proc.ProcessCPU(c.pid)
+	if err != nil {
+		return 0, false
+	}
+	// Still this child after the read (a zombie until the zygote reaps
+	// it), so it was during the read.
+	if unix.PidfdSendSignal(c.pidfd, 0, nil, 0) != nil {
+		return 0, false
+	}
+	return d, true
 }
 
 // Processes lists the execution's processes: the child, PID 1 of its

@@ -88,26 +88,43 @@ func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
 	if e.defaultOrder, err = newOrder(e.policy, l, false); err != nil {
 		t.Fatal(err)
 	}
-	e.zygoteVM.Store(3 << 20)
-	cached, _, err := e.newOrder(l, false)
-	if err != nil {
-		t.Fatal(err)
+	preloaded, slim := &zygotePool{kind: KindPreloaded}, &zygotePool{kind: KindSlim}
+	preloaded.vm.Store(300 << 20)
+	slim.vm.Store(3 << 20)
+	encode := func(p *zygotePool) []byte {
+		t.Helper()
+		o, err := e.newOrder(l, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := encodeOrder(o, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
 	}
-	again, _, _ := e.newOrder(l, false)
+	cached := encode(slim)
+	again := encode(slim)
+	// Encoding for another zygote kind leaves the cached order alone.
+	bigger := encode(preloaded)
 	e.spareLimits = jail.Limits{}
-	fresh, _, err := e.newOrder(l, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := encode(slim)
 	if !bytes.Equal(cached, fresh) || !bytes.Equal(again, fresh) {
 		t.Errorf("cached order %x, again %x, fresh %x", cached, again, fresh)
 	}
-	var o zygoteOrder
-	if err := msgpack.Unmarshal(fresh, &o); err != nil {
-		t.Fatal(err)
-	}
-	if o.Rlimits[0].Name != "as" || o.Rlimits[0].Value != 259<<20 {
-		t.Errorf("RLIMIT_AS %+v, want 256 MiB + the zygote's 3 MiB", o.Rlimits[0])
+	for _, c := range []struct {
+		body []byte
+		want uint64
+	}{{fresh, 259 << 20}, {bigger, 556 << 20}, {encode(slim), 259 << 20}} {
+		var o zygoteOrder
+		if err := msgpack.Unmarshal(c.body, &o); err != nil {
+			t.Fatal(err)
+		}
+		// Each child gets the room of its own zygote's address space, so
+		// a slim child's limit is not widened by a preloaded zygote's.
+		if o.Rlimits[0].Name != "as" || o.Rlimits[0].Value != c.want {
+			t.Errorf("RLIMIT_AS %+v, want %d MiB (256 MiB + its zygote's)", o.Rlimits[0], c.want>>20)
+		}
 	}
 }
 

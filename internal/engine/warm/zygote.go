@@ -78,6 +78,7 @@ type zygoteReady struct {
 // supervisor's end of its control socket.
 type zygoteProc struct {
 	slot     int
+	pool     *zygotePool // its kind
 	cmd      *exec.Cmd
 	pid      int // the zygote's host pid (nsjail's child)
 	pidfd    int // the zygote's pidfd, -1 until it is ready
@@ -116,9 +117,10 @@ func (z *zygoteProc) kill() {
 
 // zygoteSlot keeps one zygote running, restarting it when it dies.
 type zygoteSlot struct {
-	idx int
-	mu  sync.Mutex  // guards cur
-	cur *zygoteProc // nil while (re)starting
+	idx  int
+	pool *zygotePool
+	mu   sync.Mutex  // guards cur
+	cur  *zygoteProc // nil while (re)starting
 }
 
 func (s *zygoteSlot) current() *zygoteProc {
@@ -137,9 +139,9 @@ func (s *zygoteSlot) set(z *zygoteProc) {
 // outcome of the first start.
 func (e *warmEngine) keep(s *zygoteSlot, stop <-chan struct{}, first chan<- error) {
 	delay := zygoteRestartDelay
-	log := e.log.WithField("zygote", s.idx)
+	log := e.log.WithFields(logrus.Fields{"zygote": s.idx, "zygote_kind": s.pool.kind.String()})
 	for gen := 0; ; gen++ {
-		z, err := e.startZygote(s.idx, gen)
+		z, err := e.startZygote(s, gen)
 		if first != nil {
 			first <- err
 			first = nil
@@ -193,8 +195,10 @@ func (e *warmEngine) cleanupZygote(z *zygoteProc) {
 	}
 }
 
-// startZygote starts one zygote and waits until it has imported its modules.
-func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
+// startZygote starts one zygote for s and waits until it has imported its
+// pool's modules.
+func (e *warmEngine) startZygote(s *zygoteSlot, gen int) (z *zygoteProc, err error) {
+	slot := s.idx
 	pol := e.policy
 	pol.Limits = e.maxLimits
 	pol.LogFD = 0 // nsjail's warnings go to the zygote's stderr, which is logged
@@ -266,8 +270,8 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		cleanupCg()
 		return nil, err
 	}
-	z = &zygoteProc{slot: slot, pidfd: -1, nsjailFD: nsjailFD, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
-	log := e.log.WithFields(logrus.Fields{"zygote": slot, "zygote_nsjail_pid": cmd.Process.Pid})
+	z = &zygoteProc{slot: slot, pool: s.pool, pidfd: -1, nsjailFD: nsjailFD, cmd: cmd, conn: conn, cg: cg, dead: make(chan struct{}), logDone: make(chan struct{})}
+	log := e.log.WithFields(logrus.Fields{"zygote": slot, "zygote_kind": s.pool.kind.String(), "zygote_nsjail_pid": cmd.Process.Pid})
 	go func() {
 		defer close(z.logDone)
 		sc := bufio.NewScanner(io.LimitReader(logR, 1<<20))
@@ -302,7 +306,7 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		}
 	}()
 
-	init, err := msgpack.Marshal(zygoteInit{V: zygoteProtocol, Preload: e.preload, Child: e.setup})
+	init, err := msgpack.Marshal(zygoteInit{V: zygoteProtocol, Preload: s.pool.preload, Child: e.setup})
 	if err != nil {
 		return z, fmt.Errorf("encode init: %w", err)
 	}
@@ -322,8 +326,8 @@ func (e *warmEngine) startZygote(slot, gen int) (z *zygoteProc, err error) {
 		return z, fmt.Errorf("ready message from pid %d, not nsjail's child: %w", pid, err)
 	}
 	z.pid = pid
-	if vm := vmSizeBytes(pid); vm > e.zygoteVM.Load() {
-		e.zygoteVM.Store(vm)
+	if vm := vmSizeBytes(pid); vm > s.pool.vm.Load() {
+		s.pool.vm.Store(vm)
 	}
 	if ready.Threads != 1 {
 		return z, fmt.Errorf("zygote has %d threads after the preload; fork is only safe with one", ready.Threads)

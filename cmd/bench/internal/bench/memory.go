@@ -248,10 +248,30 @@ type IdleKind struct {
 	Mem     memUsage `json:"memory"`
 }
 
-// defaultKind is the one kind of zygote the bench's supervisors run: it
-// passes no -preload, so the zygotes preload the supervisor's default
-// modules.
-const defaultKind = "numpy,pandas,matplotlib.pyplot"
+// The kinds of zygote the bench's supervisors run: they pass no -preload,
+// so the preloaded zygotes import the supervisor's default modules, and
+// the slim ones (as many, by default) import nothing.
+const (
+	defaultKind = "numpy,pandas,matplotlib.pyplot"
+	slimKind    = "slim (nothing preloaded)"
+)
+
+// zygoteKind tells a zygote's kind by whether it maps numpy's files.
+func zygoteKind(pid int) string {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return defaultKind // gone meanwhile: counted as the common kind
+	}
+	return kindFromMaps(maps)
+}
+
+// kindFromMaps is zygoteKind on the text of /proc/<pid>/maps.
+func kindFromMaps(maps []byte) string {
+	if bytes.Contains(maps, []byte("/numpy/")) {
+		return defaultKind
+	}
+	return slimKind
+}
 
 // idleKinds groups an idle sample's processes by zygote: a zygote is a
 // sandboxed process whose parent is not one (an nsjail, which runs as
@@ -313,7 +333,7 @@ func measureMemory(ctx context.Context, st *service, warm, hold script, k int) (
 		return cell, fmt.Errorf("idle baseline: %w", err)
 	}
 	cell.Idle, cell.IdleProcesses = base.Mem, len(base.Pids)
-	cell.IdleKinds = idleKinds(base, func(int) string { return defaultKind })
+	cell.IdleKinds = idleKinds(base, zygoteKind)
 
 	answers := make(chan answer, k)
 	reqCtx, cancel := context.WithCancel(ctx)

@@ -164,3 +164,16 @@ func TestSampleSandboxFindsOwnChildrenOnly(t *testing.T) {
 		t.Errorf("sampleSandbox(self, unused uid) = %v, %v, want nothing", s.Pids, err)
 	}
 }
+
+// A zygote that maps numpy's files is of the preloaded kind; one that maps
+// only the interpreter is slim.
+func TestKindFromMaps(t *testing.T) {
+	preloaded := "7f00-7f10 r-xp 00000000 08:01 12 /opt/python-executor/venv/lib/python3.11/site-packages/numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so\n"
+	slim := "5500-5510 r-xp 00000000 08:01 11 /usr/lib/libpython3.11.so.1.0\n"
+	if got := kindFromMaps([]byte(slim + preloaded)); got != defaultKind {
+		t.Errorf("kind of a zygote mapping numpy = %q, want %q", got, defaultKind)
+	}
+	if got := kindFromMaps([]byte(slim)); got != slimKind {
+		t.Errorf("kind of a zygote mapping no numpy = %q, want %q", got, slimKind)
+	}
+}
