@@ -13,6 +13,7 @@ import (
 
 	"github.com/python-executor/python-executor/cloudlog"
 	"github.com/python-executor/python-executor/config"
+	"github.com/python-executor/python-executor/gateway/keyline"
 	"github.com/python-executor/python-executor/limits"
 )
 
@@ -129,7 +130,7 @@ type Config struct {
 	// are fixed for the process's life.
 	Keys string
 	// KeyRate is the rate limit of a key whose line sets none: "Q/W"
-	// (ParseRate), or "off".
+	// (keyline.ParseRate), or "off".
 	KeyRate string
 	// KeyConcurrency caps the requests of a key in progress at once, for a
 	// key whose line sets none; 0 = no cap.
@@ -220,7 +221,7 @@ func (c Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("log format %q: want json or text", c.LogFormat)
 	}
-	if _, _, err := ParseRate(c.KeyRate); err != nil {
+	if _, _, err := keyline.ParseRate(c.KeyRate); err != nil {
 		return fmt.Errorf("key rate: %w", err)
 	}
 	if c.KeyConcurrency < 0 {

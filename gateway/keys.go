@@ -3,13 +3,10 @@ package gateway
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"os"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +14,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
+
+	"github.com/python-executor/python-executor/gateway/keyline"
 )
 
 // API keys (optional, off by default): README "API keys and quotas".
@@ -36,24 +35,13 @@ import (
 // makes 256-bit ones), so a digest cannot be turned back into its key, and an
 // unsalted digest lets an operator compute it with sha256sum.
 
-// keyDigestLen is the length of a SHA-256 digest.
-const keyDigestLen = sha256.Size
-
 // KeyPolicy is one name's quotas. Zero means no limit.
-type KeyPolicy struct {
-	// Quota requests are allowed per Window, refilled continuously (a token
-	// bucket of Quota tokens refilled at Quota/Window).
-	Quota  int
-	Window time.Duration
-	// Concurrency caps the requests of the name in progress at once (a
-	// streamed execution counts until its stream ends).
-	Concurrency int
-}
+type KeyPolicy = keyline.Policy
 
 // keyEntry is one line: a digest and the name it admits.
 type keyEntry struct {
 	name   string
-	digest [keyDigestLen]byte
+	digest [keyline.DigestLen]byte
 }
 
 // keySet is one parsed generation of the keys: the file's and the
@@ -63,41 +51,11 @@ type keySet struct {
 	policies map[string]KeyPolicy
 }
 
-var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
-
-// ParseRate reads a rate as the keys file and -key-rate write it: "Q/W" with
-// W a Go duration or one of s, m, h (for 1s, 1m, 1h), e.g. "60/m" or
-// "100/10s"; "off" or "0" is no limit. The window is whole seconds, as the
-// RateLimit-Policy header can only say that.
-func ParseRate(s string) (quota int, window time.Duration, err error) {
-	s = strings.TrimSpace(s)
-	if s == "off" || s == "0" {
-		return 0, 0, nil
-	}
-	qs, ws, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, 0, fmt.Errorf("rate %q: want QUOTA/WINDOW, e.g. 60/m, or off", s)
-	}
-	q, err := strconv.Atoi(qs)
-	if err != nil || q <= 0 {
-		return 0, 0, fmt.Errorf("rate %q: quota must be a positive integer", s)
-	}
-	switch ws {
-	case "s", "m", "h":
-		ws = "1" + ws
-	}
-	w, err := time.ParseDuration(ws)
-	if err != nil || w < time.Second || w%time.Second != 0 {
-		return 0, 0, fmt.Errorf("rate %q: window must be whole seconds (s, m, h, or a duration like 10s)", s)
-	}
-	return q, w, nil
-}
-
 // parseKeys reads key lines from text; source names it in errors ("file
-// /etc/keys", "PYEXEC_KEYS"). sep splits entries besides newlines (the
-// environment also takes commas). def is the policy of a line that sets
-// none. A line that does not parse is an error naming its line: a typo must
-// not silently lock a client out or lift its limit.
+// /etc/keys", "PYEXEC_KEYS"). envList: the environment's list, whose entries
+// commas separate too. def is the policy of a line that sets none. A line
+// that does not parse is an error naming its line: a typo must not silently
+// lock a client out or lift its limit.
 func parseKeys(set *keySet, text, source string, envList bool, def KeyPolicy) error {
 	lines := strings.Split(text, "\n")
 	if envList {
@@ -112,53 +70,20 @@ func parseKeys(set *keySet, text, source string, envList bool, def KeyPolicy) er
 		if envList {
 			where = fmt.Sprintf("%s entry %d", source, i+1)
 		}
-		fields := strings.Fields(line)
-		name, hexDigest, ok := strings.Cut(fields[0], ":")
-		if !ok {
-			return fmt.Errorf("%s: want name:sha256hex", where)
-		}
-		if !keyNameRE.MatchString(name) {
-			return fmt.Errorf("%s: name %q: letters, digits, '.', '_', '@', '-', at most 64, starting with a letter or digit", where, name)
-		}
-		var e keyEntry
-		e.name = name
-		if b, err := hex.DecodeString(hexDigest); err != nil || len(b) != keyDigestLen {
-			// Not the key itself: an operator who pasted the key here
-			// learns it at once, and the key is not echoed to the log.
-			return fmt.Errorf("%s: the part after %q must be the key's SHA-256 as 64 hex digits (pyexec-keys hash), not the key", where, name+":")
-		} else {
-			copy(e.digest[:], b)
-		}
-		p := def
-		for _, f := range fields[1:] {
-			k, v, _ := strings.Cut(f, "=")
-			switch k {
-			case "rate":
-				q, w, err := ParseRate(v)
-				if err != nil {
-					return fmt.Errorf("%s: %w", where, err)
-				}
-				p.Quota, p.Window = q, w
-			case "concurrency":
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					return fmt.Errorf("%s: concurrency %q: want a non-negative integer (0 = no cap)", where, v)
-				}
-				p.Concurrency = n
-			default:
-				return fmt.Errorf("%s: unknown setting %q (want rate=Q/W or concurrency=N)", where, f)
-			}
+		l, err := keyline.Parse(line, def)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
 		}
 		for _, o := range set.entries {
-			if o.digest == e.digest {
-				return fmt.Errorf("%s: the same key is listed twice (as %q and %q)", where, o.name, name)
+			if o.digest == l.Digest {
+				return fmt.Errorf("%s: the same key is listed twice (as %q and %q)", where, o.name, l.Name)
 			}
 		}
-		if q, seen := set.policies[name]; seen && q != p {
-			return fmt.Errorf("%s: %q has other quotas on an earlier line; lines of one name share its quotas and must agree", where, name)
+		if q, seen := set.policies[l.Name]; seen && q != l.Policy {
+			return fmt.Errorf("%s: %q has other quotas on an earlier line; lines of one name share its quotas and must agree", where, l.Name)
 		}
-		set.entries = append(set.entries, e)
-		set.policies[name] = p
+		set.entries = append(set.entries, keyEntry{name: l.Name, digest: l.Digest})
+		set.policies[l.Name] = l.Policy
 	}
 	return nil
 }
@@ -194,7 +119,7 @@ func newKeys(cfg Config, log *logrus.Entry) *Keys {
 	if cfg.KeysFile == "" && strings.TrimSpace(cfg.Keys) == "" {
 		return nil
 	}
-	q, w, _ := ParseRate(cfg.KeyRate) // Validate has checked it
+	q, w, _ := keyline.ParseRate(cfg.KeyRate) // Validate has checked it
 	return &Keys{
 		file:   cfg.KeysFile,
 		env:    cfg.Keys,

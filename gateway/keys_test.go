@@ -379,10 +379,10 @@ func TestParseKeys(t *testing.T) {
 		want KeyPolicy
 	}{
 		{"a:" + d, def},
-		{"a:" + strings.ToUpper(d) + " rate=10/s", KeyPolicy{10, time.Second, 4}},
-		{"a.b@c-d_e:" + d + " rate=100/10s concurrency=0", KeyPolicy{100, 10 * time.Second, 0}},
-		{"a:" + d + " rate=off concurrency=9", KeyPolicy{0, 0, 9}},
-		{"a:" + d + " rate=5/h", KeyPolicy{5, time.Hour, 4}},
+		{"a:" + strings.ToUpper(d) + " rate=10/s", KeyPolicy{Quota: 10, Window: time.Second, Concurrency: 4}},
+		{"a.b@c-d_e:" + d + " rate=100/10s concurrency=0", KeyPolicy{Quota: 100, Window: 10 * time.Second, Concurrency: 0}},
+		{"a:" + d + " rate=off concurrency=9", KeyPolicy{Quota: 0, Window: 0, Concurrency: 9}},
+		{"a:" + d + " rate=5/h", KeyPolicy{Quota: 5, Window: time.Hour, Concurrency: 4}},
 	}
 	for _, tc := range good {
 		set := &keySet{policies: map[string]KeyPolicy{}}

@@ -13,6 +13,15 @@
 # trace field) and the PYEXEC_* variables, nothing else.
 set -euo pipefail
 
+# SIGHUP makes the gateway reread its API keys file (trapped below), but a
+# shell cannot trap a signal it was started with ignored, as `nohup` and
+# some process managers start it: start over once with SIGHUP's default
+# disposition (coreutils env), or the reread would be silently lost.
+if [ "$(trap -p HUP)" = "trap -- '' SIGHUP" ] && [ -z "${RUN_SH_HUP_RESET:-}" ] &&
+	env --default-signal=HUP true 2>/dev/null; then
+	RUN_SH_HUP_RESET=1 exec env --default-signal=HUP "$BASH" "$0" "$@"
+fi
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/bin}"
 PORT="${PORT:-8080}"

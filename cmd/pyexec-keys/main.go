@@ -22,16 +22,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
+
+	"github.com/python-executor/python-executor/gateway/keyline"
 )
 
 // keyPrefix marks a string as a python-executor key, so that secret
 // scanners and people can tell it apart from other tokens.
 const keyPrefix = "pyx_"
-
-// nameRE is the gateway's rule for key names (gateway/keys.go).
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -49,13 +47,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "new":
-		if len(args) < 2 || !nameRE.MatchString(args[1]) {
-			fmt.Fprintln(stderr, "pyexec-keys: new needs a NAME: letters, digits, '.', '_', '@', '-', at most 64, starting with a letter or digit")
+		if len(args) < 2 || !keyline.ValidName(args[1]) {
+			fmt.Fprintln(stderr, "pyexec-keys: new needs a NAME: "+keyline.NameRule)
 			return 2
 		}
+		// The settings as the gateway reads them: a line printed here must
+		// be a line the gateway loads, not one that stops its next reload.
+		var p keyline.Policy
 		for _, opt := range args[2:] {
-			if !strings.HasPrefix(opt, "rate=") && !strings.HasPrefix(opt, "concurrency=") {
-				fmt.Fprintf(stderr, "pyexec-keys: unknown setting %q (want rate=Q/W or concurrency=N)\n", opt)
+			if err := keyline.ApplySetting(&p, opt); err != nil {
+				fmt.Fprintln(stderr, "pyexec-keys:", err)
 				return 2
 			}
 		}
@@ -70,7 +71,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pyexec-keys: give the key above to its client (it is stored nowhere); add this line to the keys file:\n%s\n", line)
 		return 0
 	case "hash":
-		if len(args) > 2 || (len(args) == 2 && !nameRE.MatchString(args[1])) {
+		if len(args) > 2 || (len(args) == 2 && !keyline.ValidName(args[1])) {
 			usage(stderr)
 			return 2
 		}
