@@ -151,19 +151,41 @@ func expectResult(t *testing.T, br *bufio.Reader, result string) {
 }
 
 // TestSupervisorLateIsInternal checks the gateway's own backstop: a
-// supervisor that never answers gets an internal error after the timeout
-// plus the grace period.
+// supervisor that never answers gets an internal error after the queue wait,
+// the timeout and the grace period, on each way in (/execute, the NDJSON
+// stream, the MCP tool), and each passes the queue wait on.
 func TestSupervisorLateIsInternal(t *testing.T) {
 	f, _, ended := blockingExec()
 	ts := start(t, f, func(c *Config) { c.ExecuteGrace = 200 * time.Millisecond; c.MaxQueueWait = 100 * time.Millisecond })
-	begin := time.Now()
-	r := postJSON(t, ts, `{"script":"x","timeout":0.1}`)
-	checkError(t, r, 500, "internal")
-	if err := <-ended; !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("ctx.Err() = %v, want DeadlineExceeded", err)
-	}
-	if d := time.Since(begin); d < 400*time.Millisecond || d > 3*time.Second {
-		t.Errorf("answered after %v, want about 400ms", d)
+	for _, way := range []string{"execute", "stream", "mcp"} {
+		t.Run(way, func(t *testing.T) {
+			begin := time.Now()
+			switch way {
+			case "execute":
+				checkError(t, postJSON(t, ts, `{"script":"x","timeout":0.1}`), 500, "internal")
+			case "stream":
+				// A failure of the service is streamed as the done line.
+				r, lines := postStream(t, ts, `{"script":"x","timeout":0.1}`)
+				if r.status != 200 || len(lines) != 1 || lines[0].Event != "done" || lines[0].Status != 500 ||
+					!strings.Contains(string(lines[0].Response), `"type":"internal"`) {
+					t.Fatalf("got %d %s, want one done line with the internal error", r.status, r.body)
+				}
+			case "mcp":
+				res := callRunPython(t, mcpConnect(t, ts.url), map[string]any{"script": "x", "timeout": 0.1})
+				if e, _ := structured(t, res)["error"].(map[string]any); !res.IsError || e["type"] != "internal" {
+					t.Fatalf("tool result %+v, want the internal error", res)
+				}
+			}
+			if err := <-ended; !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("ctx.Err() = %v, want DeadlineExceeded", err)
+			}
+			if d := time.Since(begin); d < 400*time.Millisecond || d > 3*time.Second {
+				t.Errorf("answered after %v, want about 400ms", d)
+			}
+			if got := f.lastReq(t).MaxQueueMS; got != 100 {
+				t.Errorf("max_queue_ms %d, want 100", got)
+			}
+		})
 	}
 }
 

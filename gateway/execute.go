@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/python-executor/python-executor/client"
@@ -13,6 +12,19 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// bound sets how long req may queue and returns parent bounded by when its
+// answer is due: the supervisor answers busy when no slot frees within the
+// queue wait, so the answer is due by queue wait + timeout + clean-up; the
+// grace is the backstop for a supervisor that failed (errSupervisorLate).
+func (g *Gateway) bound(parent context.Context, req *wire.Execute) (context.Context, context.CancelFunc) {
+	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
+	wait := g.cfg.MaxTimeout
+	if req.Limits.TimeoutMS > 0 {
+		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
+	}
+	return context.WithTimeoutCause(parent, g.cfg.MaxQueueWait+wait+g.cfg.ExecuteGrace, errSupervisorLate)
+}
+
 // handleExecute serves POST /execute.
 func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 	r := g.req(ctx)
@@ -20,13 +32,7 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 		g.refuse(ctx, r, e)
 		return
 	}
-	if body := ctx.PostBody(); len(body) > g.cfg.MaxBodyBytes && len(body)-ioBytes(body) > g.cfg.MaxBodyBytes {
-		// The limit grew for args and files only (see ioBodyRoom).
-		g.refuse(ctx, r, &apiError{Type: errBodyTooLarge,
-			Message: "request body exceeds " + strconv.Itoa(g.cfg.MaxBodyBytes) + " bytes"})
-		return
-	}
-	req, e := parseExecute(ctx.PostBody(), g.cfg.MaxTimeout)
+	req, e := parseExecute(ctx.PostBody(), g.cfg.MaxTimeout, g.cfg.MaxBodyBytes)
 	if e != nil {
 		g.refuse(ctx, r, e)
 		return
@@ -46,17 +52,9 @@ func (g *Gateway) handleExecute(ctx *fasthttp.RequestCtx) {
 	g.running.Add(1)
 	defer g.running.Add(-1)
 
-	// The supervisor answers busy when no slot frees within the queue wait,
-	// so the answer is due by queue wait + timeout + clean-up; the grace is
-	// the backstop for a supervisor that failed.
-	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
-	wait := g.cfg.MaxTimeout
-	if req.Limits.TimeoutMS > 0 {
-		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
-	}
 	runCtx, cancel := context.WithCancelCause(g.base)
 	defer cancel(nil)
-	runCtx, cancelLate := context.WithTimeoutCause(runCtx, g.cfg.MaxQueueWait+wait+g.cfg.ExecuteGrace, errSupervisorLate)
+	runCtx, cancelLate := g.bound(runCtx, &req)
 	defer cancelLate()
 	stop := watchDisconnect(ctx, func() { cancel(errClientGone) })
 	defer stop()

@@ -332,9 +332,13 @@ func (g *Gateway) handleServerError(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, e, nil, nil)
 }
 
-func (g *Gateway) bodyTooLarge() *apiError {
+func (g *Gateway) bodyTooLarge() *apiError { return bodyTooLarge(g.cfg.MaxBodyBytes) }
+
+// bodyTooLarge is the error of a body over max bytes (not counting the args
+// and files fields, whose room is on top).
+func bodyTooLarge(max int) *apiError {
 	return &apiError{Type: errBodyTooLarge,
-		Message: "request body exceeds " + strconv.Itoa(g.cfg.MaxBodyBytes) + " bytes"}
+		Message: "request body exceeds " + strconv.Itoa(max) + " bytes"}
 }
 
 // handleExpect answers "Expect: 100-continue": a body announced over the

@@ -11,7 +11,7 @@ import (
 )
 
 func TestParseArgsAndFiles(t *testing.T) {
-	req, e := parseExecute([]byte(`{"script": "x", "args": {"a": [1, {"b": null}]}, "files": [{"name": "d/a.csv", "content": "1,2"}, {"name": "b", "content": "AP8=", "encoding": "base64"}]}`), 30*time.Second)
+	req, e := parseExecute([]byte(`{"script": "x", "args": {"a": [1, {"b": null}]}, "files": [{"name": "d/a.csv", "content": "1,2"}, {"name": "b", "content": "AP8=", "encoding": "base64"}]}`), 30*time.Second, DefaultMaxBodyBytes)
 	if e != nil {
 		t.Fatal(e.Message)
 	}
@@ -33,7 +33,7 @@ func TestParseArgsAndFiles(t *testing.T) {
 		`{"script": "x", "files": [{"name": "a", "content": ""}, {"name": "a/b", "content": ""}]}`: `file name "a" is also a directory of "a/b"`,
 		`{"script": "x", "files": [{"name": "a\u0000b", "content": ""}]}`:                          `holds a control character`,
 	} {
-		_, e := parseExecute([]byte(body), 30*time.Second)
+		_, e := parseExecute([]byte(body), 30*time.Second, DefaultMaxBodyBytes)
 		if e == nil || e.Type != wire.ErrInvalidRequest || !strings.Contains(e.Message, msg) {
 			t.Errorf("%s: got %+v, want invalid_request containing %q", body, e, msg)
 		}
@@ -81,5 +81,35 @@ func TestSuccessBodyWithFilesAndImages(t *testing.T) {
 	var v map[string]any
 	if err := json.Unmarshal([]byte(b), &v); err != nil {
 		t.Fatalf("%s: %v", b, err)
+	}
+}
+
+// The body limit counts everything but the args and files fields (their room
+// is on top), and a body over it that does not parse is too large, not
+// malformed: one decode decides both.
+func TestParseExecuteBodyLimit(t *testing.T) {
+	const max = 100
+	big := strings.Repeat("x", 200)
+	for _, tc := range []struct {
+		body string
+		want wire.ErrorType // "" = accepted
+	}{
+		{`{"script": "` + big + `"}`, errBodyTooLarge},
+		{`{"script": "x", "args": {"a": "` + big + `"}}`, ""},
+		{`{"script": "x", "files": [{"name": "a", "content": "` + big + `"}]}`, ""},
+		{`{"script": "x", "args": {"a": "` + big + `"}, "zzz": "` + big + `"}`, errBodyTooLarge},
+		{`{"script": "` + big, errBodyTooLarge},
+		{`{"script": "x"`, wire.ErrInvalidRequest},
+		{`{"script": "x", "zzz": 1}`, wire.ErrInvalidRequest},
+	} {
+		_, e := parseExecute([]byte(tc.body), 30*time.Second, max)
+		switch {
+		case tc.want == "" && e != nil:
+			t.Errorf("%.60s: refused: %+v", tc.body, e)
+		case tc.want != "" && (e == nil || e.Type != tc.want):
+			t.Errorf("%.60s: got %+v, want %s", tc.body, e, tc.want)
+		case e != nil && e.Type == errBodyTooLarge && e.Message != "request body exceeds 100 bytes":
+			t.Errorf("%.60s: message %q", tc.body, e.Message)
+		}
 	}
 }

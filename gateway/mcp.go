@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -169,10 +168,7 @@ func (g *Gateway) runPython(ctx context.Context, treq *mcp.CallToolRequest) (res
 	if len(args) == 0 || string(args) == "null" {
 		args = []byte("{}")
 	}
-	if len(args) > g.cfg.MaxBodyBytes && len(args)-ioBytes(args) > g.cfg.MaxBodyBytes {
-		return g.toolError(call, g.bodyTooLarge(), nil, nil), nil
-	}
-	req, e := parseExecute(args, g.cfg.MaxTimeout)
+	req, e := parseExecute(args, g.cfg.MaxTimeout, g.cfg.MaxBodyBytes)
 	if e != nil {
 		return g.toolError(call, e, nil, nil), nil
 	}
@@ -183,14 +179,7 @@ func (g *Gateway) runPython(ctx context.Context, treq *mcp.CallToolRequest) (res
 
 	g.running.Add(1)
 	defer g.running.Add(-1)
-	// As for /execute: the answer is due by queue wait + timeout +
-	// clean-up; the grace is the backstop for a supervisor that failed.
-	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
-	wait := g.cfg.MaxTimeout
-	if req.Limits.TimeoutMS > 0 {
-		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
-	}
-	runCtx, cancelLate := context.WithTimeoutCause(call.ctx, g.cfg.MaxQueueWait+wait+g.cfg.ExecuteGrace, errSupervisorLate)
+	runCtx, cancelLate := g.bound(call.ctx, &req)
 	defer cancelLate()
 	out, err := g.exec.Execute(runCtx, req, func(client.Event) {})
 	switch {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/python-executor/python-executor/client"
 	"github.com/python-executor/python-executor/wire"
 )
 
@@ -188,6 +189,44 @@ func TestMetricsListener(t *testing.T) {
 	}
 	if f["pyexec_gateway_go_goroutines"] == nil || f["pyexec_gateway_process_open_fds"] == nil {
 		t.Error("the runtime and process metrics are missing")
+	}
+
+	// The in-flight gauges while an execution is held open, then after it:
+	// a gauge stuck at 0 would pass the checks above.
+	started, release := make(chan struct{}), make(chan struct{})
+	ex.execute = func(ctx context.Context, _ wire.Execute) (*client.Outcome, error) {
+		close(started)
+		<-release
+		return &client.Outcome{Result: []byte(`1`), Done: wire.Done{ExitReason: wire.ExitOK}}, nil
+	}
+	held := make(chan reply, 1)
+	go func() {
+		r, err := tryDo("POST", api+"/execute", "application/json", `{"script":"x"}`, nil)
+		if err != nil {
+			r.body = err.Error()
+		}
+		held <- r
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held execution did not start")
+	}
+	f = scrapeGateway(t, metrics)
+	for _, name := range []string{"pyexec_gateway_http_requests_in_flight", "pyexec_gateway_executions_in_flight"} {
+		if got := sample(f, name); got != 1 {
+			t.Errorf("%s = %v with one execution held, want 1", name, got)
+		}
+	}
+	close(release)
+	if r := <-held; r.status != 200 {
+		t.Fatalf("the held execution: %d %s", r.status, r.body)
+	}
+	f = scrapeGateway(t, metrics)
+	for _, name := range []string{"pyexec_gateway_http_requests_in_flight", "pyexec_gateway_executions_in_flight"} {
+		if got := sample(f, name); got != 0 {
+			t.Errorf("%s = %v once it answered, want 0", name, got)
+		}
 	}
 
 	// A supervisor whose metrics cannot be had (unreachable, too large, not

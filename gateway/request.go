@@ -32,13 +32,23 @@ func checkContentType(ct string) *apiError {
 }
 
 // parseExecute decodes and validates a POST /execute body into a wire
-// request. maxTimeout bounds the "timeout" field. The error names the field
-// at fault; it never quotes the script.
-func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiError) {
+// request. maxTimeout bounds the "timeout" field; maxBody is the body limit
+// (-max-body-bytes), which the args and files fields do not count against
+// (their room is ioBodyRoom, on top). The error names the field at fault; it
+// never quotes the script.
+func parseExecute(body []byte, maxTimeout time.Duration, maxBody int) (wire.Execute, *apiError) {
 	var req wire.Execute
 	fields, e := decodeObject(body)
 	if e != nil {
+		if len(body) > maxBody {
+			// Too large is the first thing wrong with it, and the one
+			// the client must fix first.
+			return req, bodyTooLarge(maxBody)
+		}
 		return req, e
+	}
+	if len(body)-len(fields.values["args"])-len(fields.values["files"]) > maxBody {
+		return req, bodyTooLarge(maxBody)
 	}
 	known := map[string]bool{"script": true, "args": true, "files": true}
 	for _, f := range limits.HTTPFields() {
@@ -82,16 +92,6 @@ func parseExecute(body []byte, maxTimeout time.Duration) (wire.Execute, *apiErro
 		}
 	}
 	return req, nil
-}
-
-// ioBytes is how much of body the args and files fields take (the body
-// limit grows by their room; the rest must fit -max-body-bytes).
-func ioBytes(body []byte) int {
-	fields, e := decodeObject(body)
-	if e != nil {
-		return 0
-	}
-	return len(fields.values["args"]) + len(fields.values["files"])
 }
 
 // object is a decoded top-level JSON object: raw values by key, and the keys

@@ -178,7 +178,7 @@ func FuzzParseExecute(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, e := parseExecute(body, 30*time.Second)
+		req, e := parseExecute(body, 30*time.Second, DefaultMaxBodyBytes)
 		if e != nil {
 			if e.Type != wire.ErrInvalidRequest || e.Message == "" {
 				t.Fatalf("parseExecute(%q) error %+v", body, e)

@@ -7,7 +7,6 @@ import (
 	"mime"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/python-executor/python-executor/client"
@@ -67,16 +66,8 @@ func (g *Gateway) stream(ctx *fasthttp.RequestCtx, r *request, req wire.Execute)
 	g.running.Add(1)
 	// The API key's concurrency place is held until the stream ends.
 	release := r.detach()
-	// As in handleExecute: the answer is due by queue wait + timeout +
-	// clean-up; the grace is the backstop for a supervisor that failed.
-	req.MaxQueueMS = g.cfg.MaxQueueWait.Milliseconds()
-	wait := g.cfg.MaxTimeout
-	if req.Limits.TimeoutMS > 0 {
-		wait = time.Duration(req.Limits.TimeoutMS) * time.Millisecond
-	}
-	due := g.cfg.MaxQueueWait + wait + g.cfg.ExecuteGrace
 	runCtx, cancel := context.WithCancelCause(g.base)
-	runCtx, cancelLate := context.WithTimeoutCause(runCtx, due, errSupervisorLate)
+	runCtx, cancelLate := g.bound(runCtx, &req)
 	stopWatch := watchDisconnectDetached(ctx, func() { cancel(errClientGone) })
 	finish := func() {
 		stopWatch()
@@ -140,7 +131,8 @@ func (g *Gateway) stream(ctx *fasthttp.RequestCtx, r *request, req wire.Execute)
 	// The server's write timeout is per answer; a stream lasts as long as
 	// its execution. Bound the whole answer instead: a reader that has not
 	// taken it all by then loses the connection.
-	_ = ctx.SetWriteDeadline(time.Now().Add(due + g.cfg.WriteTimeout))
+	due, _ := runCtx.Deadline()
+	_ = ctx.SetWriteDeadline(due.Add(g.cfg.WriteTimeout))
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer finish()
 		// The handler has returned and logged; the line at the end says
