@@ -249,7 +249,8 @@ func TestContainerTierAdversarial(t *testing.T) {
 	pyForAll := executableByAll(filepath.Join(supervisortest.RepoRoot(t), ".venv", "bin", "python3"))
 	for _, a := range attacks(u.Port(), st.Supervisor.Socket, canary, supervisortest.RepoRoot(t)) {
 		a = forTier(a, "container", pyForAll)
-		t.Run(a.name, func(t *testing.T) { runAttack(t, st.Gateway.URL, a) })
+		// The container tier runs the cold engine.
+		t.Run(a.name, func(t *testing.T) { runAttack(t, st.Gateway.URL, a, mayTimeOut(a, "cold")) })
 	}
 	waitNoSandboxProcesses(t)
 	r := execute(t, st.Gateway.URL, "def main(): return 'alive'", nil)

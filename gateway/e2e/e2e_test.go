@@ -258,6 +258,10 @@ func TestSupervisorRestart(t *testing.T) {
 		r := execute(t, base, "def main(): return 'before'", nil)
 		r.wantOK(t)
 
+		// The last execution's sandbox may still be going away (its
+		// answer goes out before its teardown): let it, so that the
+		// processes seen next are the long execution's.
+		waitNoSandboxProcesses(t)
 		inflight := make(chan *reply, 1)
 		go func() {
 			inflight <- execute(t, base, "import time\ndef main():\n    time.sleep(20)\n", nil)

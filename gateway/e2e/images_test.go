@@ -92,6 +92,23 @@ func TestImages(t *testing.T) {
 			t.Logf("%s: df.plot() answered in %v", engine, elapsed)
 		})
 
+		t.Run("hidden_import_on_slim", func(t *testing.T) {
+			// The text names no preloaded module, so the warm engine runs
+			// it on a slim zygote (nothing preloaded), which must still
+			// return its figure, with no warning, as the cold engine does.
+			const script = "import importlib, sys\ndef main():\n    name = 'mat' + 'plotlib'\n    before = name in sys.modules\n    plt = importlib.import_module(name + '.pyplot')\n    plt.plot([1, 3, 2])\n    return before\n"
+			r := execute(t, base, script, nil)
+			v := r.wantOK(t)
+			if engine == "warm" && !supervisortest.SlimZygotesOff() && v != false {
+				t.Errorf("matplotlib was loaded before the script imported it: not a slim child")
+			}
+			imgs, truncated := decodeImages(t, r)
+			if len(imgs) != 1 || truncated || r.Body.Stderr != "" {
+				t.Fatalf("%d images, truncated %v, stderr %q: %.300s", len(imgs), truncated, r.Body.Stderr, r.Raw)
+			}
+			pngSize(t, imgs[0])
+		})
+
 		t.Run("no_figure_no_key", func(t *testing.T) {
 			for _, script := range []string{
 				"def main(): return 1",

@@ -272,8 +272,19 @@ func TestAPIKeys(t *testing.T) {
 // The service as `make run` and the image start it (scripts/run.sh) takes
 // its keys from PYEXEC_KEYS_FILE, and a SIGHUP sent to run.sh (what `docker
 // kill -s HUP` does) reaches the gateway, which rereads the file; the
-// service goes on serving and still stops cleanly.
+// service goes on serving and still stops cleanly. Also when run.sh was
+// started with SIGHUP ignored, as `nohup make run` starts it (a shell cannot
+// trap a signal ignored at its start; run.sh restores it first).
 func TestAPIKeysThroughRunScript(t *testing.T) {
+	for _, start := range []struct {
+		name string
+		wrap []string
+	}{{"plain", nil}, {"hup_ignored", []string{"env", "--ignore-signal=HUP"}}} {
+		t.Run(start.name, func(t *testing.T) { apiKeysThroughRunScript(t, start.wrap) })
+	}
+}
+
+func apiKeysThroughRunScript(t *testing.T, wrap []string) {
 	supervisortest.RequireRoot(t)
 	engine := supervisortest.Engines()[0]
 	_, gid := supervisortest.LookupUser(t, supervisortest.GatewayUser)
@@ -288,7 +299,7 @@ func TestAPIKeysThroughRunScript(t *testing.T) {
 	first, second := newAPIKey(t), newAPIKey(t)
 	writeKeysFile(t, file, gid, "first:"+first.digest)
 
-	rs := startRunScript(t, engine, "PYEXEC_KEYS_FILE="+file, "PYEXEC_KEYS_POLL=0")
+	rs := startRunScriptVia(t, wrap, engine, "PYEXEC_KEYS_FILE="+file, "PYEXEC_KEYS_POLL=0")
 	keyedExecute(t, rs.base, "", "def main(): return 1").wantError(t, 401, "unauthorized")
 	keyedExecute(t, rs.base, first.secret, "def main(): return 1").wantOK(t)
 

@@ -281,6 +281,10 @@ func TestMCP(t *testing.T) {
 		// An agent that gives up (its HTTP request ends) cancels the
 		// execution, as a client leaving /execute does.
 		t.Run("client_gone_cancels", func(t *testing.T) {
+			// The last call's sandbox may still be going away (its
+			// answer goes out before its teardown): let it, so that the
+			// processes seen next are this call's.
+			waitNoSandboxProcesses(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() {

@@ -37,7 +37,7 @@ func TestSchemathesis(t *testing.T) {
 	root := supervisortest.RepoRoot(t)
 	bin := filepath.Join(root, ".venv", "bin", "schemathesis")
 	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
+		if os.Getenv("CI") != "" {
 			t.Fatalf("schemathesis is missing (%v); scripts/setup.sh installs it from requirements-dev.txt", err)
 		}
 		t.Skipf("schemathesis is missing (%v): NOT RUN; scripts/setup.sh installs it", err)

@@ -49,6 +49,25 @@ func waitRunning(t *testing.T, s *supervisortest.Supervisor, n int) {
 	}
 }
 
+// waitIdle waits until the supervisor runs and queues nothing. An answered
+// execution keeps its slot until its sandbox is torn down, so a test that
+// fills the slots waits for the previous test's executions to be gone first:
+// otherwise waitRunning could count those and the slots free up under it.
+func waitIdle(t *testing.T, s *supervisortest.Supervisor) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := s.Client.Status(context.Background())
+		if err == nil && st.Running == 0 && st.Queued == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the supervisor is not idle (status %+v, %v)", st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // asyncExecute runs execute in the background.
 func asyncExecute(t *testing.T, base, script string, extra map[string]any) <-chan *reply {
 	ch := make(chan *reply, 1)
@@ -97,6 +116,7 @@ func TestQueueWaitBounded(t *testing.T) {
 		base := g.URL
 
 		t.Run("queued_then_started", func(t *testing.T) {
+			waitIdle(t, s)
 			slow := []<-chan *reply{asyncExecute(t, base, sleepScript(1), nil), asyncExecute(t, base, sleepScript(1), nil)}
 			waitRunning(t, s, 2)
 			r := execute(t, base, "def main(): return 7", nil)
@@ -119,6 +139,7 @@ func TestQueueWaitBounded(t *testing.T) {
 		})
 
 		t.Run("cannot_start_in_time", func(t *testing.T) {
+			waitIdle(t, s)
 			slow := []<-chan *reply{asyncExecute(t, base, sleepScript(8), map[string]any{"timeout": 12}), asyncExecute(t, base, sleepScript(8), map[string]any{"timeout": 12})}
 			waitRunning(t, s, 2)
 			begin := time.Now()
@@ -155,6 +176,13 @@ type runService struct {
 
 func startRunScript(t *testing.T, engine string, env ...string) *runService {
 	t.Helper()
+	return startRunScriptVia(t, nil, engine, env...)
+}
+
+// startRunScriptVia is startRunScript with run.sh started through the
+// command wrap (e.g. env --ignore-signal=HUP, as nohup starts it).
+func startRunScriptVia(t *testing.T, wrap []string, engine string, env ...string) *runService {
+	t.Helper()
 	supervisortest.RequireRoot(t)
 	root := supervisortest.RepoRoot(t)
 	bin := supervisortest.Binaries(t)
@@ -169,7 +197,8 @@ func startRunScript(t *testing.T, engine string, env ...string) *runService {
 	}
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
-	rs.cmd = exec.Command(filepath.Join(root, "scripts", "run.sh"))
+	argv := append(append([]string{}, wrap...), filepath.Join(root, "scripts", "run.sh"))
+	rs.cmd = exec.Command(argv[0], argv[1:]...)
 	rs.cmd.Env = append([]string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"BIN=" + bin,
@@ -182,14 +211,36 @@ func startRunScript(t *testing.T, engine string, env ...string) *runService {
 		"PYEXEC_RUNNER=" + filepath.Join(root, "runner", "runner.py"),
 	}, env...)
 	rs.cmd.Stdout, rs.cmd.Stderr = rs.logs, rs.logs
+	// Its own process group, so that the clean-up can reach the gateway
+	// and the supervisor too; and Wait gives up on the output pipe soon
+	// after run.sh is gone (children that outlived it hold the pipe open,
+	// and a clean-up waiting on them hung the whole suite to its timeout).
+	rs.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	rs.cmd.WaitDelay = 5 * time.Second
 	if err := rs.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { rs.done <- rs.cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() {
+		err := rs.cmd.Wait()
+		close(exited)
+		rs.done <- err
+	}()
 	t.Cleanup(func() {
-		if rs.cmd.ProcessState == nil {
-			rs.cmd.Process.Kill()
-			<-rs.done
+		select {
+		case <-exited:
+		default:
+			// As a container runtime stops it: SIGTERM (run.sh drains the
+			// gateway, then stops the supervisor), SIGKILL to the group
+			// after a deadline.
+			rs.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				t.Errorf("run.sh did not stop within 30 s of SIGTERM; killing its process group")
+				syscall.Kill(-rs.cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
 		}
 		if t.Failed() {
 			t.Logf("run.sh output:\n%s", rs.logs.String())

@@ -155,6 +155,14 @@ echo "test-v2: summary:"
 cat "$RES/summary"
 rc="$(cat "$RES/rc")"
 if [ "$rc" != 0 ]; then
+	# What failed, not only where: CI keeps the end of this output and the
+	# results directory is gone with its machine.
+	for name in $(grep '^FAIL' "$RES/summary" | cut -d' ' -f2); do
+		[ -f "$RES/$name.log" ] || continue
+		echo "test-v2: $name: the last failures in $name.log:" >&2
+		{ grep -E -- '--- FAIL|^ +[a-z_]+_test\.go:[0-9]+: |FAILED|^image\[' "$RES/$name.log" || tail -15 "$RES/$name.log"; } |
+			tail -15 | cut -c1-300 >&2
+	done
 	fail tests "$(grep -c '^FAIL' "$RES/summary") stage(s) failed in the guest: $(grep '^FAIL' "$RES/summary" | cut -d' ' -f2 | tr '\n' ' ')(logs in $RES)"
 fi
 say "PASS (logs in $RES)"
