@@ -96,6 +96,7 @@ _os_fsencode = os.fsencode
 _S_ISREG = stat.S_ISREG
 _S_ISDIR = stat.S_ISDIR
 _monotonic = time.monotonic
+_sleep = time.sleep
 _json_loads = json.loads
 _sys_modules = sys.modules
 _set_int_max_str_digits = sys.set_int_max_str_digits
@@ -1447,6 +1448,44 @@ def _fail(status: int, message: str) -> NoReturn:
     _os_exit(status)
 
 
+# How long the runner waits, after answering that a fork or thread start failed,
+# for the supervisor to count the execution's processes and end it. The supervisor
+# does so as soon as it has read the answer; this only bounds the wait without one.
+COUNT_WAIT_SECONDS = 1.0
+
+
+def _failed_to_start_process(msg_type: int, body: dict) -> bool:
+    """Whether the answer is a failed fork or thread start (EAGAIN): what the
+    process limit makes an uncaught exception of. The supervisor's classifier
+    matches the same messages (engine.answerIsBlockingIO)."""
+    if msg_type != MSG_ERROR or body.get("type") != ERR_EXCEPTION:
+        return False
+    message = body.get("message", "")
+    return message.startswith("BlockingIOError") or message.startswith("RuntimeError: can't start new thread")
+
+
+def _wait_to_be_counted() -> None:
+    """Stay alive, output closed, until the supervisor ends the execution.
+
+    Without a pids cgroup the supervisor tells the process limit from any other
+    EAGAIN by counting the execution's processes when the answer arrives. This
+    process is PID 1 of the execution's namespace and never reaps: every process
+    of the execution that has died is a zombie, still counted (as RLIMIT_NPROC
+    counts it), until this process exits, which reaps them all and kills the rest.
+    A fork bomb's processes die within milliseconds of their own failed forks,
+    so an exit right after the answer would leave nothing to count.
+    """
+    for fd in (1, 2):
+        try:
+            _os_close(fd)
+        except OSError:
+            pass
+    try:
+        _sleep(COUNT_WAIT_SECONDS)
+    except BaseException:
+        pass
+
+
 def main() -> None:
     try:
         request_fd = _fd_from_env("PYEXEC_REQUEST_FD", DEFAULT_REQUEST_FD)
@@ -1485,6 +1524,8 @@ def main() -> None:
         write_frame(result_fd, request_id, msg_type, body)
     except BaseException as exc:
         _fail(EXIT_WRITE_FAILED, f"cannot write the answer: {exception_message(exc)}")
+    if _failed_to_start_process(msg_type, body):
+        _wait_to_be_counted()
     # The answer is complete: close the output and the result channel now, so the
     # supervisor sees the end of all three at once rather than after the exit's
     # teardown (unmapping the address space comes before the kernel closes the fds),

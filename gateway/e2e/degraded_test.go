@@ -81,6 +81,40 @@ def main():
 	}
 }
 
+// Without a pids cgroup a failed fork is told from any other EAGAIN by the
+// processes the execution holds when it answers, those that exited unreaped
+// included (RLIMIT_NPROC counts them too): the runner, PID 1 of the
+// execution, waits to be counted instead of exiting, which would reap them.
+// The children here exit at once, as a fork bomb's do after their own
+// failed forks: the count must find them every time. With a pids cgroup the
+// cgroup decides, and these children never reached its limit.
+func TestFailedForkCountsExitedProcesses(t *testing.T) {
+	const script = `
+import os, time
+def main():
+    for _ in range(40):
+        if os.fork() == 0:
+            os._exit(0)
+    time.sleep(0.2)
+    raise BlockingIOError(11, "Resource temporarily unavailable")
+`
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		for _, mode := range []struct {
+			name string
+			args []string
+			want string
+		}{{"degraded", degradedArgs, "resource_limit"}, {"cgroups", nil, "exception"}} {
+			t.Run(mode.name, func(t *testing.T) {
+				st := supervisortest.StartStack(t, engine, mode.args...)
+				for range 3 {
+					execute(t, st.Gateway.URL, script, nil).wantError(t, 500, mode.want)
+				}
+				waitNoSandboxProcesses(t)
+			})
+		}
+	})
+}
+
 // /health names the protections in force and the ones missing; the existing
 // keys keep their meaning.
 func TestDegradedHealthNamesProtections(t *testing.T) {

@@ -28,7 +28,9 @@ const resultOverhead = 1 << 20
 
 // ResultGrace is how long the runner gets to exit by itself after sending its
 // answer before the jail is killed. The runner calls os._exit right after
-// writing, so this only matters when something in the jail misbehaves.
+// writing, so this only matters when something in the jail misbehaves (or
+// the script hid the answer's writer). After a failed fork's answer the
+// runner waits to be killed instead, which Supervise does at once.
 const ResultGrace = 100 * time.Millisecond
 
 // Sandbox is one started execution as the shared supervision loop
@@ -178,11 +180,22 @@ func Supervise(ctx context.Context, x *Execution, p PipeEnds, sb Sandbox, cg *ja
 	gotAnswer := func(a runnerAnswer) {
 		answerIn = nil
 		answer = &a
-		if watch != nil {
-			// What the execution holds when it answers tells a
-			// failed fork at the process limit (RLIMIT_NPROC, EAGAIN)
-			// from any other EAGAIN; there is no pids cgroup to ask.
-			tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).Processes())), watch.peakTasks.Load())
+		if a.err == nil && answerIsBlockingIO(a.frame) {
+			if watch != nil {
+				// What the execution holds when it answers tells a
+				// failed fork at the process limit (RLIMIT_NPROC,
+				// EAGAIN) from any other EAGAIN; there is no pids
+				// cgroup to ask. The runner does not exit after such
+				// an answer (runner.py, _wait_to_be_counted): its exit
+				// as PID 1 would reap every zombie of the execution and
+				// kill the rest, and a count after it would find
+				// nothing, however close to the limit the execution
+				// was when its fork failed.
+				tasksAtAnswer = max(int64(countTasks(sb.(watchedSandbox).Processes())), watch.peakTasks.Load())
+			}
+			// Counted (or counted by the pids cgroup): the runner waits
+			// for this, not for the grace period.
+			killAll()
 		}
 		if a.err == nil {
 			graceC = time.After(ResultGrace)

@@ -79,6 +79,20 @@ def execute_frame(script: str, max_result_bytes: int = 0, request_id: int = 1) -
     )
 
 
+def popen_runner(cwd: Path, env: dict, **popen_fds) -> subprocess.Popen:
+    """runner.py started as the supervisor starts it, minus the jail: stdin is
+    /dev/null, stdout and stderr are pipes; the fds to pass are the caller's."""
+    return subprocess.Popen(
+        [sys.executable, str(RUNNER_PATH)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        **popen_fds,
+    )
+
+
 def spawn_runner(
     request: bytes,
     cwd: Path,
@@ -117,15 +131,7 @@ def spawn_runner(
         popen_fds = dict(pass_fds=(request_read, result_write))
     env.update(extra_env or {})
 
-    proc = subprocess.Popen(
-        [sys.executable, str(RUNNER_PATH)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        **popen_fds,
-    )
+    proc = popen_runner(cwd, env, **popen_fds)
     for fd in close_after_spawn:
         os.close(fd)
 

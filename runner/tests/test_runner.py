@@ -5,6 +5,7 @@ id, body bytes), what reached fd 1 and 2, and the exit status.
 """
 
 import json
+import os
 import signal
 import struct
 import time
@@ -12,7 +13,7 @@ from textwrap import dedent
 
 import msgpack
 import pytest
-from conftest import RUNNER_DIR, execute_frame, runner
+from conftest import BASE_ENV, RUNNER_DIR, execute_frame, popen_runner, runner
 
 
 def script(text: str) -> str:
@@ -605,3 +606,85 @@ def test_result_fd_closed_by_script(run_script):
         out.stderr
         == b"python-executor runner: cannot write the answer: OSError: [Errno 9] Bad file descriptor\n"
     )
+
+
+def _zombie_children(pid: int) -> int:
+    """How many of pid's children are zombies (state Z)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    zombies = 0
+    for child in children:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                zombies += f.read().rpartition(")")[2].split()[0] == "Z"
+        except FileNotFoundError:
+            pass
+    return zombies
+
+
+@pytest.mark.parametrize(
+    ("raise_line", "waits"),
+    [
+        ("raise BlockingIOError(11, 'Resource temporarily unavailable')", True),
+        ("raise RuntimeError(\"can't start new thread\")", True),
+        ("raise ValueError('not a failed fork')", False),
+    ],
+)
+def test_failed_fork_answer_waits_with_its_zombies(tmp_path, raise_line, waits):
+    # After answering that a fork or thread start failed, the runner stays alive
+    # (its output closed) with the children it never reaped, so that the
+    # supervisor, without a pids cgroup, can count how close to the process limit
+    # the execution was; any other answer exits at once.
+    text = script(
+        f"""
+        import os, time
+
+        def main():
+            for _ in range(5):
+                if os.fork() == 0:
+                    os._exit(0)
+            time.sleep(0.3)
+            {raise_line}
+        """
+    )
+    request_read, request_write = os.pipe()
+    result_read, result_write = os.pipe()
+    env = dict(BASE_ENV, HOME=str(tmp_path), PYEXEC_REQUEST_FD=str(request_read), PYEXEC_RESULT_FD=str(result_write))
+    proc = popen_runner(tmp_path, env, pass_fds=(request_read, result_write))
+    os.close(request_read)
+    os.close(result_write)
+    try:
+        os.write(request_write, execute_frame(text))
+        os.close(request_write)
+        answer = b""
+        while len(answer) < runner.HEADER_SIZE or len(answer) < runner.HEADER_SIZE + struct.unpack_from(">I", answer)[0]:
+            chunk = os.read(result_read, 65536)
+            assert chunk, f"no complete answer: {answer!r} {proc.stderr.read()!r}"
+            answer += chunk
+        _, msg_type, _, body = runner.decode_frame(answer)
+        assert msg_type == runner.MSG_ERROR
+        assert body["type"] == "exception"
+        if waits:
+            # The output is closed, the answer complete, and the process is still
+            # there, its five exited children still zombies.
+            assert proc.stdout.read() == b""
+            assert proc.poll() is None
+            assert _zombie_children(proc.pid) == 5
+            proc.kill()
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+        else:
+            assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(result_read)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_failed_fork_answer_wait_is_bounded(run_script):
+    # Where nobody ends it, the runner still exits on its own.
+    started = time.monotonic()
+    out = run_script("def main():\n    raise BlockingIOError(11, 'Resource temporarily unavailable')\n")
+    assert out.error()["message"].startswith("BlockingIOError")
+    assert runner.COUNT_WAIT_SECONDS <= time.monotonic() - started < runner.COUNT_WAIT_SECONDS + 20
