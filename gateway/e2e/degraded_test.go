@@ -88,7 +88,7 @@ def main():
 // The children here exit at once, as a fork bomb's do after their own
 // failed forks: the count must find them every time. With a pids cgroup the
 // cgroup decides, and these children never reached its limit.
-func TestFailedForkCountsExitedProcesses(t *testing.T) {
+func TestDegradedFailedForkCountsExitedProcesses(t *testing.T) {
 	const script = `
 import os, time
 def main():
