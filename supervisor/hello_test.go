@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,13 @@ func startHelloServer(t *testing.T, offered ...string) string {
 	logger, _ := logtest.NewNullLogger()
 	srv := NewServer(Config{}, namedEngine{}, "full", "none", logrus.NewEntry(logger))
 	srv.features = wire.NewFeatureSet(offered...)
+	return serveInProcess(t, srv)
+}
+
+// serveInProcess serves srv on a socket in a temporary directory until the
+// test ends, and returns the socket's path.
+func serveInProcess(t *testing.T, srv *Server) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -173,4 +181,41 @@ func TestClientFeaturesAgainstServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Naming an internal client asks NSS, which can be slow (LDAP and its
+// timeouts); a connection whose naming hangs must not hold up the next
+// connection's accept, nor its answers.
+func TestSlowClientNamingHoldsUpOnlyItsConnection(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the supervisor's peer check admits root only: run the tests as root")
+	}
+	logger, _ := logtest.NewNullLogger()
+	srv := NewServer(Config{}, namedEngine{}, "full", "none", logrus.NewEntry(logger))
+	first, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	srv.nameClient = func(uid, gw int) string {
+		if calls.Add(1) == 1 {
+			close(first)
+			<-release
+		}
+		return clientName(uid, gw)
+	}
+	path := serveInProcess(t, srv)
+	defer close(release)
+
+	slow, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	select {
+	case <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first connection was never named")
+	}
+	// rawHello times out after 10 s: before, the accept loop was stuck in
+	// the first connection's naming and never took this one.
+	_, c, br := rawHello(t, path, wire.Hello{Version: 1})
+	wantStatus(t, c, br)
 }

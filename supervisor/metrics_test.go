@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,21 +46,7 @@ func startMetricsServer(t *testing.T) string {
 	logger, _ := logtest.NewNullLogger()
 	srv := NewServer(Config{GatewayUID: -1, GatewayGID: -1, Slots: 1, QueueSize: 4, MaxQueueWait: 100 * time.Millisecond, Defaults: DefaultLimits(), Max: DefaultLimits()},
 		scriptedEngine{}, "full", "none", logrus.NewEntry(logger))
-	path := filepath.Join(t.TempDir(), "s")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return path
+	return serveInProcess(t, srv)
 }
 
 // scrape fetches the supervisor's metrics over the socket and parses them

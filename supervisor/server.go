@@ -58,6 +58,9 @@ type Server struct {
 	cgroupProbe func() error
 	probe       probeCache
 
+	// nameClient is clientName; tests replace it to stand for a slow NSS.
+	nameClient func(uid, gatewayUID int) string
+
 	mu    sync.Mutex // guards conns
 	conns map[*conn]struct{}
 }
@@ -77,15 +80,16 @@ func NewServer(cfg Config, engine Engine, isolation, cgroups string, log *logrus
 		}
 	}
 	s := &Server{
-		cfg:       cfg,
-		engine:    engine,
-		isolation: isolation,
-		cgroups:   cgroups,
-		log:       log,
-		admit:     newAdmission(cfg.Slots, cfg.QueueSize, cfg.ClientSlots, cfg.ClientQueue, ClientGateway, ClientRoot),
-		clientGID: clientGID,
-		features:  offeredFeatures,
-		conns:     make(map[*conn]struct{}),
+		cfg:        cfg,
+		engine:     engine,
+		isolation:  isolation,
+		cgroups:    cgroups,
+		log:        log,
+		admit:      newAdmission(cfg.Slots, cfg.QueueSize, cfg.ClientSlots, cfg.ClientQueue, ClientGateway, ClientRoot),
+		clientGID:  clientGID,
+		features:   offeredFeatures,
+		conns:      make(map[*conn]struct{}),
+		nameClient: clientName,
 	}
 	s.metrics = newMetrics(s)
 	return s
@@ -222,23 +226,26 @@ func (s *Server) accept(ctx, base context.Context, l *net.UnixListener, wg *sync
 			c.Close()
 			continue
 		}
-		client := clientName(p.uid, s.cfg.GatewayUID)
-		log = log.WithField("client", client)
-		cn := &conn{srv: s, c: c, client: client, log: log, live: make(map[uint32]context.CancelFunc)}
-		s.metrics.connections.WithLabelValues(client).Inc()
+		// Registered here, so that closeAll cannot miss it; named in its
+		// own goroutine, because naming an internal client asks NSS (files,
+		// or LDAP and its timeouts), which must not hold up the next accept.
+		cn := &conn{srv: s, c: c, live: make(map[uint32]context.CancelFunc)}
 		s.mu.Lock()
 		s.conns[cn] = struct{}{}
 		s.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			cn.client = s.nameClient(p.uid, s.cfg.GatewayUID)
+			cn.log = log.WithField("client", cn.client)
+			s.metrics.connections.WithLabelValues(cn.client).Inc()
 			if err := cn.serve(base); err != nil {
-				log.WithError(err).Info("connection closed")
+				cn.log.WithError(err).Info("connection closed")
 			}
 			s.mu.Lock()
 			delete(s.conns, cn)
 			s.mu.Unlock()
-			s.metrics.connections.WithLabelValues(client).Dec()
+			s.metrics.connections.WithLabelValues(cn.client).Dec()
 		}()
 	}
 }
