@@ -678,6 +678,10 @@ MAX_FILE_DEPTH = 8
 OUTPUT_DIR = "output"
 MAX_OUTPUT_DEPTH = 16
 MAX_OUTPUT_ENTRIES = 10000
+# The longest output name the supervisor takes (MaxOutputNameBytes in
+# internal/engine/sandbox.go): escaped names (\xNN for a byte that is not
+# UTF-8) can be four times their length on disk.
+MAX_OUTPUT_NAME_BYTES = 4096
 OUTPUT_TIME_LIMIT = 2.0  # seconds of collection at most
 _READ_CHUNK = 1 << 20
 # The open flags, computed now: a script that sets os.O_NOFOLLOW = 0 must not
@@ -923,10 +927,19 @@ def collect_output(workdir: str, max_count: int, max_bytes: int, time_limit: flo
                         names.append(entry.name)
                 names.sort()
                 subdirs = []
+                # Escaped names can collide where the names on disk do not (the
+                # byte 0xff and the text "\\xff"): the supervisor takes a name
+                # once, and never as both a file and a directory, so the second
+                # of a pair is left out.
+                seen = set()
                 for name in names:
                     if _monotonic() > deadline:
                         truncated = True
                         break
+                    shown = _output_name([name])
+                    if shown in seen or len(_output_name(prefix + [name]).encode()) > MAX_OUTPUT_NAME_BYTES:
+                        truncated = True
+                        continue
                     try:
                         st = _os_stat(name, dir_fd=dir_fd, follow_symlinks=False)
                     except OSError:
@@ -938,7 +951,8 @@ def collect_output(workdir: str, max_count: int, max_bytes: int, time_limit: flo
                         try:
                             subdirs.append((_os_open(name, flags, dir_fd=dir_fd), prefix + [name], depth + 1))
                         except OSError:
-                            pass
+                            continue
+                        seen.add(shown)
                         continue
                     if not _S_ISREG(st.st_mode):
                         continue  # symlink, FIFO, socket, device: never opened
@@ -949,6 +963,7 @@ def collect_output(workdir: str, max_count: int, max_bytes: int, time_limit: flo
                     if data is None:
                         truncated = True
                         continue
+                    seen.add(shown)
                     left -= len(data)
                     out.append({"name": _output_name(prefix + [name]), "data": data})
                 # Depth first, in name order.

@@ -99,15 +99,20 @@ func TestOutputFilesFromTheJailAreChecked(t *testing.T) {
 		return f
 	}
 	for name, files := range map[string][]wire.File{
-		"traversal": {{Name: "../etc/passwd", Data: []byte("x")}},
-		"absolute":  {{Name: "/etc/passwd"}},
-		"empty":     {{Name: ""}},
-		"not utf-8": {{Name: "a\xff"}},
-		"nul":       {{Name: "a\x00b"}},
-		"twice":     {{Name: "a"}, {Name: "a"}},
-		"too many":  {{Name: "a"}, {Name: "b"}, {Name: "c"}},
-		"too large": {{Name: "a", Data: make([]byte, 11)}},
-		"long name": {{Name: strings.Repeat("a", MaxOutputNameBytes+1)}},
+		"traversal":          {{Name: "../etc/passwd", Data: []byte("x")}},
+		"absolute":           {{Name: "/etc/passwd"}},
+		"empty":              {{Name: ""}},
+		"not utf-8":          {{Name: "a\xff"}},
+		"nul":                {{Name: "a\x00b"}},
+		"twice":              {{Name: "a"}, {Name: "a"}},
+		"too many":           {{Name: "a"}, {Name: "b"}, {Name: "c"}},
+		"too large":          {{Name: "a", Data: make([]byte, 11)}},
+		"long name":          {{Name: strings.Repeat("a", MaxOutputNameBytes+1)}},
+		"long part":          {{Name: strings.Repeat("a", 4*255+1)}},
+		"too deep":           {{Name: strings.Repeat("d/", MaxOutputDepth) + "f"}},
+		"dot":                {{Name: "a/./b"}},
+		"file and directory": {{Name: "a"}, {Name: "a/b"}},
+		"directory and file": {{Name: "x/y/z"}, {Name: "x/y"}},
 	} {
 		if _, e := interpretAnswer(frame(files...), lim, false); e == nil || e.Type != wire.ErrResultCorrupted {
 			t.Errorf("%s: got %v, want result_corrupted", name, e)
@@ -116,6 +121,16 @@ func TestOutputFilesFromTheJailAreChecked(t *testing.T) {
 	res, e := interpretAnswer(frame(wire.File{Name: "sub/a\nb.csv", Data: []byte("1,2")}), lim, false)
 	if e != nil || string(res.JSON) != "1" || len(res.Files) != 1 || res.Files[0].Name != "sub/a\nb.csv" {
 		t.Fatalf("good files: %v %v %+v", e, string(res.JSON), res.Files)
+	}
+	// What a walk can produce at its bounds: 16 names deep, each 255 bytes
+	// escaped, and names that share a start without being a directory.
+	deep := strings.Repeat("d/", MaxOutputDepth-1) + "f"
+	long := strings.Repeat(`\xff`, 255) + "/" + strings.Repeat("b", 255)
+	if _, e := interpretAnswer(frame(wire.File{Name: deep}, wire.File{Name: long}), lim, false); e != nil {
+		t.Fatalf("files at the bounds: %v", e)
+	}
+	if _, e := interpretAnswer(frame(wire.File{Name: "a.txt"}, wire.File{Name: "a/b"}), lim, false); e != nil {
+		t.Fatalf("a name that starts another: %v", e)
 	}
 }
 

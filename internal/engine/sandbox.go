@@ -487,9 +487,15 @@ func interpretAnswer(f wire.Frame, lim LimitSet, images bool) (wire.Result, *wir
 	}
 }
 
-// MaxOutputNameBytes bounds the name of an output file (a relative path
-// under output/, at most 16 levels of names of at most 255 bytes).
-const MaxOutputNameBytes = 4096
+// MaxOutputNameBytes bounds the name of an output file, a relative path
+// under output/ (the runner's MAX_OUTPUT_NAME_BYTES), and MaxOutputDepth
+// its names (the runner's MAX_OUTPUT_DEPTH); a name on disk is at most 255
+// bytes, four times that once its bytes that are not UTF-8 are escaped.
+const (
+	MaxOutputNameBytes    = 4096
+	MaxOutputDepth        = 16
+	maxOutputElementBytes = 4 * 255
+)
 
 // FilesOutOverhead is what count output files may add to a result frame
 // beyond their contents: their names and msgpack framing.
@@ -498,27 +504,39 @@ func FilesOutOverhead(count int) int64 { return int64(count) * (MaxOutputNameByt
 // checkOutputFiles checks the output files of a result from the jail, which
 // are hostile: the runner caps them, but the script may have written the
 // frame itself. Names must be valid UTF-8 relative paths within bounds,
-// unique, and the caps must hold.
+// unique, never both a file and the directory of another (a client that
+// saves them could not), and the caps must hold: nothing a directory walk
+// could not have produced.
 func checkOutputFiles(files []wire.File, lim LimitSet) error {
 	if len(files) > lim.FilesOutCount {
 		return fmt.Errorf("%d output files, over the limit of %d", len(files), lim.FilesOutCount)
 	}
+	malformed := errors.New("an output file has a malformed name")
 	var total int64
 	seen := make(map[string]bool, len(files))
 	for _, f := range files {
 		total += int64(len(f.Data))
-		if f.Name == "" || len(f.Name) > MaxOutputNameBytes || !utf8.ValidString(f.Name) || strings.HasPrefix(f.Name, "/") || strings.ContainsRune(f.Name, 0) {
-			return fmt.Errorf("an output file has a malformed name")
+		if f.Name == "" || len(f.Name) > MaxOutputNameBytes || !utf8.ValidString(f.Name) || strings.ContainsRune(f.Name, 0) {
+			return malformed
 		}
-		for _, part := range strings.Split(f.Name, "/") {
-			if part == "" || part == "." || part == ".." {
-				return fmt.Errorf("an output file has a malformed name")
+		depth := 0
+		for part := range strings.SplitSeq(f.Name, "/") {
+			depth++
+			if part == "" || part == "." || part == ".." || len(part) > maxOutputElementBytes || depth > MaxOutputDepth {
+				return malformed
 			}
 		}
 		if seen[f.Name] {
 			return fmt.Errorf("an output file name is given twice")
 		}
 		seen[f.Name] = true
+	}
+	for _, f := range files {
+		for i := range len(f.Name) {
+			if f.Name[i] == '/' && seen[f.Name[:i]] {
+				return fmt.Errorf("an output file name is also the directory of another")
+			}
+		}
 	}
 	if total > lim.FilesOutBytes {
 		return fmt.Errorf("output files of %d bytes, over the limit of %d", total, lim.FilesOutBytes)

@@ -197,6 +197,38 @@ def test_odd_names(workdir):
     assert files == [{"name": "bad\\xff\nname", "data": b"x"}]
 
 
+def test_escaped_names_that_collide_are_given_once(workdir):
+    # The byte 0xff escapes to the text "\\xff": a file and a directory, or two
+    # files, that differ on disk must not reach the supervisor under one name.
+    out = workdir / "output"
+    out.mkdir()
+    (out / "\\xff").write_text("literal")
+    os.mkdir(os.path.join(os.fsencode(out), b"\xff"))
+    with open(os.path.join(os.fsencode(out), b"\xff", b"inner"), "w") as f:
+        f.write("inner")
+    (out / "\\xfe").mkdir()
+    (out / "\\xfe" / "x").write_text("x")
+    with open(os.path.join(os.fsencode(out), b"\xfe"), "w") as f:
+        f.write("byte")
+    files, truncated = collect(workdir)
+    names = [f["name"] for f in files]
+    assert truncated and names == ["\\xfe/x", "\\xff"], names
+
+
+def test_names_over_the_supervisors_bound_are_left_out(workdir):
+    path = os.fsencode(workdir / "output")
+    os.mkdir(path)
+    for _ in range(4):  # four directories of 255 escaped bytes: 4 * 1020 bytes
+        path = os.path.join(path, b"\xff" * 255)
+        os.mkdir(path)
+    # Each directory adds 1020 bytes and a slash: a name of 12 bytes makes 4096.
+    for name in (b"f", b"a" * 12, b"b" * 13):
+        with open(os.path.join(path, name), "w") as f:
+            f.write("f")
+    files, truncated = collect(workdir)
+    assert truncated and [len(f["name"].encode()) for f in files] == [4096, 4085]
+
+
 def test_collection_deadline(workdir):
     out = workdir / "output"
     out.mkdir()
