@@ -84,8 +84,9 @@ func parseFiles(raw json.RawMessage) ([]wire.File, *apiError) {
 }
 
 // appendFiles appends the output files as the response's "files" array:
-// [{"name", "size", "media_type", "content" (base64)}].
-func appendFiles(b []byte, out *client.Outcome) []byte {
+// [{"name", "size", "media_type", "content" (base64)}], or with "uri" (the
+// file as an MCP resource, sent beside) in place of "content" when byURI.
+func appendFiles(b []byte, out *client.Outcome, byURI bool) []byte {
 	b = append(b, `,"files":[`...)
 	for i, f := range out.Files {
 		if i > 0 {
@@ -97,6 +98,12 @@ func appendFiles(b []byte, out *client.Outcome) []byte {
 		b = fmt.Appendf(b, "%d", len(f.Data))
 		b = append(b, `,"media_type":`...)
 		b = appendString(b, []byte(wire.MediaType(f.Name)))
+		if byURI {
+			b = append(b, `,"uri":`...)
+			b = appendString(b, []byte(outputURI(f.Name)))
+			b = append(b, '}')
+			continue
+		}
 		b = append(b, `,"content":"`...)
 		b = base64.StdEncoding.AppendEncode(b, f.Data)
 		b = append(b, `"}`...)

@@ -235,27 +235,8 @@ func (g *Gateway) toolError(call *mcpCall, e *apiError, stdout, stderr []byte) *
 // read only text.
 func mcpSuccess(out *client.Outcome) (*mcp.CallToolResult, error) {
 	lean := *out
-	lean.Images, lean.Files, lean.FilesTruncated = nil, nil, false
-	// Without images and files the body ends with the "truncated" object.
-	body := successBody(&lean)
-	if len(out.Files) > 0 || out.FilesTruncated {
-		// As /execute: "truncated.files" whenever there are files or some
-		// were left out.
-		body = insertBefore(body, `}}`, `,"files":`+strconv.FormatBool(out.FilesTruncated))
-	}
-	if len(out.Files) > 0 {
-		list := make([]map[string]any, len(out.Files))
-		for i, f := range out.Files {
-			list[i] = map[string]any{"name": f.Name, "size": len(f.Data), "media_type": wire.MediaType(f.Name), "uri": outputURI(f.Name)}
-		}
-		b, err := json.Marshal(list)
-		if err != nil {
-			return nil, err
-		}
-		body = append(body[:len(body)-1], `,"files":`...)
-		body = append(body, b...)
-		body = append(body, '}')
-	}
+	lean.Images = nil
+	body := appendSuccess(&lean, true)
 	if !json.Valid(body) {
 		return nil, errors.New("run_python: built an invalid structured result")
 	}
@@ -273,18 +254,6 @@ func mcpSuccess(out *client.Outcome) (*mcp.CallToolResult, error) {
 		content = append(content, &mcp.EmbeddedResource{Resource: rc})
 	}
 	return &mcp.CallToolResult{Content: content, StructuredContent: json.RawMessage(body)}, nil
-}
-
-// insertBefore inserts add before the last occurrence of marker in b.
-func insertBefore(b []byte, marker, add string) []byte {
-	i := strings.LastIndex(string(b), marker)
-	if i < 0 {
-		return b
-	}
-	out := make([]byte, 0, len(b)+len(add))
-	out = append(out, b[:i]...)
-	out = append(out, add...)
-	return append(out, b[i:]...)
 }
 
 // outputURI names an output file as a resource: pyexec:output/<name>, the

@@ -107,7 +107,11 @@ func errorJSON(e *apiError, stdout, stderr []byte) []byte {
 // successBody is the 200 answer of POST /execute. The result bytes are
 // inserted verbatim (the caller has checked they are one JSON value); the
 // field order is fixed.
-func successBody(out *client.Outcome) []byte {
+func successBody(out *client.Outcome) []byte { return appendSuccess(out, false) }
+
+// appendSuccess is successBody, with the output files by URI when byURI
+// (MCP's structured content; see appendFiles).
+func appendSuccess(out *client.Outcome, byURI bool) []byte {
 	b := make([]byte, 0, 160+len(out.Result)+len(out.Stdout)+len(out.Stderr)+imagesLen(out.Images))
 	b = append(b, `{"result":`...)
 	b = append(b, out.Result...)
@@ -143,7 +147,7 @@ func successBody(out *client.Outcome) []byte {
 	}
 	b = append(b, '}')
 	if withFiles {
-		b = appendFiles(b, out)
+		b = appendFiles(b, out, byURI)
 	}
 	b = appendImages(b, out.Images)
 	b = append(b, '}')
