@@ -9,6 +9,11 @@ import (
 // RemoveCgroup kills what is left in an execution's cgroup and removes it.
 // A failure of either is counted once (Stats.CgroupCleanupFailures).
 func RemoveCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
+	// Usually nothing is left: then the kernel's refusal to remove a busy
+	// cgroup is the check, and the listing Kill does is saved.
+	if cg.RemoveIfEmpty() {
+		return
+	}
 	failed := false
 	if err := cg.Kill(); err != nil {
 		failed = true

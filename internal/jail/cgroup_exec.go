@@ -343,17 +343,39 @@ func (e *ExecCgroup) Kill() error {
 	return nil
 }
 
+// RemoveIfEmpty removes the execution's cgroup when nothing is left in it,
+// with one rmdir per hierarchy: the kernel refuses it (EBUSY) while a task
+// or a child cgroup is there, so no listing is needed to know. That is the
+// common end of an execution whose processes are all reaped. It reports
+// whether the cgroup is gone; when it is not, Kill and Remove do the rest.
+func (e *ExecCgroup) RemoveIfEmpty() bool {
+	gone := true
+	for _, d := range e.dirs {
+		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+			gone = false
+		}
+	}
+	if gone {
+		e.closeOOMEvent()
+	}
+	return gone
+}
+
+func (e *ExecCgroup) closeOOMEvent() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.oomEvent >= 0 {
+		unix.Close(e.oomEvent)
+		e.oomEvent = -1
+	}
+}
+
 // Remove removes nsjail's NSJAIL.* cgroups left inside the execution's
 // cgroup, then the cgroup itself, retrying briefly while the last tasks
 // exit. Kill first if processes may be left. A cgroup already gone is not
 // an error.
 func (e *ExecCgroup) Remove() error {
-	e.mu.Lock()
-	if e.oomEvent >= 0 {
-		unix.Close(e.oomEvent)
-		e.oomEvent = -1
-	}
-	e.mu.Unlock()
+	e.closeOOMEvent()
 	var errs []error
 	for _, d := range e.dirs {
 		errs = append(errs, removeTree(d))

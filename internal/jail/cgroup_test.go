@@ -337,15 +337,7 @@ except OSError as e:
 		defer w.Close()
 		cmd := exec.Command("/bin/sh", "-c", "read x; sleep 60 & wait")
 		cmd.Stdin = r
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer cmd.Wait()
-		if err := x.Attach(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			t.Fatalf("Attach: %v", err)
-		}
+		startAttached(t, x, cmd)
 		w.Write([]byte("go\n"))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -363,6 +355,49 @@ except OSError as e:
 		}
 		if err := cmd.Wait(); err == nil {
 			t.Error("the attached shell exited 0 after Kill, want killed")
+		}
+	})
+
+	// RemoveIfEmpty removes only a cgroup with neither tasks nor child
+	// cgroups, and leaves a busy one (and its tasks) as it is.
+	t.Run("remove if empty", func(t *testing.T) {
+		x, err := c.NewExec("ifempty", cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 8}))
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, x)
+		cmd := exec.Command("sleep", "60")
+		startAttached(t, x, cmd)
+		if x.RemoveIfEmpty() {
+			t.Fatal("RemoveIfEmpty removed a cgroup with a task in it")
+		}
+		for _, d := range x.dirs {
+			if _, err := os.Stat(d); err != nil {
+				t.Fatalf("RemoveIfEmpty with a task in the cgroup: %s: %v", d, err)
+			}
+		}
+		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Fatalf("RemoveIfEmpty touched the cgroup's task: %v", err)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		nested := filepath.Join(x.dirs[0], nsjailPrefix+".1")
+		if err := os.Mkdir(nested, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if x.RemoveIfEmpty() {
+			t.Fatal("RemoveIfEmpty removed a cgroup with a child cgroup")
+		}
+		if err := os.Remove(nested); err != nil {
+			t.Fatal(err)
+		}
+		if !x.RemoveIfEmpty() {
+			t.Fatal("RemoveIfEmpty left an empty cgroup")
+		}
+		for _, d := range x.dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("after RemoveIfEmpty, %s: %v, want it gone", d, err)
+			}
 		}
 	})
 
@@ -437,6 +472,20 @@ except OSError as e:
 			t.Errorf("Remove after Sweep: %v, want nil (already gone)", err)
 		}
 	})
+}
+
+// startAttached starts cmd (killed should the test end first) and moves it
+// into x, as the warm engine does with a zygote's child.
+func startAttached(t *testing.T, x *ExecCgroup, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := x.Attach(cmd.Process.Pid); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
 }
 
 func removeExec(t *testing.T, x *ExecCgroup) {
