@@ -112,7 +112,7 @@ func newMetrics(s *Server) *metrics {
 			func() float64 { return float64(engine.ReadStats().ZygoteRestarts) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spare_hits_total", Help: "Warm executions that took a spare child ready in advance."},
 			func() float64 { return float64(engine.ReadStats().SpareHits) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spare_misses_total", Help: "Warm executions with the default limits that found no spare and launched a child of their own."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spare_misses_total", Help: "Warm executions that launched a child of their own: no spare was ready, or not one with their limits."},
 			func() float64 { return float64(engine.ReadStats().SpareMisses) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cgroup_cleanup_failures_total", Help: "Execution, spare or zygote cgroups that could not be killed or removed after use."},
 			func() float64 { return float64(engine.ReadStats().CgroupCleanupFailures) }),

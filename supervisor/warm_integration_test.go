@@ -367,6 +367,26 @@ func TestSpareChildren(t *testing.T) {
 	if out := run(t, inst, hog, wire.Limits{MemoryBytes: 64 << 20}); out.Err == nil || out.Err.Type != wire.ErrMemoryLimit {
 		t.Errorf("200 MiB under a 64 MiB limit: %+v", out)
 	}
+
+	// A client that keeps asking for those limits: once 12 of the last 16
+	// executions did, the spares are launched with them, and an execution
+	// that takes one runs under them (RLIMIT_CPU 5 s, not the default 60).
+	other := wire.Limits{MemoryBytes: 64 << 20, CPUMS: 5000}
+	took := strings.Count(inst.Logs.String(), "execution took a spare child")
+	for i := 0; strings.Count(inst.Logs.String(), "execution took a spare child") == took; i++ {
+		if i == 40 {
+			t.Fatalf("40 executions with the same other limits, none took a spare:\n%s", inst.Logs)
+		}
+		wantResult(t, run(t, inst, script, other), "[19, 0, 5]")
+	}
+	if !strings.Contains(inst.Logs.String(), "spares now launched with the limits most recent executions asked for") {
+		t.Errorf("the switch of the spares' limits is not logged:\n%s", inst.Logs)
+	}
+	if out := run(t, inst, hog, other); out.Err == nil || out.Err.Type != wire.ErrMemoryLimit {
+		t.Errorf("200 MiB under a 64 MiB limit, with the spares following it: %+v", out)
+	}
+	// The default limits never take a spare launched with other ones.
+	wantResult(t, run(t, inst, script, wire.Limits{}), "[19, 0, 60]")
 }
 
 // Every zygote runs the warm-up workloads of the preloaded modules before it

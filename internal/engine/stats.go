@@ -23,8 +23,8 @@ type Stats struct {
 	// replaced.
 	ZygoteRestarts uint64
 	// SpareHits and SpareMisses count warm executions that found a spare
-	// child ready, and those that wanted one (the default limits) but
-	// found none and launched a child of their own.
+	// child ready, and those that launched a child of their own: none was
+	// ready, or their limits were not the ones the spares follow.
 	SpareHits, SpareMisses uint64
 }
 
@@ -41,7 +41,7 @@ func ReadStats() Stats {
 // CountZygoteRestart records a zygote replaced after it died.
 func CountZygoteRestart() { zygoteRestarts.Add(1) }
 
-// CountSpare records whether an execution that could use a spare got one.
+// CountSpare records whether a warm execution got a spare.
 func CountSpare(hit bool) {
 	if hit {
 		spareHits.Add(1)

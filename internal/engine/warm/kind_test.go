@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/python-executor/python-executor/internal/engine"
 	"github.com/python-executor/python-executor/internal/jail"
@@ -139,21 +136,10 @@ func TestPickFallsBackToTheOtherKind(t *testing.T) {
 func TestTakeSpareByKind(t *testing.T) {
 	e, pre, slim := testPools(t)
 	lim := jail.Limits{MemoryBytes: 256 << 20, Pids: 64}
-	e.spareLimits = spareKey(lim)
+	e.spareLimits = newSpareTarget(spareKey(lim))
 	newSpare := func(z *zygoteProc) *spare {
 		t.Helper()
-		cmd := exec.Command("sleep", "60")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Close(fd) })
-		sp := &spare{zygote: z, child: &zygoteChild{pid: cmd.Process.Pid, pidfd: fd}}
-		z.pool.spares <- sp
+		sp, _ := offerSleeper(t, z, spareKey(lim))
 		return sp
 	}
 	take := func(kind Kind, l jail.Limits, want *spare) {

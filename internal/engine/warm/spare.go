@@ -3,6 +3,7 @@ package warm
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -27,6 +28,7 @@ type spare struct {
 	zygote *zygoteProc // that forked it
 	child  *zygoteChild
 	files  *orderFiles
+	key    jail.Limits // it was launched with (spareKey's)
 }
 
 // fields name the spare's zygote and child in a log.
@@ -59,6 +61,62 @@ func spareKey(l jail.Limits) jail.Limits {
 	return l
 }
 
+// The spares follow the limits executions ask for: a deployment whose
+// clients always send, say, memory_mb would otherwise never find a spare.
+// They switch from one set of limits to another when spareSwitch of the
+// last spareWindow executions asked for the other, so that a client with
+// limits of its own among many with the defaults changes nothing, and
+// limits that alternate cannot make every execution discard a spare.
+const (
+	spareWindow = 16
+	spareSwitch = 12
+)
+
+// spareTarget keeps the limits (spareKey's) the spares are launched with
+// and the limits of the last spareWindow executions. Safe for concurrent
+// use.
+type spareTarget struct {
+	mu     sync.Mutex
+	key    jail.Limits
+	recent [spareWindow]jail.Limits
+	seen   int // executions observed: the ring's next index, modulo spareWindow
+}
+
+func newSpareTarget(initial jail.Limits) *spareTarget {
+	return &spareTarget{key: initial}
+}
+
+// current returns the limits new spares are launched with.
+func (s *spareTarget) current() jail.Limits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.key
+}
+
+// observe records an execution's limits and returns the spares' limits
+// after it, key itself once spareSwitch of the last spareWindow executions
+// (this one included) asked for it, and whether this call switched them.
+func (s *spareTarget) observe(key jail.Limits) (jail.Limits, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recent[s.seen%spareWindow] = key
+	s.seen++
+	if key == s.key {
+		return s.key, false
+	}
+	n := 0
+	for _, k := range s.recent {
+		if k == key {
+			n++
+		}
+	}
+	if n < spareSwitch {
+		return s.key, false
+	}
+	s.key = key
+	return key, true
+}
+
 // takeSpare returns a live spare launched with limits lim by a zygote of
 // kind, or nil when there is none ready: the caller launches a child of
 // its own. A slim script takes a preloaded spare when no slim one is
@@ -66,24 +124,42 @@ func spareKey(l jail.Limits) jail.Limits {
 // preloaded script never takes a slim spare: it would import the preload
 // itself, far slower than a fresh fork of a preloaded zygote.
 func (e *warmEngine) takeSpare(lim jail.Limits, kind Kind) *spare {
-	if spareKey(lim) != e.spareLimits {
-		return nil
+	key := spareKey(lim)
+	target, switched := e.spareLimits.observe(key)
+	if switched {
+		e.log.WithFields(logrus.Fields{"memory_bytes": key.MemoryBytes, "pids": key.Pids, "cpu_time": key.CPUTime.String(),
+			"file_size_bytes": key.FileSizeBytes, "open_files": key.OpenFiles, "tmp_bytes": key.TmpBytes, "tmp_inodes": key.TmpInodes,
+			"defaults": key == e.defaultKey}).Info("spares now launched with the limits most recent executions asked for")
 	}
-	sp := e.pools[kind].takeSpare(e)
-	if sp == nil && kind == KindSlim {
-		sp = e.pools[KindPreloaded].takeSpare(e)
+	var sp *spare
+	if target == key {
+		sp = e.pools[kind].takeSpare(e, key)
+		if sp == nil && kind == KindSlim {
+			sp = e.pools[KindPreloaded].takeSpare(e, key)
+		}
 	}
-	// Only executions with the spare limits count: the others could not
-	// have used one.
+	// Every execution counts: one with limits the spares do not follow
+	// misses too (a deployment whose clients mix limits sees it).
 	engine.CountSpare(sp != nil)
 	return sp
 }
 
-// takeSpare returns a live spare of the pool, or nil.
-func (p *zygotePool) takeSpare(e *warmEngine) *spare {
+// takeSpare returns a live spare of the pool launched with limits key, or
+// nil. A spare launched with limits the spares no longer follow is ended
+// (in the background: the request does not wait for its teardown), and its
+// keeper launches the next with the new ones.
+func (p *zygotePool) takeSpare(e *warmEngine, key jail.Limits) *spare {
 	for {
 		select {
 		case sp := <-p.spares:
+			if sp.key != key {
+				e.wg.Add(1)
+				go func() {
+					defer e.wg.Done()
+					e.discardSpare(sp)
+				}()
+				continue
+			}
 			if sp.alive() && !exiting(sp.zygote.pid) {
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
 				return sp
@@ -154,9 +230,10 @@ func (e *warmEngine) keepSpare(slot *zygoteSlot) {
 	}
 }
 
-// newSpare launches a child on zygote z with the spare limits.
+// newSpare launches a child on zygote z with the spares' current limits.
 func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) {
-	order, err := e.newOrder(e.spareLimits, e.cgroups != nil)
+	key := e.spareLimits.current()
+	order, err := e.newOrder(key, e.cgroups != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +257,7 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 		var clog *logrus.Entry
 		if child, clog, err = e.launchOn(z, log, body, files, pending, true); err == nil {
 			clog.Debug("spare child ready")
-			return &spare{zygote: z, child: child, files: files}, nil
+			return &spare{zygote: z, child: child, files: files, key: key}, nil
 		}
 		files.closeAll()
 	}

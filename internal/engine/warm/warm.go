@@ -53,14 +53,15 @@ type warmEngine struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
-	// spareLimits are the limits of the spares (the defaults, wall time
-	// aside: the supervisor enforces it); each pool's spares hands them
-	// out. spareSeq names their cgroups.
-	spareLimits jail.Limits
-	// defaultOrder is the order of spareLimits (before encodeOrder's
-	// RLIMIT_AS adjustment).
+	// defaultKey is the default limits as spareKey has them; defaultOrder
+	// is their order (before encodeOrder's RLIMIT_AS adjustment).
+	defaultKey   jail.Limits
 	defaultOrder zygoteOrder
-	spareSeq     atomic.Uint64
+	// spareLimits chooses the limits the spares are launched with: the
+	// defaults, or what most recent executions asked for. spareSeq names
+	// the spares' cgroups.
+	spareLimits *spareTarget
+	spareSeq    atomic.Uint64
 
 	// noneSince is when the last ready preloaded zygote went away (unix
 	// ns), 0 while one is ready; see NotReady.
@@ -89,7 +90,7 @@ func New(h engine.Host, r *proc.Reaper, n, slim int, preload []string, defaults,
 	e := &warmEngine{
 		nsjail: h.Nsjail, policy: pol, maxLimits: maxLimits.JailLimits(), cgroups: h.Cgroups,
 		reaper: r, setup: setup, log: log, stop: make(chan struct{}),
-		spareLimits: spareKey(defaults.JailLimits()), zygoteWait: zygoteWait,
+		defaultKey: spareKey(defaults.JailLimits()), spareLimits: newSpareTarget(spareKey(defaults.JailLimits())), zygoteWait: zygoteWait,
 		modules: topLevelModules(preload),
 	}
 	if len(preload) == 0 {
@@ -218,7 +219,7 @@ func newOrder(pol jail.Policy, l jail.Limits, withCgroup bool) (zygoteOrder, err
 // microseconds saved per execution). Its cgroup field is the limits of the
 // child's cgroup (zero without one), from the same Spec.
 func (e *warmEngine) newOrder(l jail.Limits, withCgroup bool) (zygoteOrder, error) {
-	if spareKey(l) == e.spareLimits && withCgroup == (e.cgroups != nil) {
+	if spareKey(l) == e.defaultKey && withCgroup == (e.cgroups != nil) {
 		return e.defaultOrder, nil
 	}
 	return newOrder(e.policy, l, withCgroup)

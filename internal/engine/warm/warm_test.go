@@ -83,7 +83,7 @@ func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
 		Wall: time.Second, MemoryBytes: 256 << 20, Pids: 64, CPUTime: time.Second,
 		FileSizeBytes: 1 << 20, OpenFiles: 256, TmpBytes: 64 << 20, TmpInodes: 4096,
 	}
-	e := &warmEngine{policy: testPolicy(), spareLimits: spareKey(l)}
+	e := &warmEngine{policy: testPolicy(), defaultKey: spareKey(l)}
 	var err error
 	if e.defaultOrder, err = newOrder(e.policy, l, false); err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func TestDefaultOrderIsTheDerivedOne(t *testing.T) {
 	again := encode(slim)
 	// Encoding for another zygote kind leaves the cached order alone.
 	bigger := encode(preloaded)
-	e.spareLimits = jail.Limits{}
+	e.defaultKey = jail.Limits{}
 	fresh := encode(slim)
 	if !bytes.Equal(cached, fresh) || !bytes.Equal(again, fresh) {
 		t.Errorf("cached order %x, again %x, fresh %x", cached, again, fresh)
