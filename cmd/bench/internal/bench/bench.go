@@ -158,7 +158,10 @@ type EngineResult struct {
 	ArgsLatency *LatencyCell `json:"args_latency,omitempty"`
 	// PlotLatency is the README's df.plot() example, its figure coming
 	// back as a PNG.
-	PlotLatency      *LatencyCell    `json:"plot_latency,omitempty"`
+	PlotLatency *LatencyCell `json:"plot_latency,omitempty"`
+	// LimitsLatency is the hello example sent with limits other than the
+	// defaults (memory_mb), as some clients send on every request.
+	LimitsLatency    *LatencyCell    `json:"limits_latency,omitempty"`
 	HelloThroughput  *ThroughputCell `json:"hello_throughput,omitempty"`
 	PandasThroughput *ThroughputCell `json:"pandas_throughput,omitempty"`
 	// MixedThroughput is hello and pandas in equal parts at the throughput
@@ -184,6 +187,9 @@ func (r *EngineResult) Tally() Tally {
 		t.merge(c.Tally)
 	}
 	if c := r.PlotLatency; c != nil {
+		t.merge(c.Tally)
+	}
+	if c := r.LimitsLatency; c != nil {
 		t.merge(c.Tally)
 	}
 	if c := r.HelloThroughput; c != nil {
@@ -336,6 +342,7 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 	pandas := newScript("pandas", pandasSource, pandasResult)
 	args := argsScript()
 	plot := newScript("plot", plotSource, plotResult)
+	limited := limitsScript()
 
 	err = withStack(ctx, sc, log, func(st *service) error {
 		cells := []struct {
@@ -360,6 +367,11 @@ func runEngine(ctx context.Context, cfg Config, engine string, round int, res *E
 			{"plot latency", func() error {
 				c, err := measureLatency(ctx, st.http, st.URL, plot, cfg.Warmup, cfg.Requests)
 				res.PlotLatency = &c
+				return err
+			}},
+			{"limits latency", func() error {
+				c, err := measureLatency(ctx, st.http, st.URL, limited, cfg.Warmup, cfg.Requests)
+				res.LimitsLatency = &c
 				return err
 			}},
 			{"hello throughput", func() error {

@@ -52,6 +52,20 @@ func argsScript() script {
 	return script{name: "args", body: body, want: w}
 }
 
+// limitsScript is the hello example sent with a memory limit of its own
+// (memory_mb 256, below the default): a client that always sends limits,
+// which the warm engine's spares learn to follow after a few executions
+// (the cell's warm-up).
+func limitsScript() script {
+	s := newScript("limits", helloSource, helloResult)
+	body, err := json.Marshal(map[string]any{"script": helloSource, "memory_mb": 256})
+	if err != nil {
+		panic(err)
+	}
+	s.body = body
+	return s
+}
+
 // The two workloads are the seed README's examples, character for character.
 const (
 	helloSource  = `def main(): return {"message": "Hello World", "result": 42}`

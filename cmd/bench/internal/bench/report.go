@@ -281,6 +281,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	pandasLat := func(e *EngineResult) *LatencyCell { return e.PandasLatency }
 	argsLat := func(e *EngineResult) *LatencyCell { return e.ArgsLatency }
 	plotLat := func(e *EngineResult) *LatencyCell { return e.PlotLatency }
+	limitsLat := func(e *EngineResult) *LatencyCell { return e.LimitsLatency }
 	helloTp := func(e *EngineResult) *ThroughputCell { return e.HelloThroughput }
 	pandasTp := func(e *EngineResult) *ThroughputCell { return e.PandasThroughput }
 	mixedTp := func(e *EngineResult) *ThroughputCell { return e.MixedThroughput }
@@ -290,6 +291,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		named("pandas p50 / p90 / p99 (c=1)", vsPrimLatency(latency(pandasLat), pandasLat)),
 		named("args + files p50 / p90 / p99 (c=1)", latency(argsLat)),
 		named("plot p50 / p90 / p99 (c=1)", vsPrimLatency(latency(plotLat), plotLat)),
+		named("hello with memory_mb p50 / p90 / p99 (c=1)", vsPrimLatency(latency(limitsLat), limitsLat)),
 		named(fmt.Sprintf("hello throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(helloTp), helloTp)),
 		named(fmt.Sprintf("pandas throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(pandasTp), pandasTp)),
 		named(fmt.Sprintf("mixed throughput (c=%d)", s.Concurrency), vsPrimRate(throughput(mixedTp), mixedTp)),
