@@ -590,6 +590,21 @@ def _warm_up(preloaded: set[str]) -> tuple[list[str], list[str]]:
     return done, failed
 
 
+def _release_free_heap() -> None:
+    """Give the kernel back the pages malloc keeps free inside the heap, not only at
+    its top (malloc_trim(0)). The warm-up's large buffers leave megabytes of free heap
+    behind that glibc keeps resident: each zygote would hold them while idle, every
+    fork copy their page-table entries, every exit unmap them again. Called before
+    the huge-page collapse, which refills only the 2 MiB ranges it backs. Best
+    effort: a libc without malloc_trim keeps its pages."""
+    try:
+        trim = _libc.malloc_trim
+    except AttributeError:
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+
+
 MADV_COLLAPSE = 25  # Linux 6.1
 HUGE_PAGE = 2 << 20
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -666,6 +681,7 @@ def main() -> None:
     failed += warm_failed
     gc.collect()
     gc.freeze()
+    _release_free_heap()
     huge_kb = _collapse_huge_pages()
     wakeup, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
