@@ -25,9 +25,12 @@ type admission struct {
 
 	mu      sync.Mutex // guards everything below
 	running int
-	waiting []*waiter // FIFO
-	clients map[string]*clientUse
-	closed  bool
+	// lingering counts the admitted executions whose processes are gone
+	// but whose bookkeeping goes on: they hold no slot (see linger).
+	lingering int
+	waiting   []*waiter // FIFO
+	clients   map[string]*clientUse
+	closed    bool
 }
 
 // clientUse is what one client holds; dropped when it holds nothing.
@@ -202,6 +205,28 @@ func (a *admission) grant() {
 	}
 }
 
+// linger reports whether an execution whose processes are all gone may
+// give its slot back before it has finished (the zygote's report, the
+// cgroup's removal). At most slots executions linger at once: a zygote
+// that stops reaping cannot make executions pile up past twice the slots.
+// A true answer must be matched by one unlinger, after the slot's release.
+func (a *admission) linger() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lingering >= a.slots {
+		return false
+	}
+	a.lingering++
+	return true
+}
+
+// unlinger ends a lingering execution (see linger).
+func (a *admission) unlinger() {
+	a.mu.Lock()
+	a.lingering--
+	a.mu.Unlock()
+}
+
 // close refuses every later enter; executions already admitted or queued go
 // on.
 func (a *admission) close() {
@@ -210,11 +235,13 @@ func (a *admission) close() {
 	a.mu.Unlock()
 }
 
-// counts reports how many executions run and wait.
+// counts reports how many executions run and wait. The running include
+// the lingering ones: they have not ended (their answer may not have gone
+// out yet), and a drain waits for them.
 func (a *admission) counts() (running, queued int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.running, len(a.waiting)
+	return a.running + a.lingering, len(a.waiting)
 }
 
 // clientCounts reports how many executions client runs and has waiting.

@@ -167,3 +167,36 @@ func waitCounts(t *testing.T, a *admission, client string, running, queued int) 
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// An execution whose processes are gone gives its slot back early; at most
+// slots of them linger at once, and they count as running until they end.
+func TestLingeringExecutionsFreeTheirSlots(t *testing.T) {
+	a := newAdmission(1, 4, 1, 4, ClientGateway)
+	enter := func() *slotHold {
+		t.Helper()
+		release, _, why := a.enter(context.Background(), ClientGateway, 50*time.Millisecond)
+		if why != admitted {
+			t.Fatalf("enter: %v, want admitted", why)
+		}
+		return &slotHold{admit: a, release: release}
+	}
+	first := enter()
+	first.gone()
+	first.gone() // at most once
+	second := enter()
+	if r, q := a.counts(); r != 2 || q != 0 {
+		t.Fatalf("counts %d running %d queued with one lingering, want 2 and 0", r, q)
+	}
+	second.gone() // the one lingering place is taken: the slot stays held
+	if _, _, why := a.enter(context.Background(), ClientGateway, 50*time.Millisecond); why != waitedTooLong {
+		t.Fatalf("a third with one lingering and one holding its slot: %v, want waitedTooLong", why)
+	}
+	first.end()
+	second.end()
+	third := enter()
+	third.end()
+	third.gone() // after the end: nothing more
+	if r, q := a.counts(); r != 0 || q != 0 {
+		t.Fatalf("counts %d running %d queued at the end, want none", r, q)
+	}
+}

@@ -219,7 +219,7 @@ func PrepareHost(cfg Config, log *logrus.Entry) (*Host, error) {
 			h.Close()
 			return nil, fmt.Errorf("no usable cgroups (%v); refusing to start without memory and pids limits (pass -degraded to run with rlimits only)", err)
 		}
-		if rerr := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); rerr != nil {
+		if rerr := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, 2*cfg.Slots+cfg.Zygotes+1); rerr != nil {
 			h.Close()
 			return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", rerr)
 		}

@@ -606,7 +606,8 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		finish(Outcome{Err: e, Done: wire.Done{ExitReason: wire.ExitError, ExitCode: -1, QueueMS: queueMS}})
 		return
 	}
-	defer release()
+	slot := &slotHold{admit: s.admit, release: release}
+	defer slot.end()
 	log = log.WithField("queue_ms", queueMS)
 	log.WithField("script_bytes", len(req.Script)).Info("execution started")
 	stdout := m.outputBytes.WithLabelValues(cn.client, outStdout)
@@ -636,11 +637,46 @@ func (cn *conn) execute(ctx context.Context, id uint32, req wire.Execute) {
 		finish(out)
 	}
 	// The answer can go out before the sandbox is torn down; the slot is
-	// released (deferred above) only once Run has returned, so the
-	// teardown's CPU time still counts against the slots.
+	// released once the execution's processes are gone (Gone, from an
+	// engine that knows), else once Run has returned, so the teardown's
+	// CPU time still counts against the slots.
 	x.Answer = answer
+	x.Gone = slot.gone
 	out := s.engine.Run(ctx, x)
 	if !answered {
 		answer(out)
 	}
+}
+
+// slotHold is an admitted execution's slot. It is given back when the
+// execution's processes are gone (gone), if admission lets it linger, else
+// when the execution ends (end).
+type slotHold struct {
+	admit   *admission
+	release func() // the slot's, from enter
+
+	mu        sync.Mutex
+	ended     bool
+	lingering bool
+}
+
+func (h *slotHold) gone() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended || h.lingering || !h.admit.linger() {
+		return
+	}
+	h.lingering = true
+	h.release()
+}
+
+func (h *slotHold) end() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	if h.lingering {
+		h.admit.unlinger()
+		return
+	}
+	h.release()
 }

@@ -17,7 +17,7 @@ import (
 // no staging (nothing is mounted), no cgroups, a uid per execution, and a
 // root-owned directory for the executions' private working directories.
 func prepareContainerHost(cfg Config, nsj, python string, in jail.Interpreter, log *logrus.Entry) (*Host, error) {
-	if err := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, cfg.Slots+cfg.Zygotes+1); err != nil {
+	if err := proc.CheckUIDRangeUnused(cfg.SandboxUIDBase, cfg.SandboxUIDCount, 2*cfg.Slots+cfg.Zygotes+1); err != nil {
 		return nil, fmt.Errorf("per-execution uids: %w (choose another range with -sandbox-uid-base)", err)
 	}
 	// No jail has a mount namespace here, so the executions' uids reach the

@@ -440,38 +440,13 @@ func TestZygotesWarmUp(t *testing.T) {
 // done.
 func TestAnswerBeforeTeardown(t *testing.T) {
 	inst := startSupervisor(t, "warm", "-zygotes", "1")
-	zs := supervisortest.ZygoteProcesses(t)
-	if len(zs) == 0 {
-		t.Fatal("no zygote")
-	}
 	// Every zygote's spare child, forked before the request (whichever
 	// kind the request goes to): a stopped zygote could not fork one for
 	// it.
-	waitSpares(t, inst)
-	cont := func() {
-		for _, z := range zs {
-			syscall.Kill(z, syscall.SIGCONT)
-		}
-	}
+	zs, cont := stopZygotesWithSpares(t, inst)
 	defer cont()
-	for _, z := range zs {
-		if err := syscall.Kill(z, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-	}
-	type answer struct {
-		out *client.Outcome
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		out, err := inst.Client.Execute(ctx, wire.Execute{Script: "def main():\n    print('hi')\n    return 7\n"}, nil)
-		got <- answer{out, err}
-	}()
 	select {
-	case a := <-got:
+	case a := <-executeAsync(inst, "def main():\n    print('hi')\n    return 7\n"):
 		if a.err != nil {
 			t.Fatalf("Execute: %v", a.err)
 		}
@@ -513,6 +488,113 @@ func TestAnswerBeforeTeardown(t *testing.T) {
 		}
 	}
 	wantResult(t, run(t, inst, "def main(): return 8", wire.Limits{}), "8")
+}
+
+// An execution's slot comes free once its child has exited, before its
+// zygote has reaped it and reported: a zygote busy forking (or, here,
+// stopped) does not hold the slots. At most as many executions as slots
+// linger so: one more keeps its slot until the zygotes report.
+func TestSlotFreedWhenChildExits(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "1", "-slots", "1")
+	zs, cont := stopZygotesWithSpares(t, inst)
+	defer cont()
+	if len(zs) < 2 {
+		t.Fatalf("%d zygotes, want one of each kind (is the slim kind off?)", len(zs))
+	}
+	execute := func(script string) <-chan asyncAnswer { return executeAsync(inst, script) }
+	// Both spares (the slim one, then the preloaded one) run while no
+	// zygote can reap: the second needs the only slot, which the first
+	// gave back when its child exited. Well within the 10 s after which
+	// the supervisor gives up on a stopped zygote.
+	for i, script := range []string{"def main():\n    return 1\n", "def main():\n    return 2\n"} {
+		select {
+		case a := <-execute(script):
+			if a.err != nil {
+				t.Fatalf("Execute %d: %v", i+1, a.err)
+			}
+			wantResult(t, a.out, strconv.Itoa(i+1))
+		case <-time.After(4 * time.Second):
+			t.Fatalf("execution %d got no answer while the zygotes are stopped: the slot waits for the reaping of an exited child", i+1)
+		}
+	}
+	// The first lingers, the second may not: it keeps the slot, and a third
+	// waits in the queue until the zygotes go on.
+	third := execute("def main():\n    return 3\n")
+	// waitCounts waits up to within for the status to show running and
+	// queued executions.
+	waitCounts := func(running, queued int, within time.Duration, when string) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			st, err := inst.Client.Status(ctx)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Running == running && st.Queued == queued {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("running %d, queued %d %s, want %d and %d", st.Running, st.Queued, when, running, queued)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCounts(2, 1, 2*time.Second, "with two unreaped executions and a third sent")
+	cont()
+	select {
+	case a := <-third:
+		if a.err != nil {
+			t.Fatalf("Execute 3: %v", a.err)
+		}
+		wantResult(t, a.out, "3")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the queued execution got no answer after the zygotes went on")
+	}
+	waitCounts(0, 0, 20*time.Second, "20 s after the zygotes went on")
+}
+
+// stopZygotesWithSpares waits until every zygote has a spare ready, then
+// stops every zygote (SIGSTOP): they neither fork nor reap until cont. The
+// supervisor gives up on a zygote whose new spare is 10 s overdue.
+func stopZygotesWithSpares(t *testing.T, inst *supervisortest.Supervisor) (zygotes []int, cont func()) {
+	t.Helper()
+	zs := supervisortest.ZygoteProcesses(t)
+	if len(zs) == 0 {
+		t.Fatal("no zygote")
+	}
+	waitSpares(t, inst)
+	cont = func() {
+		for _, z := range zs {
+			syscall.Kill(z, syscall.SIGCONT)
+		}
+	}
+	for _, z := range zs {
+		if err := syscall.Kill(z, syscall.SIGSTOP); err != nil {
+			cont()
+			t.Fatal(err)
+		}
+	}
+	return zs, cont
+}
+
+// asyncAnswer is what executeAsync delivers.
+type asyncAnswer struct {
+	out *client.Outcome
+	err error
+}
+
+// executeAsync runs script on inst in the background.
+func executeAsync(inst *supervisortest.Supervisor, script string) <-chan asyncAnswer {
+	got := make(chan asyncAnswer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := inst.Client.Execute(ctx, wire.Execute{Script: script}, nil)
+		got <- asyncAnswer{out, err}
+	}()
+	return got
 }
 
 // waitSpares waits until every zygote has a spare child ready and offered.

@@ -34,6 +34,13 @@ type Execution struct {
 	// outcome; Answer is called at most once, from Run's goroutine. An
 	// engine that never calls it just returns the outcome.
 	Answer func(Outcome)
+	// Gone, when set, may be called once every process of the execution
+	// has exited, before Run returns: what is left (reaping, the cgroup's
+	// removal, the outcome's bookkeeping) uses no slot's worth of CPU or
+	// memory, and the caller may stop counting the execution against its
+	// slots. At most once, from any goroutine; never after Run returned.
+	// An engine that never calls it leaves the slot held until Run returns.
+	Gone func()
 }
 
 // The caps on images: how many, how many bytes in all, and the largest

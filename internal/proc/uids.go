@@ -66,7 +66,7 @@ func (p *UIDPool) Contains(uid int) bool { return uid >= p.base && uid < p.base+
 // user sharing a uid with an execution could signal it and read its files.
 func CheckUIDRangeUnused(base, count, need int) error {
 	if count < need {
-		return fmt.Errorf("the sandbox uid range has %d ids: want at least one per slot and zygote and one more, %d", count, need)
+		return fmt.Errorf("the sandbox uid range has %d ids: want at least two per slot (an execution whose processes are gone keeps its uid until it ends), one per zygote and one more: %d", count, need)
 	}
 	for id := base; id < base+count; id++ {
 		if u, err := user.LookupId(strconv.Itoa(id)); err == nil {

@@ -359,6 +359,7 @@ func (e *warmEngine) run(ctx context.Context, x *engine.Execution) (engine.Outco
 		}
 		defer files.closeAll()
 		defer child.close()
+		child.gone = x.Gone
 		return engine.Supervise(ctx, x, files.ours, child, child.cg, log)
 	}
 	return engine.Outcome{}, lastErr
@@ -393,6 +394,7 @@ func (e *warmEngine) runSpare(ctx context.Context, x *engine.Execution, sp *spar
 			x.Stderr(b)
 		}
 	}
+	sp.child.gone = x.Gone
 	out, err = engine.Supervise(ctx, &xs, sp.files.ours, sp.child, sp.child.cg, log)
 	zygoteGone := sp.zygote.broken.Load() || exiting(sp.zygote.pid)
 	lost = err != nil && !wrote.Load() && ctx.Err() == nil && zygoteGone
@@ -507,6 +509,8 @@ type zygoteChild struct {
 	pidfd int // for signals that cannot reach a recycled pid
 	sync  *net.UnixConn
 	cg    *jail.ExecCgroup
+	// gone is the execution's Gone (engine.Execution), set before Wait.
+	gone func()
 }
 
 // childReport is the child's last message.
@@ -528,6 +532,10 @@ func (c *zygoteChild) Wait() (engine.SandboxExit, error) {
 		report *childReport
 		failed string
 	)
+	if c.gone != nil {
+		stop := watchExit(c.pidfd, c.gone)
+		defer stop()
+	}
 	for {
 		msg, _, err := readPacket(c.sync, time.Time{})
 		if err != nil {
@@ -567,6 +575,51 @@ func (c *zygoteChild) Wait() (engine.SandboxExit, error) {
 		exit.Failure = "the zygote child ended without a report"
 	}
 	return exit, nil
+}
+
+// watchExit calls gone once the process of pidfd has exited, unless stop is
+// called first; stop returns once the watch has ended. The child is PID 1
+// of the execution's PID namespace, whose exit ends every other process in
+// it first: once its pidfd is readable, nothing of the execution runs,
+// though its zygote may not have reaped it yet (a zygote forking a child
+// of another execution reaps it a few milliseconds later, sometimes tens). The
+// watch waits in the runtime's poller, on a duplicate of the pidfd that
+// it closes itself. Best effort: without it, gone is never called.
+func watchExit(pidfd int, gone func()) (stop func()) {
+	fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return func() {}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return func() {}
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		exited := false
+		// Read waits in the poller until the callback reports the pidfd
+		// readable; Close (stop) ends the wait with an error.
+		err := rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, 0)
+			exited = err == nil && n > 0
+			return exited
+		})
+		if err == nil && exited {
+			gone()
+		}
+	}()
+	return func() {
+		f.Close()
+		<-done
+	}
 }
 
 // CPUTime is the execution's CPU time so far, for an answer given before
