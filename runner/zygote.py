@@ -644,6 +644,19 @@ def _collapse_huge_pages() -> int:
     return 0
 
 
+def _settle() -> int:
+    """Leave the preloaded, warmed-up interpreter as its children will share it, and
+    return how many KiB huge pages back. The order matters: the collection frees what
+    the warm-up left; freezing keeps the survivors out of every child's collections (a
+    collection would write to each object's header, a copy-on-write fault per page);
+    the trim then returns the heap's free pages, which the collapse would otherwise
+    fill back in with huge pages."""
+    gc.collect()
+    gc.freeze()
+    _release_free_heap()
+    return _collapse_huge_pages()
+
+
 def _log(message: str) -> None:
     try:
         os.write(2, f"python-executor zygote: {message}\n".encode("utf-8", "backslashreplace"))
@@ -679,10 +692,7 @@ def main() -> None:
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
     warmed, warm_failed = _warm_up(preloaded)
     failed += warm_failed
-    gc.collect()
-    gc.freeze()
-    _release_free_heap()
-    huge_kb = _collapse_huge_pages()
+    huge_kb = _settle()
     wakeup, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # the wakeup pipe does the work

@@ -150,6 +150,26 @@ def test_release_free_heap_returns_the_heap_s_free_pages():
     assert released_kb >= 24 * 1024, f"only {released_kb} KiB released"
 
 
+def test_settle_frees_freezes_trims_then_collapses(monkeypatch):
+    calls = []
+    monkeypatch.setattr(zygote.gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(zygote.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(zygote, "_release_free_heap", lambda: calls.append("trim"))
+    monkeypatch.setattr(zygote, "_collapse_huge_pages", lambda: calls.append("collapse") or 4096)
+    assert zygote._settle() == 4096
+    assert calls == ["collect", "freeze", "trim", "collapse"]
+
+
+def test_main_settles_the_zygote_before_it_reports_ready():
+    # main() cannot run here (it must be PID 1 of a jail); its source must call
+    # _settle() once, after the warm-up and before the ready message.
+    import inspect
+
+    source = inspect.getsource(zygote.main)
+    assert source.count("_settle()") == 1
+    assert source.index("_warm_up(") < source.index("_settle()") < source.index("ready_message(")
+
+
 def _thp_mode() -> str:
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:

@@ -174,9 +174,16 @@ func (p *zygotePool) takeSpare(e *warmEngine, key jail.Limits) *spare {
 
 // alive reports whether the spare's child has not exited.
 func (sp *spare) alive() bool {
-	fds := []unix.PollFd{{Fd: int32(sp.child.pidfd), Events: unix.POLLIN}}
+	exited, err := pidfdExited(sp.child.pidfd)
+	return err == nil && !exited
+}
+
+// pidfdExited reports, without waiting, whether the process behind pidfd
+// has exited: a pidfd polls readable from its exit on, before it is reaped.
+func pidfdExited(pidfd int) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
-	return err == nil && n == 0
+	return n > 0, err
 }
 
 // exiting reports whether process pid is exiting or gone. A zygote is PID 1

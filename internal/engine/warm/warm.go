@@ -607,9 +607,8 @@ func watchExit(pidfd int, gone func()) (stop func()) {
 		// Read waits in the poller until the callback reports the pidfd
 		// readable; Close (stop) ends the wait with an error.
 		err := rc.Read(func(fd uintptr) bool {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, 0)
-			exited = err == nil && n > 0
+			e, err := pidfdExited(int(fd))
+			exited = err == nil && e
 			return exited
 		})
 		if err == nil && exited {
