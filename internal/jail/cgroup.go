@@ -1,11 +1,15 @@
 package jail
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/python-executor/python-executor/internal/proc"
 )
 
 // Cgroup handling is split by job, one file each:
@@ -111,15 +115,11 @@ func writeExisting(path, value string) error {
 }
 
 func writeFile(path, value string, flags int) error {
-	f, err := os.OpenFile(path, flags, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write([]byte(value))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := proc.WriteKernelFile(path, []byte(value), flags&^os.O_WRONLY); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Op == "open" {
+			return err
+		}
 		return fmt.Errorf("write %q to %s: %w", value, path, err)
 	}
 	return nil

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/python-executor/python-executor/internal/proc"
 )
 
 // ExecCgroup is the cgroup of one execution, under the parent. It carries
@@ -160,17 +162,18 @@ func (e *ExecCgroup) setLimits() error {
 // cgroup dir runs out of memory (Documentation/admin-guide/cgroup-v1/
 // memory.rst, "OOM Control").
 func registerOOMEvent(dir string) (int, error) {
-	ctl, err := os.Open(filepath.Join(dir, "memory.oom_control"))
+	ctlPath := filepath.Join(dir, "memory.oom_control")
+	ctl, err := unix.Open(ctlPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, &fs.PathError{Op: "open", Path: ctlPath, Err: err}
 	}
-	defer ctl.Close()
+	defer unix.Close(ctl)
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return -1, fmt.Errorf("eventfd: %w", err)
 	}
 	// The kernel keeps its own reference to the control file.
-	reg := fmt.Sprintf("%d %d", efd, ctl.Fd())
+	reg := fmt.Sprintf("%d %d", efd, ctl)
 	if err := writeExisting(filepath.Join(dir, "cgroup.event_control"), reg); err != nil {
 		unix.Close(efd)
 		return -1, fmt.Errorf("register OOM notification: %w", err)
@@ -392,7 +395,7 @@ func exists(p string) bool {
 }
 
 func readInt(p string) (int64, error) {
-	b, err := os.ReadFile(p)
+	b, err := proc.ReadKernelFile(p, proc.MaxKernelFile)
 	if err != nil {
 		return 0, err
 	}
@@ -409,7 +412,7 @@ func readInt(p string) (int64, error) {
 
 // readKeyed parses a flat keyed file ("key value" per line).
 func readKeyed(p string) (map[string]int64, error) {
-	b, err := os.ReadFile(p)
+	b, err := proc.ReadKernelFile(p, proc.MaxKernelFile)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +27,7 @@ func Stat(pid int) ([]string, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d", pid)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	b, err := ReadKernelFile(fmt.Sprintf("/proc/%d/stat", pid), MaxKernelFile)
 	if err != nil {
 		return nil, err
 	}
