@@ -229,9 +229,12 @@ IMAGE_MODES="${PYEXEC_V2_IMAGE_MODES:-default privileged-warm leastpriv-v2-warm}
 # as TestImages does.
 IMAGE_SKIP='TestImages|TestSchemathesis|TestMCP'
 # podman takes seconds to deliver SIGTERM there: the execution in flight at
-# the stop runs 7 s rather than 3, so the drain is still under way.
+# the stop runs 7 s rather than 3, so the drain is still under way. It must
+# then finish within the drain limit, and an emulated cold start (seconds,
+# more while the test's health checks spawn curl) left the default 8 s no
+# room: the gateway gets 25 s, within podman stop's 30.
 image_env=(env PODMAN_CGROUP_MANAGER=systemd E2E_TEST_BIN="$BIN/e2e.test" IMAGE_RUN_DIR=/run/python-executor-image IMAGE_DRAIN_SECONDS=7
-	IMAGE_EXTRA_ENV="PYEXEC_MAX_QUEUE_WAIT=$PYEXEC_TEST_QUEUE_WAIT PYEXEC_NOT_READY_AFTER=$PYEXEC_TEST_QUEUE_WAIT"
+	IMAGE_EXTRA_ENV="PYEXEC_MAX_QUEUE_WAIT=$PYEXEC_TEST_QUEUE_WAIT PYEXEC_NOT_READY_AFTER=$PYEXEC_TEST_QUEUE_WAIT PYEXEC_DRAIN_TIMEOUT=25s"
 	IMAGE_SKIP="$IMAGE_SKIP")
 image_load() {
 	mkdir -p /mnt/image
