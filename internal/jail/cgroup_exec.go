@@ -395,7 +395,7 @@ func exists(p string) bool {
 }
 
 func readInt(p string) (int64, error) {
-	b, err := proc.ReadKernelFile(p, proc.MaxKernelFile)
+	b, err := proc.ReadKernelFile(p)
 	if err != nil {
 		return 0, err
 	}
@@ -412,7 +412,7 @@ func readInt(p string) (int64, error) {
 
 // readKeyed parses a flat keyed file ("key value" per line).
 func readKeyed(p string) (map[string]int64, error) {
-	b, err := proc.ReadKernelFile(p, proc.MaxKernelFile)
+	b, err := proc.ReadKernelFile(p)
 	if err != nil {
 		return nil, err
 	}

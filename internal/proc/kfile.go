@@ -15,9 +15,10 @@ const MaxKernelFile = 64 << 10
 // would also register the descriptor with the runtime's poller, which
 // cgroupfs accepts (its files can be polled for events): two fcntl and two
 // epoll_ctl calls more for every file, and the supervisor reads and writes
-// some twenty of them for every execution. Reads past limit fail rather than
-// grow the buffer.
-func ReadKernelFile(path string, limit int) ([]byte, error) {
+// some twenty of them for every execution. A file over MaxKernelFile is an
+// error rather than a bigger buffer.
+func ReadKernelFile(path string) ([]byte, error) {
+	const limit = MaxKernelFile
 	fd, err := openRetry(path, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
@@ -26,7 +27,7 @@ func ReadKernelFile(path string, limit int) ([]byte, error) {
 	// One read takes a whole seq_file record up to the buffer's size; most
 	// of these files are a single line. One byte over limit tells a file of
 	// exactly limit bytes from a longer one.
-	buf := make([]byte, min(limit+1, 4096))
+	buf := make([]byte, 4096)
 	n := 0
 	for {
 		if n == len(buf) {

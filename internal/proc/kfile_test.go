@@ -17,7 +17,7 @@ func TestReadKernelFileReadsProcToTheEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadKernelFile("/proc/self/status", MaxKernelFile)
+	got, err := ReadKernelFile("/proc/self/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,17 +28,21 @@ func TestReadKernelFileReadsProcToTheEnd(t *testing.T) {
 }
 
 func TestReadKernelFileBounds(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(p, []byte(strings.Repeat("x", 10000)), 0o600); err != nil {
+	dir := t.TempDir()
+	at, over := filepath.Join(dir, "at"), filepath.Join(dir, "over")
+	if err := os.WriteFile(at, []byte(strings.Repeat("x", MaxKernelFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := ReadKernelFile(p, 10000); err != nil || len(b) != 10000 {
-		t.Fatalf("at the limit: %d bytes, %v", len(b), err)
+	if err := os.WriteFile(over, []byte(strings.Repeat("x", MaxKernelFile+1)), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := ReadKernelFile(p, 9999); !errors.Is(err, unix.EFBIG) {
-		t.Fatalf("over the limit: %v, want EFBIG", err)
+	if b, err := ReadKernelFile(at); err != nil || len(b) != MaxKernelFile {
+		t.Fatalf("at the bound: %d bytes, %v", len(b), err)
 	}
-	_, err := ReadKernelFile(filepath.Join(t.TempDir(), "none"), 10)
+	if _, err := ReadKernelFile(over); !errors.Is(err, unix.EFBIG) {
+		t.Fatalf("over the bound: %v, want EFBIG", err)
+	}
+	_, err := ReadKernelFile(filepath.Join(dir, "none"))
 	var pe *fs.PathError
 	if !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &pe) || pe.Op != "open" {
 		t.Fatalf("missing file: %v", err)

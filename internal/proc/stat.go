@@ -27,7 +27,7 @@ func Stat(pid int) ([]string, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("pid %d", pid)
 	}
-	b, err := ReadKernelFile(fmt.Sprintf("/proc/%d/stat", pid), MaxKernelFile)
+	b, err := ReadKernelFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil, err
 	}
