@@ -114,6 +114,8 @@ func newMetrics(s *Server) *metrics {
 			func() float64 { return float64(engine.ReadStats().SpareHits) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "spare_misses_total", Help: "Warm executions that launched a child of their own: no spare was ready, or not one with their limits."},
 			func() float64 { return float64(engine.ReadStats().SpareMisses) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cgroups_kept_total", Help: "Execution or spare cgroups kept after use for a later execution with the same limits instead of removed (cgroup v1 only)."},
+			func() float64 { return float64(engine.ReadStats().CgroupsKept) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cgroup_cleanup_failures_total", Help: "Execution, spare or zygote cgroups that could not be killed or removed after use."},
 			func() float64 { return float64(engine.ReadStats().CgroupCleanupFailures) }),
 		// The runtime's and the process's own metrics, under the same prefix

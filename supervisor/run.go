@@ -70,7 +70,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	if host.Cgroups != nil {
 		// /health must say when executions cannot get their cgroups (the
 		// parent removed, the hierarchy unmounted, out of cgroup ids).
-		// The probe's cgroup is a default execution's, from its Spec.
+		// The probe's cgroup is a default execution's, from its Spec,
+		// always a new one: a cgroup kept for reuse would hide that no
+		// more can be created.
 		pol := host.Policy
 		pol.Limits = cfg.Defaults.JailLimits()
 		spec, err := jail.DescribeWithCgroup(pol)
@@ -79,7 +81,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 		}
 		var n atomic.Uint64
 		srv.cgroupProbe = func() error {
-			cg, err := host.Cgroups.NewExec(fmt.Sprintf("probe-%d", n.Add(1)), spec.Cgroup)
+			cg, err := host.Cgroups.NewFreshExec(fmt.Sprintf("probe-%d", n.Add(1)), spec.Cgroup)
 			if err != nil {
 				return err
 			}

@@ -761,3 +761,56 @@ func selfTestKinds(t *testing.T, inst *supervisortest.Supervisor) []string {
 	slices.Sort(kinds)
 	return kinds
 }
+
+// On cgroup v1 an execution's emptied cgroup is kept for the next one with
+// the same limits (jail.ExecCgroup.Recycle): nothing of an execution may show
+// in the figures of those after it (the peak memory, the limit hit), and the
+// reuse is counted. On v2 every execution gets a new cgroup.
+func TestKeptCgroupsCarryNothingOver(t *testing.T) {
+	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
+		inst := startSupervisor(t, engine, "-zygotes", "1")
+		_, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", inst.CgParent))
+		v1 := err == nil
+		big := run(t, inst, "def main():\n    b = bytearray(128 << 20)\n    return len(b)\n", wire.Limits{})
+		wantResult(t, big, strconv.Itoa(128<<20))
+		if big.Done.PeakMemoryBytes < 128<<20 {
+			t.Errorf("peak after 128 MiB: %d bytes, want at least that", big.Done.PeakMemoryBytes)
+		}
+		hog := run(t, inst, "def main():\n    b = bytearray(1 << 30)\n    return len(b)\n", wire.Limits{MemoryBytes: 128 << 20})
+		wantError(t, hog, wire.ErrMemoryLimit, "")
+		for i := range 8 {
+			lim := wire.Limits{}
+			if i%2 == 1 {
+				lim.MemoryBytes = 128 << 20 // the limits of the one killed
+			}
+			out := run(t, inst, "def main():\n    return 1\n", lim)
+			wantResult(t, out, "1")
+			if p := out.Done.PeakMemoryBytes; p <= 0 || p > 64<<20 {
+				t.Errorf("execution %d after a 128 MiB one: peak %d bytes, want its own (0 to 64 MiB)", i, p)
+			}
+		}
+		c := client.New(client.Config{SocketPath: inst.Socket, Features: []string{wire.FeatureMetrics}})
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		m, err := c.Metrics(ctx)
+		if err != nil {
+			t.Fatalf("Metrics: %v", err)
+		}
+		kept := -1.0
+		for _, line := range strings.Split(string(m.Text), "\n") {
+			if v, ok := strings.CutPrefix(line, "pyexec_supervisor_cgroups_kept_total "); ok {
+				kept, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if kept < 0 {
+			t.Fatalf("no pyexec_supervisor_cgroups_kept_total in the metrics:\n%s", m.Text)
+		}
+		if v1 && kept == 0 {
+			t.Error("cgroup v1: no execution cgroup was kept for reuse (cgroups_kept_total 0)")
+		}
+		if !v1 && kept != 0 {
+			t.Errorf("cgroup v2: %v execution cgroups kept, want none", kept)
+		}
+	})
+}

@@ -608,13 +608,14 @@ func init() {
 	supervisortest.RegisterProbe("jail-cgroups", func(args []string) (any, error) { return jailCgroups(args[0]), nil })
 }
 
-// jailCgroups lists the cgroups under parent but the zygotes' and those
-// holding an untaken spare of the warm engine.
+// jailCgroups lists the cgroups under parent but the zygotes', those
+// holding an untaken spare of the warm engine and those kept empty for the
+// next execution.
 func jailCgroups(parent string) []string {
 	left := []string{}
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
 	for _, d := range dirs {
-		if strings.HasPrefix(filepath.Base(d), "zygote-") || holdsSpare(d) {
+		if strings.HasPrefix(filepath.Base(d), "zygote-") || holdsSpare(d) || keptEmpty(d) {
 			continue
 		}
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
@@ -622,6 +623,18 @@ func jailCgroups(parent string) []string {
 		}
 	}
 	return left
+}
+
+// keptEmpty reports whether cgroup dir is one the supervisor keeps for the
+// next execution (cgroup v1: idle-<n>) and nothing is in it: no process, no
+// child cgroup.
+func keptEmpty(dir string) bool {
+	if !strings.HasPrefix(filepath.Base(dir), "idle-") {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "tasks"))
+	sub, _ := filepath.Glob(filepath.Join(dir, "*", "tasks"))
+	return err == nil && len(strings.TrimSpace(string(b))) == 0 && len(sub) == 0
 }
 
 // holdsSpare reports whether cgroup dir holds processes and all of them are

@@ -6,9 +6,15 @@ import (
 	"github.com/python-executor/python-executor/internal/jail"
 )
 
-// RemoveCgroup kills what is left in an execution's cgroup and removes it.
-// A failure of either is counted once (Stats.CgroupCleanupFailures).
+// RemoveCgroup is done with an execution's cgroup: it keeps it for the
+// next execution when nothing of this one is left in it (v1, see
+// jail.ExecCgroup.Recycle), else kills what is left and removes it. A
+// failure of either is counted once (Stats.CgroupCleanupFailures).
 func RemoveCgroup(cg *jail.ExecCgroup, log *logrus.Entry) {
+	if cg.Recycle() {
+		cgroupsKept.Add(1)
+		return
+	}
 	// Usually nothing is left: then the kernel's refusal to remove a busy
 	// cgroup is the check, and the listing Kill does is saved.
 	if cg.RemoveIfEmpty() {

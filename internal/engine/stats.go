@@ -7,6 +7,7 @@ import "sync/atomic"
 // every engine and the helpers they share count into them.
 var (
 	cgroupCleanupFailures atomic.Uint64
+	cgroupsKept           atomic.Uint64
 	zygoteRestarts        atomic.Uint64
 	spareHits             atomic.Uint64
 	spareMisses           atomic.Uint64
@@ -19,6 +20,10 @@ type Stats struct {
 	// that could not be killed or removed after use: each one is a cgroup
 	// left for the next sweep, and a sign of trouble on the host.
 	CgroupCleanupFailures uint64
+	// CgroupsKept counts execution (and spare) cgroups kept after use for
+	// a later execution with the same limits rather than removed (cgroup
+	// v1, jail.ExecCgroup.Recycle).
+	CgroupsKept uint64
 	// ZygoteRestarts counts warm-engine zygotes that died and were
 	// replaced.
 	ZygoteRestarts uint64
@@ -32,6 +37,7 @@ type Stats struct {
 func ReadStats() Stats {
 	return Stats{
 		CgroupCleanupFailures: cgroupCleanupFailures.Load(),
+		CgroupsKept:           cgroupsKept.Load(),
 		ZygoteRestarts:        zygoteRestarts.Load(),
 		SpareHits:             spareHits.Load(),
 		SpareMisses:           spareMisses.Load(),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/python-executor/python-executor/internal/proc"
 )
@@ -21,6 +22,7 @@ import (
 //   - cgroup_sweep.go: killing and removing whole cgroup trees (Sweep,
 //     Teardown, and ExecCgroup's Kill and Remove);
 //   - cgroup_exec.go: one execution's cgroup (NewExec, Attach, Stats);
+//   - cgroup_reuse.go: keeping an emptied one for the next (Recycle);
 //   - cgroup_nsjail.go: the cgroup nsjail nests inside it (Placement).
 
 // CgroupMode is the cgroup interface the host offers. The zero value means
@@ -71,6 +73,11 @@ type Cgroups struct {
 	// parent is the path of the executions' parent cgroup relative to each
 	// hierarchy; set by Setup.
 	parent string
+
+	// idle holds the emptied v1 execution cgroups kept for reuse
+	// (cgroup_reuse.go), named idle-<idleSeq>.
+	idle    idleCgroups
+	idleSeq atomic.Uint64
 
 	// create lets the tests use a plain directory as a fake cgroupfs: it
 	// makes writes create the files the kernel would provide.

@@ -42,36 +42,53 @@ func (e *ExecCgroup) v1Dir(mount string) string {
 }
 
 // NewExec creates the cgroup of one execution, named id (one path
-// component, not starting with "NSJAIL"), under the parent, and sets the
-// real limits on it, l: the Cgroup section of the execution's Spec (see
-// DescribeWithCgroup and ChildSpec), never computed here, so that both
+// component, not starting with "NSJAIL" or "idle-"), under the parent, and
+// sets the real limits on it, l: the Cgroup section of the execution's Spec
+// (see DescribeWithCgroup and ChildSpec), never computed here, so that both
 // engines' cgroups come from the one description. In v1:
 // memory.limit_in_bytes, memory.memsw.limit_in_bytes when swap is
 // accounted, pids.max, cpu.shares when the cpu hierarchy is there, and an
 // OOM notification. In v2: memory.max, memory.swap.max, memory.oom.group,
 // pids.max and cpu.weight when the cpu controller is enabled; it is left a
 // leaf, which both Attach and nsjail's own nested cgroup (see Placement)
-// can use. On error nothing is left behind.
+// can use. On v1 it may be a cgroup an earlier execution with the same
+// limits left empty, renamed (see Recycle). On error nothing is left
+// behind.
 func (c *Cgroups) NewExec(id string, l CgroupLimits) (*ExecCgroup, error) {
-	e, err := c.newExec(id, l)
+	e, err := c.newExec(id, l, true)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s/%s: %w", c.parent, id, err)
 	}
 	return e, nil
 }
 
-func (c *Cgroups) newExec(id string, l CgroupLimits) (*ExecCgroup, error) {
+// NewFreshExec is NewExec without the reuse: it always creates the
+// cgroup, for a probe that must know that creating one still works.
+func (c *Cgroups) NewFreshExec(id string, l CgroupLimits) (*ExecCgroup, error) {
+	e, err := c.newExec(id, l, false)
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s/%s: %w", c.parent, id, err)
+	}
+	return e, nil
+}
+
+func (c *Cgroups) newExec(id string, l CgroupLimits, reuse bool) (*ExecCgroup, error) {
 	if c.parent == "" {
 		return nil, errors.New("Setup not called")
 	}
-	if id == "" || id == "." || id == ".." || strings.HasPrefix(id, nsjailPrefix) ||
+	if id == "" || id == "." || id == ".." || strings.HasPrefix(id, nsjailPrefix) || strings.HasPrefix(id, idlePrefix) ||
 		strings.IndexFunc(id, func(r rune) bool {
 			return !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
 		}) >= 0 {
-		return nil, fmt.Errorf("id %q: want letters, digits, '-', '_' or '.', not starting with %s", id, nsjailPrefix)
+		return nil, fmt.Errorf("id %q: want letters, digits, '-', '_' or '.', not starting with %s or %s", id, nsjailPrefix, idlePrefix)
 	}
 	if err := l.validate(); err != nil {
 		return nil, err
+	}
+	if reuse {
+		if e := c.reuse(id, l); e != nil {
+			return e, nil
+		}
 	}
 	e := &ExecCgroup{cg: c, id: id, limits: l, dirs: c.dirs(id), oomEvent: -1}
 	for i, d := range e.dirs {

@@ -64,6 +64,9 @@ func (c *Cgroups) Sweep() (removed int, err error) {
 // itself, so a stopped supervisor leaves no cgroup behind. Ancestors the
 // parent was created under are left alone: they may be shared.
 func (c *Cgroups) Teardown() error {
+	// The sweep would remove the kept cgroups too, but not close their
+	// OOM notifications; it removes what this leaves.
+	c.removeIdle()
 	if _, err := c.Sweep(); err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,7 +175,7 @@ func TestNewExecRejects(t *testing.T) {
 	if err := c.Setup("px"); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"", ".", "..", "a/b", "NSJAIL.1", "a b", "é"} {
+	for _, id := range []string{"", ".", "..", "a/b", "NSJAIL.1", "idle-1", "a b", "é"} {
 		if _, err := c.NewExec(id, cgroupLimits(goldenLimits)); err == nil {
 			t.Errorf("NewExec(%q) = nil error, want one", id)
 		}
@@ -447,6 +449,188 @@ except OSError as e:
 		}
 		if err := cmd.Wait(); err == nil {
 			t.Error("nsjail exited 0 after Kill, want an error")
+		}
+	})
+
+	// On v1 an emptied cgroup is kept (Recycle), and the next NewExec with
+	// the same limits takes it under its own name, its limits as they were
+	// and its peak reset; a cgroup with anything of its execution left in
+	// it is not kept. On v2 none is.
+	t.Run("reuse", func(t *testing.T) {
+		defer c.removeIdle()
+		python := venvPython(t)
+		// Its files are read once outside first: their page cache is then
+		// charged elsewhere, not to the cgroups below.
+		if out, err := exec.Command(python, "-c", "pass").CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", python, err, out)
+		}
+		// runIn runs code in a python attached to x before it runs any,
+		// and waits for it to end.
+		runIn := func(x *ExecCgroup, code string) {
+			t.Helper()
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			cmd := exec.Command(python, "-c", "import sys; sys.stdin.readline()\n"+code)
+			cmd.Stdin = r
+			startAttached(t, x, cmd)
+			w.Write([]byte("go\n"))
+			cmd.Wait()
+		}
+		lim := cgroupLimits(Limits{MemoryBytes: 96 << 20, Pids: 16})
+		x, err := c.NewExec("reuse-a", lim)
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		runIn(x, "x = bytearray(48 << 20)")
+		if s, err := x.Stats(); err != nil || s.PeakMemoryBytes < 48<<20 || s.OOMKilled {
+			t.Fatalf("Stats() after 48 MiB = %+v, %v; want a peak over 48 MiB", s, err)
+		}
+		if c.Mode() != CgroupV1 {
+			if x.Recycle() {
+				t.Errorf("Recycle() on %v = true, want false: only v1 reuses", c.Mode())
+			}
+			removeExec(t, x)
+			return
+		}
+		old := slices.Clone(x.dirs)
+		if !x.Recycle() {
+			t.Fatal("Recycle() of an emptied cgroup = false, want it kept")
+		}
+		// Kept under a name of its own: none named after an execution
+		// outlives it.
+		for i, d := range x.dirs {
+			if !strings.HasPrefix(filepath.Base(d), idlePrefix) {
+				t.Errorf("kept cgroup %s, want it named %s<n>", d, idlePrefix)
+			}
+			if _, err := os.Stat(old[i]); !os.IsNotExist(err) {
+				t.Errorf("after Recycle, %s: %v, want it renamed", old[i], err)
+			}
+		}
+		old = slices.Clone(x.dirs)
+		y, err := c.NewExec("reuse-b", lim)
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, y)
+		if y != x {
+			t.Fatalf("NewExec with the limits of a kept cgroup made a new one (%v)", y.dirs)
+		}
+		for i, d := range y.dirs {
+			if filepath.Base(d) != "reuse-b" || y.ID() != "reuse-b" {
+				t.Errorf("reused cgroup %s (id %s), want it named reuse-b", d, y.ID())
+			}
+			if _, err := os.Stat(old[i]); !os.IsNotExist(err) {
+				t.Errorf("after the rename, %s: %v, want it gone", old[i], err)
+			}
+		}
+		md := y.v1Dir(c.memory)
+		if got := strings.TrimSpace(readFile(t, filepath.Join(md, "memory.limit_in_bytes"))); got != strconv.Itoa(96<<20) {
+			t.Errorf("reused memory.limit_in_bytes = %s, want %d", got, 96<<20)
+		}
+		if got := strings.TrimSpace(readFile(t, filepath.Join(y.v1Dir(c.pids), "pids.max"))); got != "16" {
+			t.Errorf("reused pids.max = %s, want 16", got)
+		}
+		if s, err := y.Stats(); err != nil || s.PeakMemoryBytes > maxReusedUsage || s.OOMKilled || s.PidsLimitHit {
+			t.Errorf("Stats() of the reused cgroup = %+v, %v; want the peak reset, no limit hit", s, err)
+		}
+		runIn(y, "x = bytearray(8 << 20)")
+		if s, err := y.Stats(); err != nil || s.PeakMemoryBytes < 8<<20 || s.PeakMemoryBytes > 24<<20 {
+			t.Errorf("Stats() after 8 MiB in the reused cgroup = %+v, %v; want a peak of 8 to 24 MiB", s, err)
+		}
+
+		// A process left in it.
+		sleeper := exec.Command("sleep", "60")
+		startAttached(t, y, sleeper)
+		if y.Recycle() {
+			t.Fatal("Recycle() kept a cgroup with a process in it")
+		}
+		sleeper.Process.Kill()
+		sleeper.Wait()
+		// A child cgroup in any hierarchy.
+		for _, d := range y.dirs {
+			nested := filepath.Join(d, nsjailPrefix+".1")
+			if err := os.Mkdir(nested, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			kept := y.Recycle()
+			if err := os.Remove(nested); err != nil {
+				t.Fatal(err)
+			}
+			if kept {
+				t.Fatalf("Recycle() kept a cgroup with %s in it", nested)
+			}
+		}
+		// Page cache its execution wrote, still charged to it.
+		cache := filepath.Join(reachableTempDir(t), "cache")
+		runIn(y, fmt.Sprintf("open(%q, 'wb').write(b'x' * (8 << 20))", cache))
+		if y.Recycle() {
+			t.Error("Recycle() kept a cgroup with 8 MiB of page cache charged to it")
+		}
+		os.Remove(cache)
+
+		// An OOM kill.
+		z, err := c.NewExec("reuse-oom", cgroupLimits(Limits{MemoryBytes: 32 << 20, Pids: 16}))
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		defer removeExec(t, z)
+		runIn(z, "x = bytearray(64 << 20)")
+		if s, err := z.Stats(); err != nil || !s.OOMKilled {
+			t.Fatalf("Stats() after 64 MiB under 32 = %+v, %v; want OOMKilled", s, err)
+		}
+		if z.Recycle() {
+			t.Error("Recycle() kept a cgroup whose execution was OOM-killed")
+		}
+
+		// Other limits: a cgroup of its own; and the number kept is
+		// bounded, the oldest removed.
+		capLim := cgroupLimits(Limits{MemoryBytes: 80 << 20, Pids: 12})
+		var all []*ExecCgroup
+		for i := range maxIdleCgroups + 1 {
+			w, err := c.NewExec(fmt.Sprintf("reuse-cap-%d", i), capLim)
+			if err != nil {
+				t.Fatalf("NewExec: %v", err)
+			}
+			if w == y {
+				t.Fatal("NewExec with other limits took a kept cgroup")
+			}
+			all = append(all, w)
+		}
+		for _, w := range all {
+			if !w.Recycle() {
+				t.Fatalf("Recycle() of the unused %s = false", w.ID())
+			}
+		}
+		for _, d := range all[0].dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("with %d kept, the oldest %s: %v, want it removed", maxIdleCgroups+1, d, err)
+			}
+		}
+		for _, d := range all[1].dirs {
+			if _, err := os.Stat(d); err != nil {
+				t.Errorf("kept cgroup %s: %v", d, err)
+			}
+		}
+		// The readiness probe's: always a new one.
+		f, err := c.NewFreshExec("reuse-fresh", capLim)
+		if err != nil {
+			t.Fatalf("NewFreshExec: %v", err)
+		}
+		if slices.Contains(all, f) {
+			t.Error("NewFreshExec took a kept cgroup")
+		}
+		removeExec(t, f)
+		c.removeIdle()
+		for _, w := range all {
+			for _, d := range w.dirs {
+				if _, err := os.Stat(d); !os.IsNotExist(err) {
+					t.Errorf("after removeIdle, %s: %v, want it gone", d, err)
+				}
+			}
 		}
 	})
 
