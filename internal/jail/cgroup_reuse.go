@@ -18,11 +18,11 @@ import (
 // notification and removing them again cost about 0.35 ms of kernel CPU
 // per execution (0.25 ms in the calls, the rest in kernel workers after the
 // rmdir); the checks, the reset and two renames below cost about 0.15 ms,
-// most of it opening the files. A cgroup whose processes are all gone and whose counters show no limit
-// hit is as good as a new one once its peak is reset: it is kept, and the
-// next NewExec with the same limits renames it instead of creating one.
-// While kept it is named idle-<n>, so that a cgroup named after an
-// execution exists only while that execution does.
+// most of it opening the files. A cgroup whose processes are all gone and
+// whose counters show no limit hit is as good as a new one once its peak
+// is reset: it is kept, and the next NewExec with the same limits renames
+// it instead of creating one. While kept it is named idle-<n>, so that a
+// cgroup named after an execution exists only while that execution does.
 //
 // v2 keeps creating a cgroup per execution: memory.peak can be reset only
 // from Linux 6.12 (and then per open file), and cpu.stat's usage, which
@@ -118,8 +118,9 @@ func (e *ExecCgroup) rename(id string) error {
 // left in it: no process and no child cgroup in any hierarchy, no OOM and
 // no pids limit hit, at most maxReusedUsage of memory still charged. Its
 // peak memory is reset then. It reports whether the cgroup was kept; when
-// not, the caller removes it as before (RemoveIfEmpty, Kill, Remove). Call it instead of those, once the execution's processes
-// have exited.
+// not, the caller removes it as before (RemoveIfEmpty, Kill, Remove). Call
+// it instead of those, once the execution's processes have exited, and use
+// e no more when it returns true: it may be another execution's by then.
 func (e *ExecCgroup) Recycle() bool {
 	c := e.cg
 	if c.mode != CgroupV1 || !e.reusable() {
