@@ -364,18 +364,40 @@ func TestCancel(t *testing.T) {
 	})
 }
 
+// A second supervisor that would share the running one's socket, cgroup
+// parent or staging directory refuses to start, before it touches any of
+// them: one sharing only the cgroup parent used to sweep the running one's
+// cgroups as leftovers (killing its zygotes) and, on its way out, remove the
+// parent the running one still needs.
 func TestRefusesSecondSupervisor(t *testing.T) {
 	supervisortest.ForEachEngine(t, func(t *testing.T, engine string) {
 		inst := startSupervisor(t, engine)
-		cmd := exec.Command(supervisorBin(t), "-socket", inst.Socket, "-gateway-user", "", "-venv", filepath.Join(supervisortest.RepoRoot(t), ".venv"), "-runner", filepath.Join(supervisortest.RepoRoot(t), "runner", "runner.py"), "-cgroup-parent", inst.CgParent+"-second", "-stage-dir", filepath.Join(filepath.Dir(filepath.Dir(inst.Socket)), "stage2"))
-		var out bytes.Buffer
-		cmd.Stderr = &out
-		err := cmd.Run()
-		if err == nil || !strings.Contains(out.String(), "already listening") {
-			t.Fatalf("second supervisor: err=%v log=%s, want refusal naming the running one", err, out.String())
+		base := filepath.Dir(filepath.Dir(inst.Socket))
+		root := supervisortest.RepoRoot(t)
+		for _, tc := range []struct {
+			name, socket, parent, stage, want string
+		}{
+			{"socket", inst.Socket, inst.CgParent + "-second", filepath.Join(base, "stage2"), "same socket (" + inst.Socket + ")"},
+			{"cgroup_parent", filepath.Join(base, "second", "s.sock"), inst.CgParent, filepath.Join(base, "stage2"), "same cgroup parent (/" + inst.CgParent + ")"},
+			{"stage_dir", filepath.Join(base, "second", "s.sock"), inst.CgParent + "-second", inst.StageDir, "same staging directory (" + inst.StageDir + ")"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, supervisorBin(t), "-socket", tc.socket, "-gateway-user", "", "-venv", filepath.Join(root, ".venv"), "-runner", filepath.Join(root, "runner", "runner.py"), "-cgroup-parent", tc.parent, "-stage-dir", tc.stage)
+				var out bytes.Buffer
+				cmd.Stderr = &out
+				err := cmd.Run()
+				if err == nil || ctx.Err() != nil || !strings.Contains(out.String(), "another supervisor is running with the "+tc.want) || !strings.Contains(out.String(), fmt.Sprintf("pid %d", inst.Pid())) {
+					t.Fatalf("second supervisor: err=%v log=%s, want a refusal naming the %s and the running one's pid %d", err, out.String(), tc.want, inst.Pid())
+				}
+				if strings.Contains(out.String(), "leftover") {
+					t.Errorf("the refused supervisor swept cgroups first: %s", out.String())
+				}
+				// The first one still serves, with its own cgroups.
+				wantResult(t, run(t, inst, "def main(): return 2", wire.Limits{}), "2")
+			})
 		}
-		// The first one still serves.
-		wantResult(t, run(t, inst, "def main(): return 2", wire.Limits{}), "2")
 	})
 }
 

@@ -25,6 +25,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the supervisor must run as root (it creates namespaces and cgroups)")
 	}
+	// Before anything of the host is touched (lockInstance says why).
+	lock, err := lockInstance(cfg)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
 	host, err := PrepareHost(cfg, log)
 	if err != nil && cfg.Isolation == IsolationAuto {
 		log.WithError(err).Warn("the full isolation tier is not available on this host: choosing the container tier")

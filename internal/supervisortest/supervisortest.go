@@ -311,6 +311,15 @@ func (s *Supervisor) Kill() {
 // Done is closed when the supervisor process has exited.
 func (s *Supervisor) Done() <-chan struct{} { return s.done }
 
+// Pid is the supervisor process's id (0 for a service already running,
+// PYEXEC_E2E_URL).
+func (s *Supervisor) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Stop sends SIGTERM, waits, and checks that nothing was left behind. It is
 // safe to call more than once.
 func (s *Supervisor) Stop(t testing.TB) {
