@@ -814,3 +814,89 @@ func TestKeptCgroupsCarryNothingOver(t *testing.T) {
 		}
 	})
 }
+
+// A spare's set-up yields the CPU to executions in flight: its cgroup has
+// the lowest CPU weight until an execution takes it, and the execution then
+// runs with its cgroup's own weight.
+func TestSparesSetUpInTheBackground(t *testing.T) {
+	inst := startSupervisor(t, "warm", "-zygotes", "1", "-slim-zygotes", "1")
+	// v1: the cpu hierarchy and cpu.shares (2 is its minimum); v2: the one
+	// hierarchy and cpu.weight (1 is its minimum).
+	cpuDir, memDir, file, low, own, usage := "/sys/fs/cgroup/cpu/"+inst.CgParent, "/sys/fs/cgroup/memory/"+inst.CgParent, "cpu.shares", "2", "1024", "memory.usage_in_bytes"
+	if _, err := os.Stat(cpuDir); err != nil {
+		cpuDir, memDir, file, low, own, usage = "/sys/fs/cgroup/"+inst.CgParent, "/sys/fs/cgroup/"+inst.CgParent, "cpu.weight", "1", "100", "memory.current"
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	done := make(chan *client.Outcome, 1)
+	go func() {
+		// 64 MiB tells its cgroup from the spares' (a few MiB each).
+		done <- run(t, inst, "import time\ndef main():\n    b = bytearray(64 << 20)\n    time.sleep(4)\n    return len(b)\n", wire.Limits{})
+	}()
+	var sawExec, sawSpare bool
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && !(sawExec && sawSpare) {
+		dirs, _ := filepath.Glob(filepath.Join(cpuDir, "spare-*"))
+		for _, d := range dirs {
+			name := filepath.Base(d)
+			weight := read(filepath.Join(d, file))
+			if weight == "" {
+				if _, err := os.Stat(d); err == nil && !sawExec {
+					if os.Getenv("CI") != "" {
+						t.Fatalf("no %s in %s: the cpu controller is not enabled for execution cgroups", file, d)
+					}
+					t.Skipf("no %s in %s: the cpu controller is not enabled for execution cgroups", file, d)
+				}
+				continue // removed meanwhile
+			}
+			used, _ := strconv.ParseInt(read(filepath.Join(memDir, name, usage)), 10, 64)
+			if used > 48<<20 {
+				sawExec = true
+				if weight != own {
+					t.Fatalf("the execution's cgroup %s runs with CPU weight %s, want its own %s", name, weight, own)
+				}
+				continue
+			}
+			// A spare is fully set up once its child runs under
+			// SCHED_BATCH (warmengine.SparePolicy).
+			tasks := strings.Fields(read(filepath.Join(memDir, name, "cgroup.procs")))
+			for _, p := range tasks {
+				pid, _ := strconv.Atoi(p)
+				if schedPolicy(pid) == warmengine.SparePolicy {
+					sawSpare = true
+					if weight != low {
+						t.Fatalf("untaken spare's cgroup %s has CPU weight %s, want the minimum %s", name, weight, low)
+					}
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !sawExec || !sawSpare {
+		t.Errorf("saw the execution's cgroup: %v, an untaken spare's: %v; want both", sawExec, sawSpare)
+	}
+	wantResult(t, <-done, strconv.Itoa(64<<20))
+}
+
+// schedPolicy is process pid's scheduling policy (-1 when it is gone).
+func schedPolicy(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	// policy is field 41 of proc(5); f starts at field 3.
+	if len(f) <= 38 {
+		return -1
+	}
+	p, err := strconv.Atoi(f[38])
+	if err != nil {
+		return -1
+	}
+	return p
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,11 @@ type ExecCgroup struct {
 	id     string
 	limits CgroupLimits
 	dirs   []string // v1: memory, pids (one when co-mounted); v2: one
+
+	// weighted: setLimits set a CPU weight (the cpu controller is
+	// there); background: SetBackground lowered it.
+	weighted   bool
+	background atomic.Bool
 
 	mu        sync.Mutex // guards oomEvent and oomEvents
 	oomEvent  int        // v1: eventfd notified on OOM; -1 when none
@@ -119,6 +125,7 @@ func (e *ExecCgroup) setLimits() error {
 			if err := c.write(filepath.Join(e.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(l.CPUShares)); err != nil {
 				return err
 			}
+			e.weighted = true
 		}
 		if err := c.write(filepath.Join(md, "memory.limit_in_bytes"), mem); err != nil {
 			return err
@@ -164,6 +171,7 @@ func (e *ExecCgroup) setLimits() error {
 			if err := c.write(w, strconv.Itoa(l.CPUWeight)); err != nil {
 				return err
 			}
+			e.weighted = true
 		}
 		// No controllers are enabled in its subtree_control: under v2's
 		// no-internal-processes rule a cgroup that delegates controllers

@@ -168,6 +168,11 @@ func (e *ExecCgroup) reusable() bool {
 	if err != nil || usage < 0 || usage > maxReusedUsage {
 		return false
 	}
+	// The next execution gets the weight of its limits, not that of a
+	// spare's set-up (a spare discarded before it was taken).
+	if e.background.Load() && e.SetBackground(false) != nil {
+		return false
+	}
 	// Writing 0 sets the peak to the current usage (cgroup-v1/memory.rst,
 	// "max_usage_in_bytes").
 	return e.cg.write(filepath.Join(md, "memory.max_usage_in_bytes"), "0") == nil

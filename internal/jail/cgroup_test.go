@@ -456,6 +456,65 @@ except OSError as e:
 	// the same limits takes it under its own name, its limits as they were
 	// and its peak reset; a cgroup with anything of its execution left in
 	// it is not kept. On v2 none is.
+	t.Run("background weight", func(t *testing.T) {
+		defer c.removeIdle()
+		lim := cgroupLimits(Limits{MemoryBytes: 64 << 20, Pids: 16})
+		x, err := c.NewExec("weight", lim)
+		if err != nil {
+			t.Fatalf("NewExec: %v", err)
+		}
+		var file, own, low string
+		switch c.Mode() {
+		case CgroupV1:
+			if c.cpu == "" {
+				missing(t, "no v1 cpu hierarchy mounted: no CPU weight to lower")
+			}
+			file, own, low = filepath.Join(x.v1Dir(c.cpu), "cpu.shares"), strconv.Itoa(lim.CPUShares), "2"
+		case CgroupV2:
+			file, own, low = filepath.Join(x.dirs[0], "cpu.weight"), strconv.Itoa(lim.CPUWeight), "1"
+			if !exists(file) {
+				missing(t, "the cpu controller is not enabled under %s: no CPU weight to lower", c.parent)
+			}
+		}
+		weight := func() string { return strings.TrimSpace(readFile(t, file)) }
+		if got := weight(); got != own {
+			t.Fatalf("new cgroup's weight = %s, want its limits' %s", got, own)
+		}
+		if err := x.SetBackground(true); err != nil {
+			t.Fatalf("SetBackground(true): %v", err)
+		}
+		if got := weight(); got != low {
+			t.Errorf("weight in the background = %s, want the minimum %s", got, low)
+		}
+		if err := x.SetBackground(false); err != nil {
+			t.Fatalf("SetBackground(false): %v", err)
+		}
+		if got := weight(); got != own {
+			t.Errorf("weight restored = %s, want %s", got, own)
+		}
+		// A cgroup kept while lowered (an execution's teardown) is handed
+		// to the next execution with its own weight.
+		if err := x.SetBackground(true); err != nil {
+			t.Fatalf("SetBackground(true): %v", err)
+		}
+		if !x.Recycle() {
+			if c.Mode() == CgroupV1 {
+				t.Fatalf("Recycle() of an empty cgroup = false on v1")
+			}
+			removeExec(t, x)
+			return
+		}
+		y, err := c.NewExec("weight-again", lim)
+		if err != nil {
+			t.Fatalf("NewExec after Recycle: %v", err)
+		}
+		defer removeExec(t, y)
+		file = filepath.Join(y.v1Dir(c.cpu), "cpu.shares")
+		if got := weight(); got != own || y.background.Load() {
+			t.Errorf("kept cgroup's weight when taken again = %s (background %v), want %s", got, y.background.Load(), own)
+		}
+	})
+
 	t.Run("reuse", func(t *testing.T) {
 		defer c.removeIdle()
 		python := venvPython(t)

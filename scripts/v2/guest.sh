@@ -108,7 +108,7 @@ stage e2e-cold env PYEXEC_TEST_ENGINES=cold bash -c "cd '$ROOT/gateway/e2e' && '
 
 # The warm engine's own integration tests: spares, zygote replacement, no
 # state across executions, limits.
-stage supervisor-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/supervisor' && '$BIN/supervisor.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run 'TestOutcomes|TestMemoryLimit|TestDaemonisedChild|TestSpareChildren|TestNoStateCrossesExecutions|TestZygoteKilledIsReplaced|TestKeptCgroupsCarryNothingOver'"
+stage supervisor-warm env PYEXEC_TEST_ENGINES=warm bash -c "cd '$ROOT/supervisor' && '$BIN/supervisor.test' -test.v -test.count=1 -test.timeout '$TEST_TIMEOUT' -test.run 'TestOutcomes|TestMemoryLimit|TestDaemonisedChild|TestSpareChildren|TestNoStateCrossesExecutions|TestZygoteKilledIsReplaced|TestKeptCgroupsCarryNothingOver|TestSparesSetUpInTheBackground|TestRefusesSecondSupervisor'"
 
 # The whole service (scripts/run.sh) with the supervisor inside cgroups that
 # already hold processes, as in production:

@@ -161,6 +161,20 @@ func (p *zygotePool) takeSpare(e *warmEngine, key jail.Limits) *spare {
 				continue
 			}
 			if sp.alive() && !exiting(sp.zygote.pid) {
+				// The execution runs with its cgroup's own CPU weight,
+				// not the set-up's (newSpare); a spare that cannot have
+				// it back is not taken.
+				if sp.child.cg != nil {
+					if err := sp.child.cg.SetBackground(false); err != nil {
+						e.log.WithError(err).WithFields(sp.fields()).Warn("spare's CPU weight not restored; discarding it")
+						e.wg.Add(1)
+						go func() {
+							defer e.wg.Done()
+							e.discardSpare(sp)
+						}()
+						continue
+					}
+				}
 				setSchedPolicy(sp.child.pid, 0) // SCHED_OTHER
 				return sp
 			}
@@ -256,6 +270,13 @@ func (e *warmEngine) newSpare(z *zygoteProc, log *logrus.Entry) (*spare, error) 
 		close(pending.done)
 		if pending.err != nil {
 			return nil, fmt.Errorf("create cgroup: %w", pending.err)
+		}
+		// Its set-up (namespaces, mounts, the runner's imports and
+		// pre-faulting) yields the CPU to executions in flight: no
+		// request waits for it. takeSpare restores the weight.
+		if err := pending.cg.SetBackground(true); err != nil {
+			engine.RemoveCgroup(pending.cg, log)
+			return nil, fmt.Errorf("lower the spare's CPU weight: %w", err)
 		}
 	}
 	files, err := newOrderFiles()
