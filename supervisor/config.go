@@ -81,10 +81,6 @@ type Config struct {
 	// staged (inside the supervisor's private mount namespace). "" =
 	// /run/python-executor-stage.
 	StageDir string
-	// LockDir holds the instance locks that keep two supervisors from
-	// sharing a socket, cgroup parent or staging directory (default
-	// DefaultLockDir).
-	LockDir string
 
 	// CgroupRoot is the cgroup filesystem root; "" = /sys/fs/cgroup.
 	CgroupRoot string

@@ -8,14 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// DefaultLockDir holds the supervisors' instance locks (see lockInstance):
+// lockDir holds the supervisors' instance locks (see lockInstance):
 // root's own directory, so that no other user can create or hold a lock
 // and keep the service from starting.
-const DefaultLockDir = "/run/python-executor-locks"
+const lockDir = "/run/python-executor-locks"
 
 // instanceLock is what one running supervisor holds: an exclusive flock on
 // one file per host resource it owns.
@@ -34,10 +35,7 @@ type instanceLock struct {
 // it. The locks are flocks: the kernel drops them when the process dies,
 // however it dies, so a crash leaves no stale lock behind.
 func lockInstance(cfg Config) (*instanceLock, error) {
-	dir := cfg.LockDir
-	if dir == "" {
-		dir = DefaultLockDir
-	}
+	dir := lockDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("instance lock: %w", err)
 	}
@@ -115,18 +113,11 @@ func holder(f *os.File) string {
 	defer f.Close()
 	var b [16]byte
 	n, _ := f.ReadAt(b[:], 0)
-	pid, err := strconv.Atoi(string(trimNewline(b[:n])))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
 	if err != nil || pid <= 0 {
 		return ""
 	}
 	return fmt.Sprintf(": pid %d", pid)
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == 0) {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // release drops the locks.

@@ -619,13 +619,7 @@ func waitSpares(t *testing.T, inst *supervisortest.Supervisor) {
 // SCHED_BATCH: a spare not yet taken (warmengine.SparePolicy).
 func hasSpareChild(zygote int) bool {
 	for _, pid := range proc.ChildrenOf(zygote) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		// policy is field 41 of proc(5); f starts at field 3.
-		if len(f) > 38 && f[38] == strconv.Itoa(warmengine.SparePolicy) {
+		if schedPolicy(pid) == warmengine.SparePolicy {
 			return true
 		}
 	}
@@ -885,13 +879,9 @@ func TestSparesSetUpInTheBackground(t *testing.T) {
 
 // schedPolicy is process pid's scheduling policy (-1 when it is gone).
 func schedPolicy(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	f, err := proc.Stat(pid)
 	// policy is field 41 of proc(5); f starts at field 3.
-	if len(f) <= 38 {
+	if err != nil || len(f) <= 38 {
 		return -1
 	}
 	p, err := strconv.Atoi(f[38])
